@@ -1,0 +1,92 @@
+"""What every datamodule shares: a deterministic, resumable stream of training batches.
+
+Batch `b` of a run is a pure function of `(seed, b)`: it is drawn from a generator seeded with
+both, as one *global* batch of `batch_size × world_size` examples, and each rank keeps its own
+slice. Hence
+  * resuming needs only the number of batches already consumed (saved in the checkpoint through
+    Lightning's stateful-dataloader hook: `state_dict` / `load_state_dict` below);
+  * DDP/FSDP on N processes sees exactly the examples a single process sees with an N× batch.
+
+Batches are dicts: `idx` (B, T) int64 inputs, `targets` (B, T) int64 next tokens (-100 = ignore),
+and optionally `cond` (B,) int64 class ids or (B, L) caption ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+Batch = dict[str, Tensor]
+MakeBatch = Callable[[torch.Generator, int], Batch]  # (generator, global batch size) -> batch
+
+IGNORE_INDEX = -100
+
+
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class BatchStream:
+    """An iterable of `length` batches; iteration continues from `position` (resumable)."""
+
+    def __init__(self, make_batch: MakeBatch, *, batch_size: int, length: int, seed: int = 0) -> None:
+        if batch_size < 1 or length < 1:
+            raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
+        self.make_batch, self.batch_size, self.length, self.seed = make_batch, batch_size, length, seed
+        self.position = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def batch(self, b: int) -> Batch:
+        """The global batch number `b`, sliced for this rank."""
+        rank, world = _world()
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + b)
+        full = self.make_batch(g, self.batch_size * world)
+        lo, hi = rank * self.batch_size, (rank + 1) * self.batch_size
+        return {k: v[lo:hi] for k, v in full.items()}
+
+    def __iter__(self) -> Iterator[Batch]:
+        while self.position < self.length:
+            b = self.position
+            self.position += 1  # counted when handed out: a checkpoint taken after step b resumes at b+1
+            yield self.batch(b)
+        self.position = 0  # a new epoch over the same stream starts again
+
+    def state_dict(self) -> dict[str, int]:
+        return {"position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.position = int(state["position"])
+
+
+def random_crops(tokens: Tensor, block_size: int) -> MakeBatch:
+    """Batches of random windows from a 1-D token array: idx = w[:-1], targets = w[1:]."""
+    n = len(tokens) - block_size - 1
+    if n < 1:
+        raise ValueError(f"corpus has {len(tokens)} tokens, needs more than block_size + 1 = {block_size + 1}")
+
+    def make(g: torch.Generator, batch_size: int) -> Batch:
+        starts = torch.randint(0, n + 1, (batch_size,), generator=g)
+        w = torch.stack([torch.as_tensor(tokens[s:s + block_size + 1]) for s in starts.tolist()]).long()
+        return {"idx": w[:, :-1], "targets": w[:, 1:]}
+
+    return make
+
+
+def sequential_windows(tokens: Tensor, block_size: int, max_windows: int | None = None) -> list[Batch]:
+    """Non-overlapping evaluation windows covering the array (deterministic val/test loss)."""
+    n = (len(tokens) - 1) // block_size
+    if n < 1:
+        raise ValueError(f"split has {len(tokens)} tokens, needs at least block_size + 1 = {block_size + 1}")
+    if max_windows is not None:
+        n = min(n, max_windows)
+    out = []
+    for i in range(n):
+        w = torch.as_tensor(tokens[i * block_size:(i + 1) * block_size + 1]).long()
+        out.append({"idx": w[:-1], "targets": w[1:]})
+    return out
