@@ -1,8 +1,9 @@
 """The codec contract: every model declares one; every codec round-trips exactly.
 
-A codec turns a domain object (text, MIDI, image) into token ids and back. It saves itself into a
-folder as `codec.json` (type + parameters) plus any extra files, so that a checkpoint or an
-exported model carries everything needed to decode its samples, with no absolute paths.
+A codec turns a domain object (text, MIDI, image) into token ids and back. Its whole state is a
+JSON-serialisable dict (`to_dict`, e.g. a BPE tokenizer's JSON as a string), so that a Lightning
+checkpoint (`ckpt["codec"]`) and an exported folder (`codec.json`, plus optional human-readable
+extra files) carry everything needed to decode samples, with no absolute paths.
 """
 
 from __future__ import annotations
@@ -34,20 +35,23 @@ class Codec:
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
-        """JSON-serialisable constructor arguments (no paths)."""
+        """JSON-serialisable constructor arguments; the complete state of the codec (no paths)."""
         return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type_name, **self.config()}
 
     def save_files(self, directory: Path) -> None:
         """Write extra files (e.g. a tokenizer) next to codec.json."""
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], directory: Path) -> Codec:
+    def from_config(cls, config: dict[str, Any]) -> Codec:
         return cls(**config)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / CODEC_FILE).write_text(json.dumps({"type": self.type_name, **self.config()}, indent=2))
+        (directory / CODEC_FILE).write_text(json.dumps(self.to_dict(), indent=2))
         self.save_files(directory)
         return directory
 
@@ -58,21 +62,28 @@ def load_codec(directory: str | Path) -> Codec:
     path = directory / CODEC_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no {CODEC_FILE} in {directory}; expected a folder written by Codec.save()")
-    config = json.loads(path.read_text())
+    return codec_from_dict(json.loads(path.read_text()), source=str(path))
+
+
+def codec_from_dict(state: dict[str, Any], source: str = "codec state") -> Codec:
+    """Rebuild a codec from `Codec.to_dict()` output."""
+    config = dict(state)
     type_name = config.pop("type", None)
+    missing = _import_all() if type_name not in _REGISTRY else []
     if type_name not in _REGISTRY:
-        _import_all()
-    if type_name not in _REGISTRY:
-        raise ValueError(f"{path}: unknown codec type {type_name!r}; known: {sorted(_REGISTRY)}")
-    return _REGISTRY[type_name].from_config(config, directory)
+        hint = f" (could not import: {'; '.join(missing)})" if missing else ""
+        raise ValueError(f"{source}: unknown codec type {type_name!r}; known: {sorted(_REGISTRY)}{hint}")
+    return _REGISTRY[type_name].from_config(config)
 
 
-def _import_all() -> None:
-    """Import the codec modules so their classes register (they may need optional extras)."""
+def _import_all() -> list[str]:
+    """Import the codec modules so their classes register; return the import errors (missing extras)."""
     import importlib
 
-    for mod in ("text", "midi", "image"):
+    errors = []
+    for mod in ("text", "midi", "jsb", "image"):
         try:
             importlib.import_module(f"zoo.codecs.{mod}")
-        except ImportError:
-            pass
+        except ImportError as e:
+            errors.append(f"zoo.codecs.{mod}: {e}")
+    return errors

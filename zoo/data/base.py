@@ -68,7 +68,9 @@ def random_crops(tokens: Tensor, block_size: int) -> MakeBatch:
     """Batches of random windows from a 1-D token array: idx = w[:-1], targets = w[1:]."""
     n = len(tokens) - block_size - 1
     if n < 1:
-        raise ValueError(f"corpus has {len(tokens)} tokens, needs more than block_size + 1 = {block_size + 1}")
+        raise ValueError(
+            f"corpus has {len(tokens)} tokens, needs more than block_size + 1 = {block_size + 1}"
+        )
 
     def make(g: torch.Generator, batch_size: int) -> Batch:
         starts = torch.randint(0, n + 1, (batch_size,), generator=g)
