@@ -1,0 +1,158 @@
+"""GenerativeModule: the one LightningModule that trains every zoo model.
+
+It knows nothing about GPT, images or music: it receives a plain `GenerativeModel`, its codec and
+the resolved training config, and owns the loss (token cross-entropy), optimizer groups, the
+warmup + cosine schedule, logging (loss, perplexity, learning rate, tokens/s) and what a checkpoint
+carries besides weights (`ckpt["zoo"]`: model type and config, codec state, training config), so
+that a checkpoint alone is enough to sample from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from zoo.codecs.base import Codec
+from zoo.data.base import IGNORE_INDEX, Batch
+from zoo.models.base import GenerativeModel
+
+log = logging.getLogger(__name__)
+CHECKPOINT_VERSION = 1
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def lr_lambda(step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
+    """Linear warmup to 1, then cosine decay to `min_lr_ratio` at `max_steps` (then flat)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class GenerativeModule(L.LightningModule):
+    def __init__(
+        self,
+        model: GenerativeModel,
+        *,
+        codec: Codec | None = None,
+        lr: float = 3e-4,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        on_nonfinite: Literal["raise", "skip"] = "raise",
+        train_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"on_nonfinite={on_nonfinite!r}; accepted: 'raise', 'skip'")
+        self.model, self.codec = model, codec
+        self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
+        self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
+        self.on_nonfinite = on_nonfinite
+        self.train_config = train_config or {}
+        self._t_last: float | None = None
+
+    # ---- model -------------------------------------------------------------------------------
+    def forward(self, idx: Tensor, cond: Tensor | None = None) -> Tensor:
+        return self.model(idx, cond=cond)
+
+    def loss(self, batch: Batch) -> tuple[Tensor, int]:
+        """Mean cross-entropy over non-ignored targets, and how many targets that was."""
+        logits = self.model(batch["idx"], cond=batch.get("cond"))  # (B, T, V)
+        targets = batch["targets"]
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+        return loss, int((targets != IGNORE_INDEX).sum())
+
+    def configure_model(self) -> None:
+        """Under ModelParallelStrategy (strategy=fsdp): shard each transformer block, then the root."""
+        if self.device_mesh is None:
+            return
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mesh = self.device_mesh["data_parallel"]
+        mp = None
+        if self.trainer is not None and str(self.trainer.precision).startswith("bf16"):
+            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        kwargs = {"mesh": mesh, **({"mp_policy": mp} if mp else {})}
+        for block in self.model.blocks():
+            fully_shard(block, **kwargs)
+        fully_shard(self.model, **kwargs)
+
+    # ---- steps -------------------------------------------------------------------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        loss, n = self.loss(batch)
+        if not torch.isfinite(loss):
+            where = (f"non-finite training loss {loss.item()} at step {self.global_step} "
+                     f"(batch {batch_idx}, idx shape {tuple(batch['idx'].shape)})")
+            if self.on_nonfinite == "skip":
+                log.warning("%s: step skipped (on_nonfinite=skip)", where)
+                return None
+            raise NonFiniteLossError(f"{where}; the last good checkpoint is kept. Lower the learning rate, "
+                                     "check the data, or set module.on_nonfinite=skip to skip such steps.")
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self._tokens = n * self.trainer.world_size
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._t_last is not None and getattr(self, "_tokens", 0):
+            self.log("tokens_per_s", self._tokens / (now - self._t_last), prog_bar=True, batch_size=1)
+        self._t_last = now
+        if self.lr_schedulers() is not None:
+            self.log("lr", self.lr_schedulers().get_last_lr()[0], batch_size=1)
+
+    def on_validation_start(self) -> None:
+        self._t_last = None  # validation time is not training throughput
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        loss, n = self.loss(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        val = self.trainer.callback_metrics.get("val/loss")
+        if val is not None:
+            self.log("val/ppl", torch.exp(val.float()), sync_dist=False)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        loss, n = self.loss(batch)
+        self.log("test/loss", loss, batch_size=n, sync_dist=True)
+
+    # ---- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]  # matrices and embeddings; not biases and norm gains
+        no_decay = [p for p in params if p.dim() < 2]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.lr, betas=self.betas,
+        )
+        trainer = self.trainer
+        max_steps = trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(
+            s, warmup_steps=self.warmup_steps, max_steps=int(max_steps), min_lr_ratio=self.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def zoo_metadata(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "model_type": self.model.model_type,
+            "model_config": dataclasses.asdict(self.model.config),
+            "codec": self.codec.to_dict() if self.codec is not None else None,
+            "train_config": self.train_config,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["zoo"] = self.zoo_metadata()

@@ -1,0 +1,113 @@
+"""What every zoo model shares: config validation, the generation interface, the model registry.
+
+A zoo model is a plain `nn.Module` that
+  * maps token ids (B, T) and an optional condition to logits (B, T, V) for training
+    (`forward(idx, cond=None, cache=None)`; what position t predicts is documented per model);
+  * supports incremental decoding through `prefill` and `decode_step`, which both return the
+    distribution of the *next* token (B, V) — the only two calls `zoo.sampling` makes;
+  * has a `config` dataclass that validates itself in `__post_init__`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, get_args, get_origin
+
+import torch
+from torch import Tensor, nn
+
+from zoo.attention import KVCache
+from zoo.layers import Block
+
+
+def validate_choices(config: Any) -> None:
+    """Check every `Literal[...]` field of a dataclass instance; raise naming the key and the choices."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        hint, value = hints[f.name], getattr(config, f.name)
+        options = _literal_options(hint)
+        if options is not None and value not in options:
+            raise ValueError(f"{type(config).__name__}.{f.name}={value!r} is not accepted; "
+                             f"choose one of {list(options)}")
+
+
+def _literal_options(hint: Any) -> tuple | None:
+    """The allowed values of `Literal[...]` or `Literal[...] | None`; None for any other hint."""
+    if get_origin(hint) is Literal:
+        return get_args(hint)
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        args = get_args(hint)
+        literals = [a for a in args if get_origin(a) is Literal]
+        if literals:
+            return tuple(v for a in literals for v in get_args(a)) + ((None,) if type(None) in args else ())
+    return None
+
+
+def require_positive(config: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}")
+
+
+class GenerativeModel(nn.Module):
+    """Defaults for a decoder-only next-token model: logits[:, t] predicts token t + 1."""
+
+    config: Any
+
+    def new_cache(self, batch: int, max_len: int | None = None, *, device: torch.device | str | None = None,
+                  dtype: torch.dtype | None = None) -> KVCache:
+        c = self.config
+        p = next(self.parameters())
+        return KVCache(c.n_layer, batch, c.n_head, max_len or c.block_size, c.n_embd // c.n_head,
+                       device=device or p.device, dtype=dtype or p.dtype)
+
+    def prefill(self, idx: Tensor, *, cond: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        """Feed the prompt (B, T); return next-token logits (B, V)."""
+        return self(idx, cond=cond, cache=cache, last_only=True)[:, -1]
+
+    def decode_step(self, idx: Tensor, *, cache: KVCache) -> Tensor:
+        """Feed one new token per row (B, 1) on top of the cache; return next-token logits (B, V)."""
+        return self(idx, cache=cache, last_only=True)[:, -1]
+
+    @property
+    def max_len(self) -> int:
+        """Longest token stream the model can decode (prompt + generated)."""
+        return self.config.block_size
+
+    def blocks(self) -> list[nn.Module]:
+        """The repeated transformer blocks: the unit of FSDP sharding and activation checkpointing."""
+        return [m for m in self.modules() if isinstance(m, Block)]
+
+    def num_params(self, exclude_embeddings: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Embedding))
+        return n
+
+
+MODELS: dict[str, tuple[type, type]] = {}  # model type name -> (config class, model class)
+
+
+def register(name: str, config_cls: type) -> typing.Callable[[type], type]:
+    def wrap(model_cls: type) -> type:
+        MODELS[name] = (config_cls, model_cls)
+        model_cls.model_type = name
+        return model_cls
+    return wrap
+
+
+def build_model(model_type: str, config: dict[str, Any]) -> GenerativeModel:
+    """Instantiate a registered model from a plain dict; unknown keys are errors that name them."""
+    import zoo.models  # noqa: F401  (registers every model)
+
+    if model_type not in MODELS:
+        raise ValueError(f"unknown model type {model_type!r}; accepted: {sorted(MODELS)}")
+    config_cls, model_cls = MODELS[model_type]
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"unknown {model_type} config key(s) {unknown}; accepted: {sorted(known)}")
+    return model_cls(config_cls(**config))

@@ -1,0 +1,146 @@
+"""GPT: a causal decoder-only language model in the GPT-2 parameter layout.
+
+Radford et al. 2019, "Language Models are Unsupervised Multitask Learners". Module names mirror
+Hugging Face's `GPT2LMHeadModel` (`transformer.wte`, `transformer.h.N.attn.c_attn`, ...), so GPT-2
+weights import key for key (`from_hf_state_dict`), only transposing HF's Conv1D matrices.
+
+Training convention: `logits[:, t]` predicts `idx[:, t + 1]` (the datamodule shifts the targets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from zoo.attention import KVCache
+from zoo.layers import Activation, Block, NormKind, RotaryEmbedding, make_norm
+from zoo.models.base import GenerativeModel, register, require_positive, validate_choices
+
+
+@dataclass(kw_only=True)
+class GPTConfig:
+    vocab_size: int = 256  # training sets this from the data's codec
+    block_size: int = 256
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    dropout: float = 0.0
+    bias: bool = True
+    norm: NormKind = "layernorm"
+    activation: Activation = "gelu"
+    position: Literal["learned", "rotary", "none"] = "learned"
+    kernel: Literal["math", "sdpa", "relative"] = "sdpa"
+    max_relative_position: int | None = None  # relative kernel only; None = block_size
+    tie_weights: bool = True
+
+    def __post_init__(self) -> None:
+        validate_choices(self)
+        require_positive(self, "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.position == "rotary" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"position='rotary' needs an even head dim, got {self.n_embd // self.n_head}")
+        if self.kernel == "relative":
+            if self.max_relative_position is None:
+                self.max_relative_position = self.block_size
+            require_positive(self, "max_relative_position")
+        elif self.max_relative_position is not None:
+            raise ValueError("max_relative_position is only used with kernel='relative', "
+                             f"got kernel={self.kernel!r}")
+
+
+@register("gpt", GPTConfig)
+class GPT(GenerativeModel):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(c.vocab_size, c.n_embd),
+            drop=nn.Dropout(c.dropout),
+            h=nn.ModuleList(
+                Block(c.n_embd, c.n_head, layer_idx=i, kernel=c.kernel, dropout=c.dropout, bias=c.bias,
+                      norm=c.norm, activation=c.activation, max_relative_position=c.max_relative_position)
+                for i in range(c.n_layer)
+            ),
+            ln_f=make_norm(c.norm, c.n_embd, c.bias),
+        ))
+        if c.position == "learned":
+            self.transformer["wpe"] = nn.Embedding(c.block_size, c.n_embd)
+        self.rotary = RotaryEmbedding(c.n_embd // c.n_head, c.block_size) if c.position == "rotary" else None
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        # GPT-2 §2.3: scale residual projections by 1/sqrt(number of residual layers).
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / (2 * c.n_layer) ** 0.5)
+        if c.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: Tensor, *, cond: Tensor | None = None, cache: KVCache | None = None,
+                last_only: bool = False) -> Tensor:
+        """idx (B, T) -> logits (B, T, V), or (B, 1, V) with `last_only`. `cond` must be None."""
+        if cond is not None:
+            raise ValueError("GPT is unconditional; got a `cond` tensor")
+        b, t = idx.shape
+        offset = cache.pos if cache is not None else 0
+        if offset + t > self.config.block_size:
+            raise ValueError(f"sequence of {offset + t} tokens exceeds block_size={self.config.block_size}")
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(torch.arange(offset, offset + t, device=idx.device))
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, cache=cache, rotary=self.rotary)
+        if cache is not None:
+            cache.advance(t)
+        if last_only:
+            x = x[:, -1:]
+        return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+
+    @classmethod
+    def from_hf_config(cls, hf: dict[str, Any], **overrides: Any) -> GPTConfig:
+        """Map a Hugging Face GPT2Config dict onto GPTConfig."""
+        act = hf.get("activation_function", "gelu_new")
+        activations = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
+        if act not in activations:
+            raise ValueError(f"GPT-2 activation {act!r} is not supported; accepted: {sorted(activations)}")
+        return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
+                         n_head=hf["n_head"], n_embd=hf["n_embd"], activation=activations[act],
+                         **overrides)
+
+    def load_hf_state_dict(self, sd: dict[str, Tensor]) -> None:
+        """Copy a `GPT2LMHeadModel` / `GPT2Model` state dict into this model, key for key.
+
+        HF stores attention and MLP weights as Conv1D (in, out) matrices; nn.Linear wants (out, in).
+        """
+        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        own = self.state_dict()
+        sd = {(k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
+              for k, v in sd.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+        if "lm_head.weight" not in sd:
+            sd["lm_head.weight"] = sd["transformer.wte.weight"]
+        missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"GPT-2 state dict does not match this GPT: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        with torch.no_grad():
+            for k, v in sd.items():
+                v = v.t() if k.endswith(conv1d) else v
+                if own[k].shape != v.shape:
+                    raise ValueError(f"{k}: GPT-2 tensor has shape {tuple(v.shape)}, "
+                                     f"this model expects {tuple(own[k].shape)}")
+                own[k].copy_(v)

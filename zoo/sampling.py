@@ -1,0 +1,167 @@
+"""One autoregressive loop for every zoo model.
+
+`generate` drives any `GenerativeModel` through `prefill` / `decode_step` (KV cache) or, with
+`use_cache=False`, by recomputing the whole prefix each step (the reference the tests compare with).
+
+Prompts of different lengths share one batch without padding: all rows are prefilled with the
+shortest prompt, then rows that still have prompt tokens are teacher-forced (their prompt token is
+fed instead of a sample) until their prompt is used up. Positions stay aligned, so learned,
+rotary and relative position schemes are all exact.
+
+Filters apply in this order, as in most libraries: repetition penalty, guidance, temperature, then
+top-k, top-p (nucleus, Holtzman et al. 2020) and min-p (keep tokens with p >= min_p · p_max).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from zoo.models.base import GenerativeModel
+
+
+@dataclass(kw_only=True)
+class SamplingConfig:
+    max_new_tokens: int = 256
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float = 1.0  # CTRL (Keskar et al. 2019): >1 discourages tokens already present
+    guidance_scale: float | None = None  # classifier-free guidance; needs `uncond`
+    stop_tokens: tuple[int, ...] = ()
+    seed: int | None = None
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
+        for name in ("top_p", "min_p"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 < v <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1] or None, got {v}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+
+def filter_logits(logits: Tensor, cfg: SamplingConfig) -> Tensor:
+    """Apply temperature, top-k, top-p and min-p to (B, V) logits; removed entries become -inf."""
+    if cfg.temperature > 0:
+        logits = logits / cfg.temperature
+    if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p is not None and cfg.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop_sorted = cum - sorted_logits.softmax(-1) >= cfg.top_p  # mass before this token already enough
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    if cfg.min_p is not None:
+        probs = logits.softmax(-1)
+        logits = logits.masked_fill(probs < cfg.min_p * probs.max(-1, keepdim=True).values, float("-inf"))
+    return logits
+
+
+def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
+    """seen (B, V) bool: divide positive logits of seen tokens by `penalty`, multiply negative ones."""
+    if penalty == 1.0:
+        return logits
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalised, logits)
+
+
+def _pick(logits: Tensor, cfg: SamplingConfig, generator: torch.Generator | None) -> Tensor:
+    if cfg.temperature == 0:
+        return logits.argmax(-1)
+    probs = filter_logits(logits.float(), cfg).softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model: GenerativeModel,
+    prompts: Sequence[Sequence[int]] | Tensor,
+    cfg: SamplingConfig | None = None,
+    *,
+    cond: Tensor | None = None,
+    uncond: Tensor | None = None,
+    on_token: Callable[[int, Tensor], None] | None = None,
+    should_stop: Callable[[int, list[int]], bool] | None = None,
+    **overrides: object,
+) -> list[list[int]]:
+    """Sample continuations for a batch of prompts; return the generated ids per row (prompt excluded).
+
+    prompts: B token lists (may be empty when the model supplies its own start, e.g. class token).
+    cond / uncond: the model's condition for each row, and the "no condition" value used for
+        classifier-free guidance: logits = u + scale · (c − u), computed on a doubled batch that
+        shares one KV cache.
+    on_token(step, tokens (B,)): called after every generated step (streaming).
+    should_stop(row, generated ids): text-level stop rules (stop strings) checked after each token.
+    A row stops at a stop token (which is kept in its output) or when should_stop says so.
+    """
+    cfg = SamplingConfig(**{**(cfg.__dict__ if cfg else {}), **overrides})
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    rows = [list(map(int, p)) for p in (prompts.tolist() if isinstance(prompts, Tensor) else prompts)]
+    b = len(rows)
+    guided = cfg.guidance_scale is not None
+    if guided and (cond is None or uncond is None):
+        raise ValueError("guidance_scale needs both `cond` and `uncond`")
+    if guided:
+        cond = torch.cat([cond, uncond.expand_as(cond) if uncond.dim() == cond.dim() else uncond], dim=0)
+    n0 = min(len(r) for r in rows)
+    total = max(len(r) for r in rows) - n0 + cfg.max_new_tokens
+    if n0 + total > model.max_len:
+        raise ValueError(f"prompt + max_new_tokens = {n0 + total} tokens exceeds the model's context "
+                         f"of {model.max_len}; shorten the prompt or lower max_new_tokens")
+    generator = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.seed is not None else None
+    vocab_seen = None
+    seq = torch.tensor([r[:n0] for r in rows], dtype=torch.long, device=device).view(b, n0)  # (B, n0)
+    feed = torch.cat([seq, seq]) if guided else seq
+    cache = model.new_cache(feed.shape[0], n0 + total) if cfg.use_cache else None
+    logits = model.prefill(feed, cond=cond, cache=cache)  # (B or 2B, V)
+    out: list[list[int]] = [[] for _ in range(b)]
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    for step in range(total):
+        if guided:
+            c, u = logits[:b], logits[b:]
+            logits = u + cfg.guidance_scale * (c - u)
+        if cfg.repetition_penalty != 1.0:
+            if vocab_seen is None:
+                vocab_seen = torch.zeros(b, logits.shape[-1], dtype=torch.bool, device=device)
+                vocab_seen.scatter_(1, seq, True)
+            logits = apply_repetition_penalty(logits, vocab_seen, cfg.repetition_penalty)
+        tok = _pick(logits, cfg, generator)  # (B,)
+        pos = n0 + step  # absolute position of this token
+        for r, prompt in enumerate(rows):  # teacher-force rows whose prompt is longer
+            if pos < len(prompt):
+                tok[r] = prompt[pos]
+        generated = torch.tensor([pos >= len(p) for p in rows], device=device) & ~done
+        seq = torch.cat([seq, tok[:, None]], dim=1)
+        if vocab_seen is not None:
+            vocab_seen.scatter_(1, tok[:, None], True)
+        for r in generated.nonzero().flatten().tolist():
+            out[r].append(int(tok[r]))
+            if (len(out[r]) >= cfg.max_new_tokens or int(tok[r]) in cfg.stop_tokens
+                    or (should_stop is not None and should_stop(r, out[r]))):
+                done[r] = True
+        if on_token is not None:
+            on_token(step, torch.where(generated, tok, -1))
+        if bool(done.all()) or step == total - 1:
+            break
+        feed = torch.cat([tok, tok])[:, None] if guided else tok[:, None]
+        if cache is not None:
+            logits = model.decode_step(feed, cache=cache)
+        else:
+            logits = model.prefill(torch.cat([seq, seq]) if guided else seq, cond=cond)
+    model.train(was_training)
+    return out
