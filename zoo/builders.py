@@ -1,0 +1,112 @@
+"""Turn plain config dicts (resolved by the entry points) into objects, with errors that name keys.
+
+Entry points are the only Hydra importers: they resolve their DictConfig into dicts and call these.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from zoo.codecs.base import Codec
+from zoo.models.base import build_model
+
+STRATEGIES = ("auto", "ddp", "fsdp")
+
+
+def instantiate(cfg: dict[str, Any], *, section: str, drop: tuple[str, ...] = ("name",)) -> Any:
+    """Call `cfg["_target_"]` with the other keys, checking them against its signature first."""
+    cfg = dict(cfg)
+    target = cfg.pop("_target_", None)
+    if not target:
+        raise ValueError(f"{section}: missing `_target_` (the class to build)")
+    for key in drop:
+        cfg.pop(key, None)
+    module_name, _, attr = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"{section}._target_={target!r} cannot be imported: {e}") from e
+    accepted = accepted_kwargs(cls)
+    unknown = sorted(set(cfg) - accepted) if accepted is not None else []
+    if unknown:
+        raise ValueError(f"unknown {section} key(s) {unknown} for {target}; accepted: {sorted(accepted)}")
+    return cls(**cfg)
+
+
+def accepted_kwargs(cls: type) -> set[str] | None:
+    """Keyword arguments `cls(...)` accepts, following `**kwargs` passed up the class hierarchy.
+    None when some constructor takes arbitrary keywords we cannot see through."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters
+        names |= {n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return names
+    return None
+
+
+def build_data(cfg: dict[str, Any]) -> Any:
+    return instantiate(cfg, section="data")
+
+
+def build_module(model_cfg: dict[str, Any], module_cfg: dict[str, Any], *, codec: Codec | None,
+                 train_config: dict[str, Any] | None = None) -> Any:
+    """GenerativeModule around a freshly built model; `vocab_size: null` is taken from the codec."""
+    from zoo.lit_module import GenerativeModule
+
+    model_cfg = dict(model_cfg)
+    model_type = model_cfg.pop("type", None)
+    if model_cfg.get("vocab_size") is None:
+        if codec is None:
+            raise ValueError("model.vocab_size is null and the data provides no codec to take it from")
+        model_cfg["vocab_size"] = codec.vocab_size
+    elif codec is not None and model_cfg["vocab_size"] < codec.vocab_size:
+        raise ValueError(f"model.vocab_size={model_cfg['vocab_size']} is smaller than the codec's "
+                         f"{codec.vocab_size} tokens; set model.vocab_size=null to use the codec's")
+    model = build_model(model_type, model_cfg)
+    return GenerativeModule(model, codec=codec, train_config=train_config, **module_cfg)
+
+
+def build_strategy(cfg: dict[str, Any]) -> Any:
+    cfg = dict(cfg)
+    name = cfg.pop("name", "auto")
+    if name == "auto":
+        return "auto"
+    if name == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(**cfg)
+    if name == "fsdp":
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        return ModelParallelStrategy(**cfg)
+    raise ValueError(f"unknown strategy {name!r}; accepted: {list(STRATEGIES)}")
+
+
+def check_writable(directory: Path) -> None:
+    """Fail fast when the run folder cannot be created or written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise PermissionError(f"cannot write to the run folder {directory}: {e.strerror}. "
+                              "Choose another with run_dir=PATH or fix its permissions.") from e
+
+
+def resolve_ckpt_path(value: str | None, ckpt_dir: Path) -> str | None:
+    """`last` -> the run's last.ckpt when it exists (fresh start otherwise); a path must exist."""
+    if value in (None, "", "null", "none"):
+        return None
+    if value == "last":
+        last = ckpt_dir / "last.ckpt"
+        return str(last) if last.is_file() else None
+    if not Path(value).is_file():
+        raise FileNotFoundError(f"ckpt_path={value!r} does not exist; use a .ckpt path, 'last' or null")
+    return value

@@ -1,0 +1,103 @@
+"""Training callbacks: periodic samples (logged as media and saved under the run folder).
+
+How samples are drawn and rendered depends on the domain; each domain registers a `SampleRenderer`
+keyed by codec type. Text is here; images and music register theirs from their own modules.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from zoo.codecs.base import Codec
+from zoo.sampling import SamplingConfig, generate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SampleSet:
+    """What a renderer produced for one step: text rows and/or media files, ready to log."""
+
+    texts: list[tuple[str, str]] = field(default_factory=list)  # (prompt, sample)
+    images: list[Path] = field(default_factory=list)
+    audio: list[Path] = field(default_factory=list)
+
+
+# (module, datamodule, sampling config, output folder, step) -> SampleSet
+SampleRenderer = Callable[[L.LightningModule, Any, SamplingConfig, Path, int], SampleSet]
+RENDERERS: dict[str, SampleRenderer] = {}
+
+
+def text_samples(module: L.LightningModule, datamodule: Any, cfg: SamplingConfig, out_dir: Path,
+                 step: int) -> SampleSet:
+    codec: Codec = module.codec
+    prompts = list(getattr(datamodule, "sample_prompts", None) or ["\n"])
+    ids = [codec.encode(p) for p in prompts]
+    rows = generate(module.model, ids, cfg)
+    texts = [(p, codec.decode(r)) for p, r in zip(prompts, rows)]
+    path = out_dir / f"step_{step:06d}.txt"
+    path.write_text("".join(f"=== prompt: {p!r}\n{p}{s}\n\n" for p, s in texts))
+    return SampleSet(texts=texts)
+
+
+for _kind in ("char", "byte", "bpe"):
+    RENDERERS[_kind] = text_samples
+
+
+class SampleCallback(L.Callback):
+    """Every `every_n_steps` optimizer steps (and at the end of training), on global rank 0,
+    generate samples, save them under `out_dir` and log them to every logger that takes media."""
+
+    def __init__(self, out_dir: str | Path, *, every_n_steps: int = 500, num_samples: int = 3,
+                 **sampling: Any) -> None:
+        self.out_dir = Path(out_dir)
+        self.every_n_steps, self.num_samples = every_n_steps, num_samples
+        self.sampling = SamplingConfig(**sampling)
+        self.last: SampleSet | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step % self.every_n_steps == 0 and step > 0 and not trainer.fast_dev_run:
+            self.sample(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.sample(trainer, pl_module)
+
+    def sample(self, trainer: L.Trainer, pl_module: L.LightningModule) -> SampleSet | None:
+        codec = getattr(pl_module, "codec", None)
+        if not trainer.is_global_zero or codec is None or codec.type_name not in RENDERERS:
+            return None
+        if trainer.strategy.__class__.__name__ == "ModelParallelStrategy":
+            return None  # sharded parameters: sample from the saved checkpoint with zoo-sample instead
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        step = trainer.global_step
+        with torch.random.fork_rng():  # sampling must not change the training RNG stream
+            samples = RENDERERS[codec.type_name](pl_module, trainer.datamodule, self.sampling, self.out_dir, step)
+        self.last = samples
+        for logger in trainer.loggers:
+            _log_media(logger, samples, step)
+        return samples
+
+
+def _log_media(logger: Any, samples: SampleSet, step: int) -> None:
+    name = type(logger).__name__
+    if name == "WandbLogger":
+        if samples.texts:
+            logger.log_text("samples/text", columns=["step", "prompt", "sample"],
+                            data=[[step, p, s] for p, s in samples.texts], step=step)
+        if samples.images:
+            logger.log_image("samples/images", [str(p) for p in samples.images], step=step)
+        if samples.audio:
+            import wandb
+
+            logger.experiment.log({"samples/audio": [wandb.Audio(str(p)) for p in samples.audio]}, step=step)
+    elif name == "TensorBoardLogger":
+        for i, (p, s) in enumerate(samples.texts):
+            logger.experiment.add_text(f"samples/{i}", f"**{p}**{s}", global_step=step)

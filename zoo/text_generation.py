@@ -1,0 +1,53 @@
+"""Text in, text out: prompts are encoded with the model's codec, samples decoded and streamed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from zoo.codecs.base import Codec
+from zoo.models.base import GenerativeModel
+from zoo.sampling import SamplingConfig, generate
+
+
+def generate_text(model: GenerativeModel, codec: Codec, prompts: Sequence[str], *, num_samples: int = 1,
+                  stop: Sequence[str] = (), on_text: Callable[[str], Any] | None = None,
+                  **sampling: Any) -> list[tuple[str, str]]:
+    """Sample `num_samples` continuations of each prompt; return (prompt, continuation) pairs.
+
+    An empty prompt starts from the codec's end-of-text token when it has one, else from "\\n".
+    Stop strings end a sample; the returned text is cut just before the stop string.
+    `on_text`, for a single row, receives the text as it is generated (streaming).
+    """
+    rows = [p for p in prompts for _ in range(num_samples)]
+    eos = getattr(codec, "eos_id", None)
+    ids = [codec.encode(p) if p else ([eos] if eos is not None else codec.encode("\n")) for p in rows]
+    cfg = SamplingConfig(**sampling, stop_tokens=(eos,) if eos is not None else ())
+
+    def should_stop(r: int, out: list[int]) -> bool:
+        return bool(stop) and any(s in codec.decode(out[-64:]) for s in stop)
+
+    emitted = [""]
+
+    def on_token(step: int, tokens: Any) -> None:
+        if on_text is None or int(tokens[0]) < 0:
+            return
+        text = codec.decode(outs_so_far[0] + [int(tokens[0])])
+        outs_so_far[0].append(int(tokens[0]))
+        if text.endswith("\ufffd"):
+            return  # an incomplete multi-byte character: wait for the rest
+        on_text(text[len(emitted[0]):])
+        emitted[0] = text
+
+    outs_so_far: list[list[int]] = [[]]
+    out = generate(model, ids, cfg, on_token=on_token, should_stop=should_stop if stop else None)
+    texts = []
+    for p, o in zip(rows, out):
+        if eos is not None and o and o[-1] == eos:
+            o = o[:-1]
+        t = codec.decode(o)
+        for s in stop:
+            if s in t:
+                t = t[: t.index(s)]
+        texts.append((p, t))
+    return texts
