@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 
 from zoo.codecs.base import Codec
 from zoo.sampling import SamplingConfig, generate
@@ -39,8 +40,11 @@ def text_samples(module: L.LightningModule, datamodule: Any, cfg: SamplingConfig
                  step: int) -> SampleSet:
     codec: Codec = module.codec
     prompts = list(getattr(datamodule, "sample_prompts", None) or ["\n"])
-    ids = [codec.encode(p) for p in prompts]
-    rows = generate(module.model, ids, cfg)
+    room = module.model.max_len
+    ids = [codec.encode(p)[-(room // 2):] for p in prompts]  # leave at least half the context to generate
+    prompts = [codec.decode(i) for i in ids]
+    max_new = min(cfg.max_new_tokens, room - max(len(i) for i in ids))
+    rows = generate(module.model, ids, cfg, max_new_tokens=max_new)
     texts = [(p, codec.decode(r)) for p, r in zip(prompts, rows)]
     path = out_dir / f"step_{step:06d}.txt"
     path.write_text("".join(f"=== prompt: {p!r}\n{p}{s}\n\n" for p, s in texts))
@@ -101,3 +105,10 @@ def _log_media(logger: Any, samples: SampleSet, step: int) -> None:
     elif name == "TensorBoardLogger":
         for i, (p, s) in enumerate(samples.texts):
             logger.experiment.add_text(f"samples/{i}", f"**{p}**{s}", global_step=step)
+
+
+class ProgressBar(RichProgressBar):
+    """Rich progress bar over optimizer steps (a zoo run is one long "epoch" of random crops)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return "train"

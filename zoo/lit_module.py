@@ -110,8 +110,7 @@ class GenerativeModule(L.LightningModule):
         if self._t_last is not None and getattr(self, "_tokens", 0):
             self.log("tokens_per_s", self._tokens / (now - self._t_last), prog_bar=True, batch_size=1)
         self._t_last = now
-        if self.lr_schedulers() is not None:
-            self.log("lr", self.lr_schedulers().get_last_lr()[0], batch_size=1)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], batch_size=1)
 
     def on_validation_start(self) -> None:
         self._t_last = None  # validation time is not training throughput

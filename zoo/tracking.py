@@ -54,10 +54,13 @@ def _wandb_logger(cfg: dict[str, Any], *, run_dir: Path, name: str, config: dict
     run_dir.mkdir(parents=True, exist_ok=True)
     # A run id stored in the run folder makes a resumed training reattach to the same W&B run.
     id_file = run_dir / "wandb_run_id"
-    run_id = id_file.read_text().strip() if id_file.is_file() else None
-    logger = WandbLogger(project=cfg.get("project", "zoo"), entity=cfg.get("entity"), name=name,
-                         save_dir=str(run_dir), mode=mode, id=run_id, resume="allow" if run_id else None,
-                         log_model=cfg.get("log_model", False), tags=list(cfg.get("tags", [])), config=config)
-    if run_id is None and mode != "disabled":
-        id_file.write_text(logger.version or "")
-    return logger
+    if id_file.is_file() and id_file.read_text().strip():
+        run_id = id_file.read_text().strip()
+    else:
+        import secrets
+
+        run_id = secrets.token_hex(4)
+        id_file.write_text(run_id)
+    return WandbLogger(project=cfg.get("project", "zoo"), entity=cfg.get("entity"), name=name,
+                       save_dir=str(run_dir), mode=mode, id=run_id, resume="allow",
+                       log_model=cfg.get("log_model", False), tags=list(cfg.get("tags", [])), config=config)

@@ -21,13 +21,13 @@ log = logging.getLogger("zoo.train")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     """Train with a composed config; return a summary dict (paths, metrics, samples)."""
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from zoo.callbacks import SampleCallback
+    from zoo.callbacks import ProgressBar, SampleCallback
     from zoo.tracking import build_logger
 
     run_dir = Path(cfg.get("run_dir") or hydra_run_dir())
@@ -51,13 +51,12 @@ def run(cfg: DictConfig) -> dict:
                         every_n_train_steps=cfg.checkpoint.every_n_steps, save_last=True, save_top_k=1,
                         monitor="val/loss", mode="min", save_on_train_epoch_end=False),
         sample_cb,
+        *(extra_callbacks or []),
     ]
     logger = build_logger(OmegaConf.to_container(cfg.logger), run_dir=run_dir, name=cfg.name, config=resolved)
-    if logger is not None:
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer_kwargs = OmegaConf.to_container(cfg.trainer)
     if trainer_kwargs.get("enable_progress_bar", True) and os.environ.get("ZOO_PLAIN_PROGRESS") is None:
-        callbacks.append(RichProgressBar())
+        callbacks.append(ProgressBar())
     trainer = L.Trainer(**trainer_kwargs, strategy=build_strategy(resolved["strategy"]), logger=logger or False,
                         callbacks=callbacks, default_root_dir=str(run_dir))
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, ckpt_dir)

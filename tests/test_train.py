@@ -1,0 +1,224 @@
+"""The training stack end to end: configs compose, runs train, resume, distribute, and fail clearly."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from helpers import CONF, TINY, compose_train, run_cli
+from omegaconf import OmegaConf
+
+from zoo.builders import build_data, build_module, build_strategy, instantiate
+from zoo.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
+from zoo.sampling import generate
+from zoo.tracking import build_logger
+from zoo.train import run
+
+GROUPS = ["model", "data", "precision", "strategy", "logger", "trainer"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def experiments() -> list[str]:
+    return options("experiment")
+
+
+def _corpus(tmp_path: Path) -> Path:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("hello world, this is a tiny corpus for tests. " * 200)
+    return corpus
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_config_option_composes_and_instantiates(group, tmp_path):
+    for option in options(group):
+        overrides = [f"{group}={option}", f"run_dir={tmp_path / option}"]
+        if group == "data" and option == "text_files":
+            overrides.append(f"data.path={_corpus(tmp_path)}")
+        cfg = compose_train(overrides)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        if group == "data":
+            dm = build_data(resolved["data"])
+            assert isinstance(dm, L.LightningDataModule)
+        elif group == "model":
+            module = build_module(resolved["model"], resolved["module"], codec=None
+                                  if resolved["model"]["vocab_size"] else _FakeCodec())
+            assert module.model.model_type == resolved["model"]["type"]
+        elif group == "strategy":
+            assert build_strategy(resolved["strategy"]) is not None
+        elif group == "logger":
+            build_logger(resolved["logger"], run_dir=tmp_path / option, name="t")
+        elif group in ("trainer", "precision"):
+            trainer_cfg = {k: v for k, v in resolved["trainer"].items() if k != "accelerator"}
+            L.Trainer(**trainer_cfg, accelerator="cpu", logger=False, enable_checkpointing=False)
+
+
+class _FakeCodec:
+    vocab_size = 50
+    type_name = "char"
+
+    def to_dict(self):
+        return {"type": "char"}
+
+
+@pytest.mark.parametrize("experiment", experiments())
+def test_fast_dev_run_for_every_experiment(experiment, tmp_path):
+    cfg = compose_train([f"experiment={experiment}", "trainer=debug", f"run_dir={tmp_path}", *TINY])
+    summary = run(cfg)
+    assert math.isfinite(summary["metrics"]["train/loss"])
+
+
+def test_default_job_trains_resumes_and_samples(tmp_path):
+    """A short run, interrupted by a crash after its step-4 checkpoint, resumes from last.ckpt and
+    then follows the uninterrupted run's loss curve step for step (model, optimizer, schedule, data)."""
+    base = [*TINY, "trainer.max_steps=8", "checkpoint.every_n_steps=4", "trainer.val_check_interval=4"]
+
+    class Record(L.Callback):
+        def __init__(self, crash_at: int | None = None):
+            self.losses: dict[int, float] = {}
+            self.crash_at = crash_at
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.losses[trainer.global_step] = float(outputs["loss"])
+            if trainer.global_step == self.crash_at:
+                raise RuntimeError("simulated crash")
+
+    full = Record()
+    run(compose_train([*base, f"run_dir={tmp_path / 'full'}"]), extra_callbacks=[full])
+
+    crashed = Record(crash_at=6)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(compose_train([*base, f"run_dir={tmp_path / 'resumed'}"]), extra_callbacks=[crashed])
+    ckpt = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 4
+
+    resumed = Record()
+    summary = run(compose_train([*base, f"run_dir={tmp_path / 'resumed'}"]), extra_callbacks=[resumed])
+    assert sorted(resumed.losses) == [5, 6, 7, 8]  # continued at the right step
+    for step in resumed.losses:
+        assert resumed.losses[step] == pytest.approx(full.losses[step], rel=1e-5, abs=1e-6), step
+    assert summary["samples"].texts and all(isinstance(t, str) for _, t in summary["samples"].texts)
+
+    model, codec, meta = model_from_checkpoint(summary["checkpoint"])
+    assert meta["model_type"] == "gpt" and codec.type_name == "char"
+    out = generate(model, [codec.encode("The ")], max_new_tokens=10, seed=0)
+    assert len(out[0]) == 10
+
+
+def test_csv_logger_records_loss_lr_and_throughput(tmp_path):
+    run(compose_train([*TINY, "logger=csv", f"run_dir={tmp_path}"]))
+    rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").read_text().splitlines()))
+    keys = {k for r in rows for k, v in r.items() if v}
+    assert {"train/loss", "val/loss", "val/ppl", "lr", "tokens_per_s"} <= keys
+
+
+def test_wandb_without_login_runs_offline_and_writes_the_run(tmp_path, caplog):
+    run(compose_train([*TINY, "logger=wandb", f"run_dir={tmp_path}"]))
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert runs, "no offline W&B run folder written"
+    assert any("offline" in r.message for r in caplog.records)
+    assert (tmp_path / "wandb_run_id").read_text().strip()
+
+
+def test_unknown_data_key_is_rejected_naming_it():
+    with pytest.raises(ValueError, match=r"unknown data key\(s\) \['blok_size'\].*accepted: .*block_size"):
+        instantiate({"_target_": "zoo.data.text.PydocDataModule", "blok_size": 3}, section="data")
+
+
+def test_unknown_model_key_is_rejected_naming_it():
+    cfg = compose_train([*TINY, "+model.n_layerz=3"])
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    with pytest.raises(ValueError, match=r"n_layerz.*accepted"):
+        build_module(resolved["model"], resolved["module"], codec=_FakeCodec())
+
+
+def test_checkpoint_of_another_model_type_is_rejected(tmp_path):
+    run(compose_train([*TINY, "trainer.max_steps=2", f"run_dir={tmp_path}"]))
+    with pytest.raises(CheckpointError, match="holds a 'gpt' model, expected 'music_transformer'"):
+        model_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", expect_type="music_transformer")
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path):
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        read_checkpoint(empty)
+    torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
+    with pytest.raises(CheckpointError, match="not a zoo one"):
+        read_checkpoint(tmp_path / "plain.ckpt")
+    run(compose_train([*TINY, "trainer.max_steps=2", f"run_dir={tmp_path / 'r'}"]))
+    good = (tmp_path / "r" / "checkpoints" / "last.ckpt").read_bytes()
+    (tmp_path / "trunc.ckpt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_checkpoint(tmp_path / "trunc.ckpt")
+
+
+# ---- command line: errors before any work, sampling, distributed ---------------------------------
+
+def test_cli_unknown_key_and_group_option_fail_before_work(tmp_path):
+    r = run_cli(["zoo-train", "model.n_layerz=2"], cwd=tmp_path)
+    assert r.returncode != 0 and "n_layerz" in r.stderr
+    r = run_cli(["zoo-train", "model=gtp"], cwd=tmp_path)
+    assert r.returncode != 0 and "gtp" in r.stderr and "gpt" in r.stderr  # names the accepted options
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_cli_print_config(tmp_path):
+    r = run_cli(["zoo-train", "--cfg", "job", "model.n_layer=3"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "n_layer: 3" in r.stdout and "_target_: zoo.data.text.PydocDataModule" in r.stdout
+
+
+def test_cli_text_files_errors(tmp_path):
+    r = run_cli(["zoo-train", "data=text_files", f"data.path={tmp_path / 'nope'}", *TINY], cwd=tmp_path)
+    assert r.returncode != 0 and "nope" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = run_cli(["zoo-train", "data=text_files", f"data.path={tmp_path / 'empty'}", *TINY], cwd=tmp_path)
+    assert r.returncode != 0 and "empty" in r.stderr.lower()
+
+
+@pytest.mark.slow
+def test_cli_train_then_sample(tmp_path):
+    r = run_cli(["zoo-train", *TINY, "trainer.max_steps=6"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = tmp_path / "runs" / "gpt_pydoc" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file() and "validation loss" in r.stdout
+    r = run_cli(["zoo-sample", f"checkpoint={ckpt}", "prompt=The ", "max_new_tokens=20", "seed=1",
+                 "top_k=10", "top_p=0.95", "min_p=0.01", "repetition_penalty=1.1", "temperature=0.8"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith("The ") or "The " in r.stdout
+    r = run_cli(["zoo-sample", f"checkpoint={ckpt}", "prompt=\u4e2d\u6587", "max_new_tokens=5"], cwd=tmp_path)
+    assert r.returncode != 0 and "\u4e2d" in r.stderr and "vocabulary" in r.stderr
+    r = run_cli(["zoo-sample", f"checkpoint={ckpt}", "prompts=[a,'The cl']", "num_samples=2", "seed=0",
+                 "max_new_tokens=12"], cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.count("=== sample") == 4
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").read_text().splitlines()))
+    return {int(r["step"]): float(r["val/loss"]) for r in rows if r.get("val/loss")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_process_training_matches_one_process(strategy, tmp_path):
+    """2 CPU processes with batch 4 each see exactly the examples of 1 process with batch 8
+    (zoo's BatchStream slices one global batch), so validation losses must agree."""
+    common = [*TINY, "logger=csv", "trainer.max_steps=4", "trainer.val_check_interval=2"]
+    single = run_cli(["zoo-train", *common, "data.batch_size=8", f"run_dir={tmp_path / 'one'}"], cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-3000:]
+    multi = run_cli(["zoo-train", *common, "data.batch_size=4", f"strategy={strategy}", "trainer.devices=2",
+                     f"run_dir={tmp_path / 'two'}"], cwd=tmp_path)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert one.keys() == two.keys() and len(one) >= 2
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-4), (step, one, two)
+    model, codec, _ = model_from_checkpoint(tmp_path / "two" / "checkpoints" / "last.ckpt")
+    assert len(generate(model, [codec.encode("a")], max_new_tokens=5, seed=0)[0]) == 5
