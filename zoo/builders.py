@@ -57,16 +57,21 @@ def build_data(cfg: dict[str, Any]) -> Any:
 
 def build_module(model_cfg: dict[str, Any], module_cfg: dict[str, Any], *, codec: Codec | None,
                  train_config: dict[str, Any] | None = None) -> Any:
-    """GenerativeModule around a freshly built model; `vocab_size: null` is taken from the codec."""
+    """GenerativeModule around a freshly built model.
+
+    Model fields left null in the config are taken from the codec attribute of the same name
+    (`vocab_size`, and for images e.g. `num_classes`), so data and model cannot disagree.
+    """
     from zoo.lit_module import GenerativeModule
 
     model_cfg = dict(model_cfg)
     model_type = model_cfg.pop("type", None)
-    if model_cfg.get("vocab_size") is None:
-        if codec is None:
-            raise ValueError("model.vocab_size is null and the data provides no codec to take it from")
-        model_cfg["vocab_size"] = codec.vocab_size
-    elif codec is not None and model_cfg["vocab_size"] < codec.vocab_size:
+    for key, value in model_cfg.items():
+        if value is None and codec is not None and hasattr(codec, key):
+            model_cfg[key] = getattr(codec, key)
+    if model_cfg.get("vocab_size", 0) is None:
+        raise ValueError("model.vocab_size is null and the data provides no codec to take it from")
+    if codec is not None and model_cfg.get("vocab_size", codec.vocab_size) < codec.vocab_size:
         raise ValueError(f"model.vocab_size={model_cfg['vocab_size']} is smaller than the codec's "
                          f"{codec.vocab_size} tokens; set model.vocab_size=null to use the codec's")
     model = build_model(model_type, model_cfg)

@@ -33,7 +33,21 @@ class SampleSet:
 
 # (module, datamodule, sampling config, output folder, step) -> SampleSet
 SampleRenderer = Callable[[L.LightningModule, Any, SamplingConfig, Path, int], SampleSet]
-RENDERERS: dict[str, SampleRenderer] = {}
+RENDERERS: dict[str, SampleRenderer | str] = {  # codec type -> renderer, or "module:function" (lazy import)
+    "image_patch": "zoo.image_samples:render",
+    "midi_performance": "zoo.music_samples:render",
+    "jsb_grid": "zoo.music_samples:render",
+}
+
+
+def get_renderer(codec_type: str) -> SampleRenderer | None:
+    renderer = RENDERERS.get(codec_type)
+    if isinstance(renderer, str):
+        import importlib
+
+        module_name, func = renderer.split(":")
+        renderer = RENDERERS[codec_type] = getattr(importlib.import_module(module_name), func)
+    return renderer
 
 
 def text_samples(module: L.LightningModule, datamodule: Any, cfg: SamplingConfig, out_dir: Path,
@@ -76,14 +90,15 @@ class SampleCallback(L.Callback):
 
     def sample(self, trainer: L.Trainer, pl_module: L.LightningModule) -> SampleSet | None:
         codec = getattr(pl_module, "codec", None)
-        if not trainer.is_global_zero or codec is None or codec.type_name not in RENDERERS:
+        renderer = get_renderer(codec.type_name) if codec is not None else None
+        if not trainer.is_global_zero or renderer is None:
             return None
         if trainer.strategy.__class__.__name__ == "ModelParallelStrategy":
             return None  # sharded parameters: sample from the saved checkpoint with zoo-sample instead
         self.out_dir.mkdir(parents=True, exist_ok=True)
         step = trainer.global_step
         with torch.random.fork_rng():  # sampling must not change the training RNG stream
-            samples = RENDERERS[codec.type_name](pl_module, trainer.datamodule, self.sampling, self.out_dir, step)
+            samples = renderer(pl_module, trainer.datamodule, self.sampling, self.out_dir, step)
         self.last = samples
         for logger in trainer.loggers:
             _log_media(logger, samples, step)

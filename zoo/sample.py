@@ -1,21 +1,54 @@
-"""zoo-sample: generate from a trained checkpoint.
+"""zoo-sample: generate from a trained checkpoint; text streams to stdout, media goes to files.
 
     zoo-sample checkpoint=runs/gpt_pydoc/checkpoints/last.ckpt prompt="The assert statement" top_p=0.9
     zoo-sample checkpoint=PATH prompts='["def ", "import"]' num_samples=2 stop='["\\n\\n"]' seed=0
+
+Each domain provides a command `(model, codec, options) -> None`, chosen by the checkpoint's codec.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.text_generation import generate_text
-
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+COMMANDS = {  # codec type -> "module:function"
+    "char": "zoo.sample:text_command",
+    "byte": "zoo.sample:text_command",
+    "bpe": "zoo.sample:text_command",
+    "image_patch": "zoo.image_samples:sample_command",
+    "midi_performance": "zoo.music_samples:sample_command",
+    "jsb_grid": "zoo.music_samples:sample_command",
+}
+TEXT_ONLY = ("labels", "primer", "render_audio", "out", "guidance")
+
+
+def text_command(model: Any, codec: Any, opts: dict[str, Any]) -> None:
+    from zoo.text_generation import generate_text
+
+    for key in TEXT_ONLY:
+        if opts.pop(key, None) not in (None, True, False, []):
+            raise SystemExit(f"zoo-sample: `{key}` does not apply to a text model")
+    prompts = list(opts.pop("prompts") or [])
+    if opts.get("prompt") is not None:
+        prompts.append(opts["prompt"])
+    opts.pop("prompt")
+    n = opts.pop("num_samples")
+    stream = opts.pop("stream") and len(prompts) <= 1 and n == 1
+    on_text = (lambda s: (sys.stdout.write(s), sys.stdout.flush())) if stream else None
+    texts = generate_text(model, codec, prompts or [""], num_samples=n, stop=opts.pop("stop"), on_text=on_text,
+                          **opts)
+    if stream:
+        print()
+        return
+    for i, (p, t) in enumerate(texts):
+        print(f"=== sample {i} (prompt {p!r})\n{p}{t}\n")
 
 
 @hydra.main(config_path=CONF_DIR, config_name="sample", version_base="1.3")
@@ -24,24 +57,11 @@ def _main(cfg: DictConfig) -> None:
 
     opts = OmegaConf.to_container(cfg, resolve=True)
     model, codec, _ = model_from_checkpoint(opts.pop("checkpoint"), device=opts.pop("device"))
-    if codec is None or codec.type_name not in ("char", "byte", "bpe"):
-        kind = codec.type_name if codec else "none"
-        raise SystemExit(f"zoo-sample: this checkpoint's codec is {kind!r}; text sampling needs char, byte or bpe")
-    prompts = list(opts.pop("prompts") or [])
-    prompt = opts.pop("prompt")
-    if prompt is not None:
-        prompts.append(prompt)
-    opts.pop("out")
-    n = opts.pop("num_samples")
-    stream = opts.pop("stream") and len(prompts) <= 1 and n == 1
-    texts = generate_text(model, codec, prompts or [""] , num_samples=n, stop=opts.pop("stop"),
-                          on_text=(lambda s: (sys.stdout.write(s), sys.stdout.flush())) if stream else None,
-                          **opts)
-    if stream:
-        print()
-    else:
-        for i, (p, t) in enumerate(texts):
-            print(f"=== sample {i} (prompt {p!r})\n{p}{t}\n")
+    kind = codec.type_name if codec is not None else None
+    if kind not in COMMANDS:
+        raise SystemExit(f"zoo-sample: no sampling command for codec {kind!r}; known: {sorted(COMMANDS)}")
+    module_name, func = COMMANDS[kind].split(":")
+    getattr(importlib.import_module(module_name), func)(model, codec, opts)
 
 
 def main() -> None:

@@ -7,8 +7,10 @@ slice. Hence
     Lightning's stateful-dataloader hook: `state_dict` / `load_state_dict` below);
   * DDP/FSDP on N processes sees exactly the examples a single process sees with an N× batch.
 
-Batches are dicts: `idx` (B, T) int64 inputs, `targets` (B, T) int64 next tokens (-100 = ignore),
-and optionally `cond` (B,) int64 class ids or (B, L) caption ids.
+Batches are dicts: `idx` (B, T) int64 inputs, `targets` (B, T) int64 (-100 = ignore), and
+optionally `cond` (B,) int64 class ids or (B, L) caption ids. For text and music, `targets` are the
+next tokens (idx shifted by one); for images `idx == targets` and the model shifts internally,
+behind its own start/class token. Either way the loss is cross-entropy(model(idx, cond), targets).
 """
 
 from __future__ import annotations
