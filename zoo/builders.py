@@ -78,7 +78,9 @@ def build_module(model_cfg: dict[str, Any], module_cfg: dict[str, Any], *, codec
     return GenerativeModule(model, codec=codec, train_config=train_config, **module_cfg)
 
 
-def build_strategy(cfg: dict[str, Any]) -> Any:
+def build_strategy(cfg: dict[str, Any], *, devices: Any = 1, num_nodes: int = 1) -> Any:
+    """Lightning strategy from `strategy.name`. For fsdp every process is one data-parallel shard
+    (Lightning's ModelParallelStrategy would otherwise default to tensor parallelism within a node)."""
     cfg = dict(cfg)
     name = cfg.pop("name", "auto")
     if name == "auto":
@@ -90,6 +92,10 @@ def build_strategy(cfg: dict[str, Any]) -> Any:
     if name == "fsdp":
         from lightning.pytorch.strategies import ModelParallelStrategy
 
+        if not isinstance(devices, int) or devices < 1:
+            raise ValueError(f"strategy=fsdp needs an explicit number of devices, got trainer.devices={devices!r}")
+        cfg.setdefault("data_parallel_size", devices * num_nodes)
+        cfg.setdefault("tensor_parallel_size", 1)
         return ModelParallelStrategy(**cfg)
     raise ValueError(f"unknown strategy {name!r}; accepted: {list(STRATEGIES)}")
 

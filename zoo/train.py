@@ -57,8 +57,10 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     trainer_kwargs = OmegaConf.to_container(cfg.trainer)
     if trainer_kwargs.get("enable_progress_bar", True) and os.environ.get("ZOO_PLAIN_PROGRESS") is None:
         callbacks.append(ProgressBar())
-    trainer = L.Trainer(**trainer_kwargs, strategy=build_strategy(resolved["strategy"]), logger=logger or False,
-                        callbacks=callbacks, default_root_dir=str(run_dir))
+    strategy = build_strategy(resolved["strategy"], devices=trainer_kwargs["devices"],
+                              num_nodes=trainer_kwargs["num_nodes"])
+    trainer = L.Trainer(**trainer_kwargs, strategy=strategy, logger=logger or False, callbacks=callbacks,
+                        default_root_dir=str(run_dir))
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, ckpt_dir)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
