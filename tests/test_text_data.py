@@ -252,3 +252,23 @@ def test_tinyshakespeare_from_file_url(tmp_path, source):
     src.write_text("the file changed upstream")
     with pytest.raises(ChecksumError, match=sha):
         TinyShakespeareDataModule(**{**kw, "cache_dir": tmp_path / "fresh"}).prepare_data()
+
+
+def test_unigram_baseline_matches_a_direct_computation(tmp_path):
+    import math
+    from collections import Counter
+
+    from zoo.data.text import TextFilesDataModule
+
+    text = "abracadabra " * 300
+    (tmp_path / "c.txt").write_text(text)
+    dm = TextFilesDataModule(path=tmp_path / "c.txt", block_size=16, batch_size=2, max_val_windows=3,
+                             cache_dir=tmp_path / "cache")
+    dm.prepare_data()
+    dm.setup("fit")
+    counts = Counter(dm.train_tokens.tolist())
+    total = len(dm.train_tokens) + dm.codec.vocab_size
+    targets = [int(t) for w in dm.val_dataloader().dataset for t in w["targets"]]
+    expected = -sum(math.log((counts[t] + 1) / total) for t in targets) / len(targets)
+    assert len(targets) == 3 * 16
+    assert dm.unigram_nll() == pytest.approx(expected, rel=1e-9)

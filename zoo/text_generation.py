@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from zoo.codecs.base import Codec
+from zoo.codecs.text import StreamDecoder
 from zoo.models.base import GenerativeModel
 from zoo.sampling import SamplingConfig, generate
 
@@ -27,20 +28,16 @@ def generate_text(model: GenerativeModel, codec: Codec, prompts: Sequence[str], 
     def should_stop(r: int, out: list[int]) -> bool:
         return bool(stop) and any(s in codec.decode(out[-64:]) for s in stop)
 
-    emitted = [""]
+    stream = StreamDecoder(codec) if on_text is not None else None
 
     def on_token(step: int, tokens: Any) -> None:
-        if on_text is None or int(tokens[0]) < 0:
-            return
-        text = codec.decode(outs_so_far[0] + [int(tokens[0])])
-        outs_so_far[0].append(int(tokens[0]))
-        if text.endswith("\ufffd"):
-            return  # an incomplete multi-byte character: wait for the rest
-        on_text(text[len(emitted[0]):])
-        emitted[0] = text
+        tok = int(tokens[0])
+        if tok >= 0 and tok != eos:
+            on_text(stream.push(tok))
 
-    outs_so_far: list[list[int]] = [[]]
-    out = generate(model, ids, cfg, on_token=on_token, should_stop=should_stop if stop else None)
+    out = generate(model, ids, cfg, on_token=on_token if stream else None, should_stop=should_stop if stop else None)
+    if stream is not None:
+        on_text(stream.flush())
     texts = []
     for p, o in zip(rows, out):
         if eos is not None and o and o[-1] == eos:

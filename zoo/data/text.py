@@ -227,6 +227,17 @@ class TextDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
+    def unigram_nll(self) -> float:
+        """Baseline: nats/token of a unigram model fitted on the training tokens (add-one smoothing),
+        scored on exactly the validation targets the model's val/loss is computed on."""
+        train, val = self._require_setup()
+        vocab = self.codec.vocab_size
+        counts = np.bincount(np.asarray(train, dtype=np.int64), minlength=vocab).astype(np.float64) + 1.0
+        logp = np.log(counts / counts.sum())
+        windows = self._val_windows or sequential_windows(val, self.block_size, self.max_val_windows)
+        targets = np.concatenate([w["targets"].numpy() for w in windows])
+        return float(-logp[targets].mean())
+
 
 class PydocDataModule(TextDataModule):
     """Python's own help topics (`pydoc_data.topics`, ~465 KB of English): embedded, no download."""
