@@ -189,11 +189,11 @@ def test_cli_train_then_sample(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt = tmp_path / "runs" / "gpt_pydoc" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file() and "validation loss" in r.stdout
-    r = run_cli(["zoo-sample", f"checkpoint={ckpt}", "prompt=The ", "max_new_tokens=20", "seed=1",
+    r = run_cli(["zoo-sample", f"checkpoint={ckpt}", "prompt=The cl", "max_new_tokens=20", "seed=1",
                  "top_k=10", "top_p=0.95", "min_p=0.01", "repetition_penalty=1.1", "temperature=0.8"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.startswith("The ") or "The " in r.stdout
-    r = run_cli(["zoo-sample", f"checkpoint={ckpt}", "prompt=\u4e2d\u6587", "max_new_tokens=5"], cwd=tmp_path)
+    assert r.stdout.startswith("The cl") and len(r.stdout.rstrip("\n")) == len("The cl") + 20
+    r = run_cli(["zoo-sample", f"checkpoint={ckpt}", "prompt='\u4e2d\u6587'", "max_new_tokens=5"], cwd=tmp_path)
     assert r.returncode != 0 and "\u4e2d" in r.stderr and "vocabulary" in r.stderr
     r = run_cli(["zoo-sample", f"checkpoint={ckpt}", "prompts=[a,'The cl']", "num_samples=2", "seed=0",
                  "max_new_tokens=12"], cwd=tmp_path)
@@ -222,3 +222,13 @@ def test_two_process_training_matches_one_process(strategy, tmp_path):
         assert two[step] == pytest.approx(one[step], rel=1e-4), (step, one, two)
     model, codec, _ = model_from_checkpoint(tmp_path / "two" / "checkpoints" / "last.ckpt")
     assert len(generate(model, [codec.encode("a")], max_new_tokens=5, seed=0)[0]) == 5
+
+
+@pytest.mark.slow
+def test_cli_multirun_writes_each_job_to_its_own_folder(tmp_path):
+    r = run_cli(["zoo-train", "-m", *TINY, "trainer.max_steps=2", "model.n_layer=1,2"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpts = sorted(tmp_path.glob("multirun/gpt_pydoc/*/*/checkpoints/last.ckpt"))
+    assert [c.parents[1].name for c in ckpts] == ["0", "1"]
+    layers = [model_from_checkpoint(c)[2]["model_config"]["n_layer"] for c in ckpts]
+    assert layers == [1, 2]

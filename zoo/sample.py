@@ -42,6 +42,8 @@ def text_command(model: Any, codec: Any, opts: dict[str, Any]) -> None:
     n = opts.pop("num_samples")
     stream = opts.pop("stream") and len(prompts) <= 1 and n == 1
     on_text = (lambda s: (sys.stdout.write(s), sys.stdout.flush())) if stream else None
+    if stream and prompts:
+        sys.stdout.write(prompts[0])  # the prompt, then the continuation as it is generated
     texts = generate_text(model, codec, prompts or [""], num_samples=n, stop=opts.pop("stop"), on_text=on_text,
                           **opts)
     if stream:
