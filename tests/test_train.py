@@ -163,7 +163,8 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
 
 def test_cli_unknown_key_and_group_option_fail_before_work(tmp_path):
     r = run_cli(["zoo-train", "model.n_layerz=2"], cwd=tmp_path)
-    assert r.returncode != 0 and "n_layerz" in r.stderr
+    assert r.returncode != 0 and "unknown config key 'model.n_layerz'" in r.stderr
+    assert "Did you mean 'model.n_layer'?" in r.stderr and "Accepted keys under 'model'" in r.stderr
     r = run_cli(["zoo-train", "model=gtp"], cwd=tmp_path)
     assert r.returncode != 0 and "gtp" in r.stderr and "gpt" in r.stderr  # names the accepted options
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.ckpt"))

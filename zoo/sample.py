@@ -11,13 +11,13 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from zoo.cli import CONF_DIR, run_checked
+
 COMMANDS = {  # codec type -> "module:function"
     "char": "zoo.sample:text_command",
     "byte": "zoo.sample:text_command",
@@ -68,7 +68,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _main()
+    run_checked("sample", _main)
 
 
 if __name__ == "__main__":

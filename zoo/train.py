@@ -16,9 +16,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.builders import build_data, build_module, build_strategy, check_writable, resolve_ckpt_path
+from zoo.cli import CONF_DIR, run_checked
 
 log = logging.getLogger("zoo.train")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
@@ -104,7 +104,7 @@ def _main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    _main()
+    run_checked("train", _main)
 
 
 if __name__ == "__main__":
