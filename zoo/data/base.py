@@ -66,6 +66,15 @@ class BatchStream:
         self.position = int(state["position"])
 
 
+def stream_length(trainer: object | None, one_pass: int) -> int:
+    """Batches a training stream should hold: the whole run (`max_steps × accumulate_grad_batches`)
+    when a trainer with `max_steps > 0` is attached, else `one_pass` (about one epoch's worth)."""
+    max_steps = getattr(trainer, "max_steps", None) or 0
+    if max_steps > 0:
+        return max_steps * trainer.accumulate_grad_batches
+    return max(1, one_pass)
+
+
 def random_crops(tokens: Tensor, block_size: int) -> MakeBatch:
     """Batches of random windows from a 1-D token array: idx = w[:-1], targets = w[1:]."""
     n = len(tokens) - block_size - 1

@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.codecs.image import ImagePatchCodec
-from zoo.data.base import Batch, BatchStream
+from zoo.data.base import Batch, BatchStream, stream_length
 from zoo.data.download import cache_root
 
 log = logging.getLogger(__name__)
@@ -253,10 +253,7 @@ class ImageDataModule(L.LightningDataModule):
         return _make_token_batch(codec, levels[pick], labels[pick], self.with_cond)
 
     def _train_length(self) -> int:
-        trainer = self.trainer
-        if trainer is not None and trainer.max_steps is not None and trainer.max_steps > 0:
-            return trainer.max_steps * trainer.accumulate_grad_batches
-        return max(1, len(self.splits["train"][1]) // self.batch_size)
+        return stream_length(self.trainer, len(self.splits["train"][1]) // self.batch_size)
 
     def train_dataloader(self) -> BatchStream:
         self._require_setup()

@@ -13,7 +13,8 @@ performance-event data, time-stretched by a factor drawn uniformly from `stretch
 applied to the note list before encoding. All randomness comes from the stream's generator: batch b
 is a pure function of (seed, b). Validation and test never augment: every piece is cut into
 consecutive windows (stride block_size, the last one padded), so each token after BOS is predicted
-exactly once and the loss is a deterministic per-token NLL.
+exactly once and the loss is a deterministic per-token NLL. `max_val_windows` (for quick runs)
+caps the validation and test loaders at their first windows in that order; None = all.
 
 Splits: `maestro` and `jsb_chorales` keep their official splits; `bach_chorales` and `midi_folder`
 split by file: the files sorted by the sha256 of their name (path relative to the folder), the first
@@ -57,7 +58,7 @@ from zoo.codecs.midi import (
     stretch_notes,
     transpose_notes,
 )
-from zoo.data.base import IGNORE_INDEX, Batch, BatchStream
+from zoo.data.base import IGNORE_INDEX, Batch, BatchStream, stream_length
 from zoo.data.download import cache_root, download
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class MusicDataModule(L.LightningDataModule):
         cache_dir: str | Path | None = None,
         num_workers: int = 0,
         codec: Mapping[str, Any] | Codec | None = None,
+        max_val_windows: int | None = None,
     ) -> None:
         super().__init__()
         if block_size < 1 or batch_size < 1:
@@ -120,10 +122,12 @@ class MusicDataModule(L.LightningDataModule):
             raise ValueError(f"stretch_range must be (low, high) with 0 < low <= high, got {stretch_range}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if max_val_windows is not None and max_val_windows < 1:
+            raise ValueError(f"max_val_windows must be >= 1 or None (all), got {max_val_windows}")
         self.block_size, self.batch_size, self.seed = block_size, batch_size, seed
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.augment, self.transpose_range, self.stretch_range = augment, int(transpose_range), stretch_range
-        self.cache_dir, self.num_workers = cache_dir, num_workers
+        self.cache_dir, self.num_workers, self.max_val_windows = cache_dir, num_workers, max_val_windows
         self.codec = self._make_codec(codec)
         self.names: dict[str, list[str]] = {}
         self.pieces: dict[str, list[Any]] = {}
@@ -220,11 +224,7 @@ class MusicDataModule(L.LightningDataModule):
     def train_dataloader(self) -> BatchStream:
         """The same resumable stream on every call; its length follows the attached trainer."""
         self._require_setup()
-        trainer = self.trainer
-        if trainer is not None and (trainer.max_steps or 0) > 0:
-            length = trainer.max_steps * trainer.accumulate_grad_batches
-        else:  # about one pass over the training tokens
-            length = max(1, int(self._train_weights.sum()) // (self.batch_size * self.block_size))
+        length = stream_length(self.trainer, int(self._train_weights.sum()) // (self.batch_size * self.block_size))
         if self._train_stream is None:
             self._train_stream = BatchStream(self.make_batch, batch_size=self.batch_size, length=length,
                                              seed=self.seed)
@@ -232,11 +232,11 @@ class MusicDataModule(L.LightningDataModule):
         return self._train_stream
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.eval_windows("val"), batch_size=self.batch_size, shuffle=False,
+        return DataLoader(self.eval_windows("val")[:self.max_val_windows], batch_size=self.batch_size, shuffle=False,
                           num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.eval_windows("test"), batch_size=self.batch_size, shuffle=False,
+        return DataLoader(self.eval_windows("test")[:self.max_val_windows], batch_size=self.batch_size, shuffle=False,
                           num_workers=self.num_workers)
 
     # -------------------------------------------------------------- helpers for subclasses

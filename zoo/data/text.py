@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from zoo.codecs.base import load_codec
 from zoo.codecs.text import TextCodec, build_text_codec
-from zoo.data.base import Batch, BatchStream, random_crops, sequential_windows
+from zoo.data.base import Batch, BatchStream, random_crops, sequential_windows, stream_length
 from zoo.data.download import cache_root, download
 
 log = logging.getLogger(__name__)
@@ -207,11 +207,7 @@ class TextDataModule(L.LightningDataModule):
     def train_dataloader(self) -> BatchStream:
         """The same resumable stream on every call; its length follows the attached trainer."""
         train, _ = self._require_setup()
-        trainer = self.trainer
-        if trainer is not None and (trainer.max_steps or 0) > 0:
-            length = trainer.max_steps * trainer.accumulate_grad_batches
-        else:
-            length = max(1, len(train) // (self.batch_size * self.block_size))
+        length = stream_length(self.trainer, len(train) // (self.batch_size * self.block_size))
         if self._train_stream is None:
             self._train_stream = BatchStream(random_crops(train, self.block_size), batch_size=self.batch_size,
                                              length=length, seed=self.seed)
