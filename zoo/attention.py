@@ -16,6 +16,18 @@ the same call correct for a full sequence (S == T) and for cached decoding (S > 
 `torch.nn.functional.scaled_dot_product_attention`. Position schemes that alter the logits (the
 Music Transformer's relative attention) supply an additive `bias` computed inside this module from
 a config field, so callers never change when a new scheme is added.
+
+Relative attention (`kernel="relative"`; Huang et al. 2018, "Music Transformer: Generating Music with
+Long-Term Structure", section 3, relative positional self-attention and its memory-efficient
+implementation): `MultiHeadAttention` owns one learned embedding per relative distance and head,
+`er` (H, L, D) with L = `max_relative_position`. `relative_self_attention` builds the relative
+logits S_rel with the paper's "skew" (`relative_logits`), folds the causal mask into them and hands
+them to the `relative` kernel as the additive bias, so that attention is exactly the paper's
+RelativeAttention = softmax((Q Kᵀ + S_rel) / sqrt(D)) V, the 1/sqrt(D) applied to the sum.
+Distances r >= L get a zero embedding, as in the paper's reference implementation
+(tensor2tensor's `get_relative_embeddings_left` pads the table with zeros), rather than Shaw et
+al.'s clipping to the edge embedding: beyond the window a key is weighed by content alone, which
+keeps the model the paper measured.
 """
 
 from __future__ import annotations
@@ -101,7 +113,142 @@ def sdpa_attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
 
 
-KERNELS: dict[str, Kernel] = {"math": math_attention, "sdpa": sdpa_attention}
+def relative_logits(q: Tensor, er: Tensor, s_len: int) -> Tensor:
+    """Music Transformer relative logits S_rel by the skew (Huang et al. 2018, memory-efficient implementation).
+
+    q (B, H, T, D) are the queries at absolute positions p_i = s_len - T + i (the last T of s_len
+    positions, as with a KV cache); er (H, L, D) holds er[h, r], the embedding of relative distance
+    r = query position - key position, for r = 0 .. L - 1. Returns (B, H, T, s_len) with
+
+        out[b, h, i, j] = q[b, h, i] · er[h, p_i - j]   for 0 <= p_i - j < L
+                          0                              for p_i - j >= L  (zero embedding, see module doc)
+                          -inf                           for j > p_i       (the causal mask, folded in)
+
+    The paper's skew multiplies Q by the embeddings of the distances only — never Shaw et al.'s
+    (T, S, D) tensor of one embedding per pair — pads one column on the left, reshapes and drops the
+    first row, which slides every row into place. The upper triangle the skew produces holds entries
+    wrapped in from the neighbouring row, which is why the mask must come after the skew; here it is
+    written into the padded matrix before the reshape, at the entries that land in that triangle (a
+    (T, T) corner), so it costs no pass over the result. The result is a view into one
+    (B, H, T, S + 1) buffer — the only O(T·S) memory, and SDPA needs it anyway as its mask.
+    """
+    b, h, t, d = q.shape
+    if s_len < t:
+        raise ValueError(f"relative_logits: s_len={s_len} keys for {t} queries; need s_len >= T "
+                         "(queries are the last T of s_len positions)")
+    if er.dim() != 3 or er.shape[0] != h or er.shape[2] != d:
+        raise ValueError(f"relative_logits: er must be (H, L, D) = ({h}, L, {d}), got {tuple(er.shape)}")
+    return _skewed_logits(q, _distance_table(er.to(q.dtype), s_len), s_len)
+
+
+def _distance_table(er: Tensor, s_len: int) -> Tensor:
+    """(H, s_len + 1, D): row c holds the embedding of distance s_len - c, zero for distances >= L.
+
+    Row 0 (distance s_len, never a real pair) becomes the skew's pad column. The zero rows let one
+    matmul write the whole padded buffer, pad and beyond-window columns included, with no copy; for
+    L < S they cost T·(S - L)·D multiply-adds on zeros, never more than Q Kᵀ itself.
+    """
+    h, n, d = er.shape
+    lc = min(n, s_len)  # distances >= s_len never occur
+    return torch.cat([er.new_zeros(h, s_len + 1 - lc, d), er[:, :lc].flip(1)], dim=1)
+
+
+def _skewed_logits(q: Tensor, table: Tensor, s_len: int) -> Tensor:
+    """`relative_logits` for queries at s_len - T .. s_len - 1, from a `_distance_table` of any
+    length >= s_len + 1 (its last s_len + 1 rows are the distances s_len .. 0)."""
+    b, h, t, _ = q.shape
+    rows = table[:, table.shape[1] - 1 - s_len:]  # (H, S + 1, D)
+    # Padded layout P (B, H, T, S + 1): column c holds distance S - c for every row. Flattening P and
+    # dropping its first T entries leaves a (T, S) view with out[i, j] = P[i, j + T - i], because
+    # T + i·S + j = i·(S + 1) + (j + T - i): row i slides left by T - i, which is the skew.
+    padded = torch.einsum("bhtd,hcd->bhtc", q, rows)  # (B, H, T, S + 1); batched over H: rows not copied per B
+    # P[i, c] with c < T - i is a distance beyond position p_i: after the skew it lands exactly on the
+    # future keys j > p_i (the garbage wrapped in from row i + 1); -inf there folds in the causal mask.
+    i = torch.arange(t, device=q.device)
+    padded[..., :t].masked_fill_(i.unsqueeze(0) < (t - i).unsqueeze(1), float("-inf"))
+    return padded.view(b, h, t * (s_len + 1))[:, :, t:].view(b, h, t, s_len)  # (B, H, T, S), a view
+
+
+def relative_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    bias: Tensor | None = None,
+    causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+) -> Tensor:
+    """The `relative` kernel: SDPA with the relative logits as its float `attn_mask`.
+
+    `bias` is what `MultiHeadAttention(kernel="relative")` builds: `relative_logits` scaled by
+    `scale`, with the causal mask already folded in as -inf. So when `causal` is True this kernel
+    does NOT mask again (that would cost one more pass over (B, H, T, S)); a caller passing its own
+    bias with causal=True must fold the mask in itself, or use `sdpa`/`math`, which do mask. With no
+    bias this is the `sdpa` kernel.
+    """
+    if bias is None:
+        return sdpa_attention(q, k, v, causal=causal, dropout_p=dropout_p, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout_p,
+                                          scale=scale)
+
+
+KERNELS: dict[str, Kernel] = {"math": math_attention, "sdpa": sdpa_attention, "relative": relative_attention}
+
+# Bytes of relative logits built at a time by `relative_self_attention`, per device type. On CPU a
+# few MiB stay in cache and below glibc's mmap threshold (fresh large buffers cost page faults that
+# took as long as the matmul filling them); on CUDA fewer, larger chunks win (launch overhead): on an
+# H200 at T=4096, 1024-row chunks ran forward+backward 2.5x causal SDPA, 256-row chunks 5.3x.
+# benchmarks/relative_attention.py (--chunk) measures the choice.
+RELATIVE_CHUNK_BYTES: dict[str, int] = {"cpu": 8 * 2**20, "cuda": 128 * 2**20}
+MIN_RELATIVE_CHUNK = 64  # query rows; smaller chunks pay more per-call overhead than they save
+
+
+def relative_self_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    er: Tensor,
+    *,
+    kernel: Kernel = relative_attention,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    chunk: int | None = None,
+) -> Tensor:
+    """Causal relative self-attention softmax((Q Kᵀ + S_rel) · scale) V, scale = 1/sqrt(D) by default.
+
+    q (B, H, T, D) at positions S - T .. S - 1; k, v (B, H, S, D); er (H, L, D) unscaled, as in
+    `relative_logits`. As in Huang et al. the relative logits are added before the scaling, so they
+    reach the kernel as the bias S_rel · scale (the (H, L, D) table is scaled, not the logits).
+
+    Queries are processed in chunks of `chunk` rows (default: as many as fit RELATIVE_CHUNK_BYTES of
+    logits, at least MIN_RELATIVE_CHUNK). Rows a .. b - 1 are the last b - a of S - T + b positions
+    and see no key beyond, so each chunk is an ordinary bottom-right causal `kernel` call on keys
+    :S - T + b with its own bias: together they skip the masked half of the keys, and the bias
+    alive at any time is (B, H, chunk, S) instead of (B, H, T, S). Results do not depend on `chunk`
+    beyond floating-point rounding.
+    """
+    b, h, t, d = q.shape
+    s = k.shape[-2]
+    scale = d**-0.5 if scale is None else scale
+    if chunk is None:
+        budget = RELATIVE_CHUNK_BYTES.get(q.device.type, RELATIVE_CHUNK_BYTES["cpu"])
+        chunk = max(MIN_RELATIVE_CHUNK, budget // (b * h * s * q.element_size()))
+    if chunk < 1:
+        raise ValueError(f"relative_self_attention: chunk must be a positive number of rows, got {chunk}")
+    if er.dim() != 3 or er.shape[0] != h or er.shape[2] != d:
+        raise ValueError(f"relative_self_attention: er must be (H, L, D) = ({h}, L, {d}), "
+                         f"got {tuple(er.shape)}")
+    table = _distance_table((er * scale).to(q.dtype), s)  # (H, S + 1, D), shared by every chunk
+    outs = []
+    for start in range(0, t, chunk):
+        stop = min(t, start + chunk)
+        end = s - t + stop  # keys 0 .. end - 1 are visible to this chunk
+        qc = q[:, :, start:stop]  # (B, H, chunk, D)
+        bias = _skewed_logits(qc, table, end)  # (B, H, chunk, end), causal mask folded in
+        outs.append(kernel(qc, k[:, :, :end], v[:, :, :end], bias=bias, causal=True, dropout_p=dropout_p,
+                           scale=scale))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (B, H, T, D)
 
 
 def get_kernel(name: str) -> Kernel:
@@ -154,6 +301,11 @@ class MultiHeadAttention(nn.Module):
 
     `rotary`, if given, is called as `rotary(x, offset)` on q and k (B, H, T, D), `offset` being the
     absolute position of the first new token.
+
+    `kernel="relative"` (causal self-attention only) adds the parameter `er` (H, L, D),
+    L = `max_relative_position`: er[h, r] is head h's embedding of distance r = query position - key
+    position (natural order; tensor2tensor stores the same table reversed). Its logits enter as the
+    additive bias, giving softmax((Q Kᵀ + S_rel) / sqrt(D)) V; see `relative_logits`.
     """
 
     def __init__(
@@ -167,6 +319,7 @@ class MultiHeadAttention(nn.Module):
         causal: bool = True,
         cross: bool = False,
         layer_idx: int = 0,
+        max_relative_position: int | None = None,
     ) -> None:
         super().__init__()
         if n_embd % n_head != 0:
@@ -175,8 +328,22 @@ class MultiHeadAttention(nn.Module):
         self.causal, self.cross, self.layer_idx = causal, cross, layer_idx
         self.dropout = dropout
         self.kernel_name = kernel
-        # `relative` is an `sdpa` call with a bias supplied by a position module (see layers).
-        self.kernel = get_kernel("sdpa" if kernel == "relative" else kernel)
+        self.kernel = get_kernel(kernel)
+        self.max_relative_position = max_relative_position
+        if kernel == "relative":
+            if cross or not causal:
+                raise ValueError("kernel='relative' is the Music Transformer's causal self-attention (its "
+                                 f"embeddings cover distances to the left only); got cross={cross}, "
+                                 f"causal={causal}: use cross=False, causal=True or another kernel")
+            if not isinstance(max_relative_position, int) or max_relative_position < 1:
+                raise ValueError("kernel='relative' needs max_relative_position, a positive int (the number "
+                                 f"of distances with a learned embedding), got {max_relative_position!r}")
+            # Per-head table, as in the paper; std D^-0.5 as in tensor2tensor's initializer.
+            self.er = nn.Parameter(torch.randn(n_head, max_relative_position, self.head_dim)
+                                   * self.head_dim**-0.5)  # (H, L, D)
+        elif max_relative_position is not None:
+            raise ValueError(f"max_relative_position={max_relative_position} only applies to "
+                             f"kernel='relative', got kernel={kernel!r}")
         if cross:
             self.q_proj = nn.Linear(n_embd, n_embd, bias=bias)
             self.kv_proj = nn.Linear(n_embd, 2 * n_embd, bias=bias)
@@ -213,8 +380,10 @@ class MultiHeadAttention(nn.Module):
             if cache is not None:
                 k, v = cache.update(self.layer_idx, k, v)  # (B, H, S, D), S = offset + T
             causal = self.causal
-        bias = None  # relative attention (kernel="relative") will supply its skewed logits here
-        y = self.kernel(q, k, v, bias=bias, causal=causal,
-                        dropout_p=self.dropout if self.training else 0.0, scale=None)  # (B, H, T, D)
+        dropout_p = self.dropout if self.training else 0.0
+        if self.kernel_name == "relative":  # its logits reach self.kernel as the additive bias
+            y = relative_self_attention(q, k, v, self.er, kernel=self.kernel, dropout_p=dropout_p)
+        else:
+            y = self.kernel(q, k, v, bias=None, causal=causal, dropout_p=dropout_p, scale=None)  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(b, t, c)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))

@@ -1,0 +1,328 @@
+"""Relative attention side by side: naive Shaw, zoo's skew (`relative` kernel), plain causal SDPA.
+
+    python benchmarks/relative_attention.py [--quick] [--device cpu|cuda] [--dtype float32|bfloat16]
+        [--rounds N] [--lengths T ...] [--chunk ROWS] [--naive-max-gib GIB] [--out PATH]
+
+(`pip install -e .` first, or run with PYTHONPATH=. from the repository root.) --quick: T = 1024 and
+2048 (about 2 minutes on one busy CPU core); without it 4096 too.
+
+Issue 3 (Music Transformer) and issue 7 (benchmark suite). One attention call, batch 1, 8 heads, head
+dim 64, `max_relative_position` = T (every distance has its embedding, the paper's setting), float32
+unless --dtype bfloat16.
+
+Peers
+- `naive_shaw`: Shaw et al.'s formulation, one embedding gathered per (query, key) pair — a
+  (H, T, S, D) tensor — then q · e per pair. O(T²·D) memory. Skipped where its estimated peak
+  (three (H, T, T, D) tensors alive at once in forward+backward) exceeds --naive-max-gib.
+- `zoo_relative`: `relative_self_attention` — `relative_logits` (the skew) per query chunk + the
+  `relative` kernel — exactly what `MultiHeadAttention(kernel="relative")` runs between its
+  projections.
+- `sdpa_float_mask`: SDPA with a ready-made (B, H, T, T) float mask (the causal mask as 0 / -inf,
+  built before timing, no gradient): what passing any per-head additive bias costs by itself, the
+  floor of the bias design before a single relative logit is computed.
+- `causal_sdpa`: `F.scaled_dot_product_attention(q, k, v, is_causal=True)`, no position term: the
+  reference every ratio is taken against.
+
+Method (issue 7): one thread (`torch.set_num_threads(1)`); peers run in interleaved rounds, the order
+rotated each round, after one warm-up call each; for every round the ratio peer / causal_sdpa is
+taken and the median over rounds is reported with its min-max spread (naive Shaw, 50-100x slower,
+only takes part in the first NAIVE_ROUNDS rounds so that the run stays short). Absolute times
+(median) are context only. "fwd" is an inference forward (`torch.no_grad()`), "fwd+bwd" a training step of the
+attention core (forward with autograd, then backward of `out.sum()` into q, k, v and the table).
+
+Peak memory is allocated bytes above what was live before the call, for forward+backward: inputs
+excluded (for `sdpa_float_mask` that includes its prebuilt mask), outputs and gradients included.
+On CPU it comes from the PyTorch profiler's allocator events (`profile_memory=True`, the running
+"Total Allocated" over every allocation and free, in a separate untimed call), on CUDA from
+`torch.cuda.max_memory_allocated`. Both count what PyTorch's allocator hands out, not process RSS.
+
+Writes benchmarks/relative_attention.json and .md next to this file (or --out PATH .json/.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from zoo.attention import relative_self_attention
+
+HEADS, HEAD_DIM, BATCH = 8, 64, 1
+NAIVE_ROUNDS = 2  # naive Shaw is 50-100x slower: timed in the first rounds only, its times are context
+PEERS = ("naive_shaw", "zoo_relative", "sdpa_float_mask", "causal_sdpa")
+GOALS = {
+    "memory_vs_naive_at_1024": 15.0,  # issue 3: naive / zoo peak memory, at least
+    "fwd_bwd_vs_sdpa_at_2048": 5.0,  # issue 3: zoo / causal SDPA time, at most
+    "fwd_vs_sdpa": 1.5,  # issue 7, every T
+    "fwd_bwd_vs_sdpa": 3.0,  # issue 7, every T
+}
+
+
+def naive_shaw(q: Tensor, k: Tensor, v: Tensor, er: Tensor, mask: Tensor) -> Tensor:
+    """softmax((q kᵀ + q·e_ij) / sqrt(D)) v with e_ij = er[i - j] gathered per pair (zero past L)."""
+    h, t, s, d = q.shape[1], q.shape[2], k.shape[2], q.shape[3]
+    dist = torch.arange(s - t, s, device=q.device).unsqueeze(1) - torch.arange(s, device=q.device)  # (T, S)
+    n = er.shape[1]
+    table = torch.cat([er, er.new_zeros(h, 1, d)], dim=1)  # (H, L + 1, D): row L is the zero embedding
+    emb = table[:, torch.where((dist >= 0) & (dist < n), dist, n)]  # (H, T, S, D): the O(T²·D) tensor
+    rel = (q.unsqueeze(3) @ emb.transpose(-1, -2)).squeeze(3)  # (B, H, T, 1, D) @ (H, T, D, S) -> (B, H, T, S)
+    att = (q @ k.transpose(-1, -2) + rel) / math.sqrt(d)
+    att = att.masked_fill(dist < 0, float("-inf")).softmax(-1)
+    return att @ v
+
+
+CHUNK: dict[str, int | None] = {"rows": None}  # --chunk; None: the library's default
+
+
+def zoo_relative(q: Tensor, k: Tensor, v: Tensor, er: Tensor, mask: Tensor) -> Tensor:
+    return relative_self_attention(q, k, v, er, chunk=CHUNK["rows"])  # the `relative` kernel
+
+
+def sdpa_float_mask(q: Tensor, k: Tensor, v: Tensor, er: Tensor, mask: Tensor) -> Tensor:
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def causal_sdpa(q: Tensor, k: Tensor, v: Tensor, er: Tensor, mask: Tensor) -> Tensor:
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+FUNCS: dict[str, Callable[..., Tensor]] = {"naive_shaw": naive_shaw, "zoo_relative": zoo_relative,
+                                           "sdpa_float_mask": sdpa_float_mask, "causal_sdpa": causal_sdpa}
+
+
+def make_inputs(t: int, device: torch.device, dtype: torch.dtype) -> list[Tensor]:
+    g = torch.Generator().manual_seed(t)
+    q, k, v = (torch.randn(BATCH, HEADS, t, HEAD_DIM, generator=g).to(device, dtype) for _ in range(3))
+    er = (torch.randn(HEADS, t, HEAD_DIM, generator=g) * HEAD_DIM**-0.5).to(device, dtype)
+    mask = torch.zeros(BATCH, HEADS, t, t, device=device, dtype=dtype)
+    mask.masked_fill_(torch.ones(t, t, dtype=torch.bool, device=device).triu(1), float("-inf"))
+    return [x.requires_grad_() for x in (q, k, v, er)] + [mask]
+
+
+def step(name: str, inputs: list[Tensor], mode: str) -> None:
+    if mode == "fwd":
+        with torch.no_grad():
+            FUNCS[name](*inputs)
+        return
+    for x in inputs:
+        x.grad = None
+    FUNCS[name](*inputs).sum().backward()
+
+
+def timed(name: str, inputs: list[Tensor], mode: str, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step(name, inputs, mode)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def peak_bytes(name: str, inputs: list[Tensor], device: torch.device) -> int:
+    """Peak allocated bytes of one forward+backward above what was live before it."""
+    for x in inputs:
+        x.grad = None
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step(name, inputs, "fwd+bwd")
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step(name, inputs, "fwd+bwd")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    memory = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
+    # "Total Allocated" is the running sum of allocations minus frees since the profiler started.
+    return max([0] + [int(e["args"]["Total Allocated"]) for e in memory])
+
+
+def naive_estimate_gib(t: int, dtype: torch.dtype) -> float:
+    return 3 * HEADS * t * t * HEAD_DIM * dtype.itemsize / 2**30
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} logical CPUs, 1 thread used"
+
+
+def run(lengths: list[int], rounds: int, device: torch.device, dtype: torch.dtype,
+        naive_max_gib: float) -> dict:
+    results = []
+    for t in lengths:
+        inputs = make_inputs(t, device, dtype)
+        est = naive_estimate_gib(t, dtype)
+        peers = [p for p in PEERS if p != "naive_shaw" or est <= naive_max_gib]
+        skipped = [p for p in PEERS if p not in peers]
+        row: dict = {"T": t, "skipped": {p: f"estimated peak {est:.1f} GiB > "
+                                            f"--naive-max-gib {naive_max_gib:g}" for p in skipped}}
+        for mode in ("fwd", "fwd+bwd"):
+            for p in peers:  # warm-up: first-call allocations, lazy init
+                step(p, inputs, mode)
+            times: dict[str, list[float]] = {p: [] for p in peers}
+            for r in range(rounds):
+                order = peers[r % len(peers):] + peers[: r % len(peers)]
+                for p in order:
+                    if p != "naive_shaw" or r < NAIVE_ROUNDS:
+                        times[p].append(timed(p, inputs, mode, device))
+            row[mode] = {}
+            for p in peers:
+                ratios = [a / b for a, b in zip(times[p], times["causal_sdpa"])]  # round i with round i
+                row[mode][p] = {"median_s": statistics.median(times[p]),
+                                "ratio_vs_causal_sdpa": statistics.median(ratios),
+                                "ratio_spread": [min(ratios), max(ratios)]}
+            print(f"T={t} {mode}: " + ", ".join(
+                f"{p} {row[mode][p]['median_s'] * 1e3:.1f} ms ({row[mode][p]['ratio_vs_causal_sdpa']:.2f}x)"
+                for p in peers), flush=True)
+        row["peak_bytes_fwd_bwd"] = {p: peak_bytes(p, inputs, device) for p in peers}
+        if "naive_shaw" in peers:
+            row["memory_ratio_naive_over_zoo"] = (row["peak_bytes_fwd_bwd"]["naive_shaw"]
+                                                  / row["peak_bytes_fwd_bwd"]["zoo_relative"])
+        print(f"T={t} peak MiB: " + ", ".join(f"{p} {b / 2**20:.1f}"
+                                              for p, b in row["peak_bytes_fwd_bwd"].items()), flush=True)
+        results.append(row)
+        del inputs
+    return {"results": results}
+
+
+def goals(report: dict) -> list[dict]:
+    rows = {r["T"]: r for r in report["results"]}
+    out = []
+
+    def add(goal: str, target: str, value: float | None, met: bool | None) -> None:
+        out.append({"goal": goal, "target": target, "value": value, "met": met})
+
+    r = rows.get(1024, {})
+    m = r.get("memory_ratio_naive_over_zoo")
+    add("peak memory naive / zoo, T=1024", f">= {GOALS['memory_vs_naive_at_1024']:g}x", m,
+        None if m is None else m >= GOALS["memory_vs_naive_at_1024"])
+    r = rows.get(2048)
+    x = r["fwd+bwd"]["zoo_relative"]["ratio_vs_causal_sdpa"] if r else None
+    add("fwd+bwd zoo / causal SDPA, T=2048", f"<= {GOALS['fwd_bwd_vs_sdpa_at_2048']:g}x", x,
+        None if x is None else x <= GOALS["fwd_bwd_vs_sdpa_at_2048"])
+    for t, r in rows.items():
+        for mode, key in (("fwd", "fwd_vs_sdpa"), ("fwd+bwd", "fwd_bwd_vs_sdpa")):
+            x = r[mode]["zoo_relative"]["ratio_vs_causal_sdpa"]
+            add(f"{mode} zoo / causal SDPA, T={t}", f"<= {GOALS[key]:g}x", x, x <= GOALS[key])
+    return out
+
+
+NOTES = """\
+Reading the figures: `sdpa_float_mask` is SDPA handed a ready-made per-head float mask, i.e. the
+floor of any additive-bias scheme before a single relative logit is computed; zoo's extra cost over
+it is the one matmul Q·Erᵀ that the skew needs (issue 7: "the skew adds one matmul") plus the mask fill.
+Causal SDPA skips the masked half of the keys; zoo recovers most of that by chunking queries
+(`relative_self_attention`), each chunk an ordinary bottom-right causal call on the keys it can see.
+On CPU, SDPA's fused kernel does not return a gradient for a float mask, so training falls back to
+SDPA's math path (materialised softmax); that is where forward+backward's extra time goes. On CUDA,
+the memory-efficient kernel takes the bias and its gradient, while causal SDPA in bfloat16 runs
+FlashAttention, which no float mask can use. Timing on a shared machine: the spread column shows how
+much the rounds disagreed; the load averages say how busy the machine was."""
+
+
+def markdown(report: dict) -> str:
+    cfg = report["config"]
+    lines = [
+        "# Relative attention: naive Shaw vs zoo skew vs causal SDPA",
+        "",
+        f"Machine: {cfg['machine']}; torch {cfg['torch']}; device {cfg['device']}; "
+        f"B={BATCH}, H={HEADS}, D={HEAD_DIM}, L=T, {cfg['dtype']}; {cfg['rounds']} interleaved rounds "
+        f"(naive Shaw in the first {NAIVE_ROUNDS}); 1-min load average {cfg['load_before']} before, "
+        f"{cfg['load_after']} after"
+        + (f"; zoo chunk {cfg['chunk']} rows" if cfg["chunk"] else "")
+        + f". Wall time {cfg['wall_s']} s. Generated by `{cfg['command']}`.",
+        "",
+        "Time ratio = median over rounds of (peer / causal SDPA) in the same round, [min, max] spread; "
+        "ms = median absolute time (context only). Peak = allocated MiB above the inputs for fwd+bwd.",
+        "",
+        "| T | peer | fwd ms | fwd ratio | fwd+bwd ms | fwd+bwd ratio | peak MiB (fwd+bwd) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        for p in PEERS:
+            if p in r["skipped"]:
+                lines.append(f"| {r['T']} | {p} | skipped: {r['skipped'][p]} | | | | |")
+                continue
+            f, fb = r["fwd"][p], r["fwd+bwd"][p]
+            lines.append(
+                f"| {r['T']} | {p} | {f['median_s'] * 1e3:.1f} | {f['ratio_vs_causal_sdpa']:.2f} "
+                f"[{f['ratio_spread'][0]:.2f}, {f['ratio_spread'][1]:.2f}] | {fb['median_s'] * 1e3:.1f} | "
+                f"{fb['ratio_vs_causal_sdpa']:.2f} [{fb['ratio_spread'][0]:.2f}, {fb['ratio_spread'][1]:.2f}]"
+                f" | {r['peak_bytes_fwd_bwd'][p] / 2**20:.1f} |")
+    lines += ["", "| goal | target | measured | met |", "|---|---|---|---|"]
+    for g in report["goals"]:
+        value = "n/a" if g["value"] is None else f"{g['value']:.2f}x"
+        met = "n/a" if g["met"] is None else ("yes" if g["met"] else "no")
+        lines.append(f"| {g['goal']} | {g['target']} | {value} | {met} |")
+    lines += ["", NOTES]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="T = 1024, 2048 only")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds")
+    parser.add_argument("--lengths", type=int, nargs="+", default=None,
+                        help="sequence lengths T (default 1024 2048, plus 4096 without --quick)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="query rows per chunk for zoo_relative (default: the library's rule)")
+    parser.add_argument("--naive-max-gib", type=float, default=8.0,
+                        help="skip naive Shaw where its estimated peak exceeds this (GiB)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("relative_attention"),
+                        help="output path without suffix; .json and .md are written")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device visible")
+    torch.set_num_threads(1)  # issue 7: on a shared machine more threads make ratios swing 0.4-3x
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    CHUNK["rows"] = args.chunk
+    lengths = args.lengths or ([1024, 2048] if args.quick else [1024, 2048, 4096])
+    rounds = args.rounds
+    started, load_before = time.perf_counter(), round(os.getloadavg()[0], 2)
+    report = run(lengths, rounds, device, dtype, args.naive_max_gib)
+    report["config"] = {"quick": args.quick, "device": args.device, "rounds": rounds, "batch": BATCH,
+                        "heads": HEADS, "head_dim": HEAD_DIM, "max_relative_position": "T",
+                        "dtype": args.dtype, "chunk": args.chunk, "torch": torch.__version__,
+                        "machine": machine(device),
+                        "command": (" ".join(["python benchmarks/relative_attention.py", *sys.argv[1:]])
+                                    if argv is None else f"main({argv!r})"),
+                        "wall_s": round(time.perf_counter() - started, 1),
+                        "load_before": load_before, "load_after": round(os.getloadavg()[0], 2)}
+    report["goals"] = goals(report)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+    return report
+
+
+if __name__ == "__main__":
+    main()
