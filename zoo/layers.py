@@ -66,7 +66,9 @@ class MLP(nn.Module):
             h = F.silu(self.c_gate(x)) * self.c_fc(x)
         else:
             h = F.gelu(self.c_fc(x), approximate="tanh" if self.activation == "gelu_tanh" else "none")
-        return self.dropout(self.c_proj(h))
+        h = self.c_proj(h)
+        # Skipping the no-op module call matters when decoding one token at a time (Python-bound).
+        return self.dropout(h) if self.dropout.p > 0 else h
 
 
 class Block(nn.Module):
@@ -92,6 +94,7 @@ class Block(nn.Module):
         self.ln_1 = make_norm(norm, n_embd, bias)
         self.attn = MultiHeadAttention(n_embd, n_head, kernel=kernel, dropout=dropout, bias=bias,
                                        causal=causal, layer_idx=layer_idx, **attn_kwargs)
+        self.cross_attention = cross_attention  # a plain flag: hasattr() on a Module costs an exception
         if cross_attention:
             self.ln_cross = make_norm(norm, n_embd, bias)
             cross_kernel = "sdpa" if kernel == "relative" else kernel  # no relative positions across streams
@@ -103,7 +106,7 @@ class Block(nn.Module):
     def forward(self, x: Tensor, *, cache: KVCache | None = None, rotary: RotaryEmbedding | None = None,
                 context: Tensor | None = None) -> Tensor:
         x = x + self.attn(self.ln_1(x), cache=cache, rotary=rotary)
-        if hasattr(self, "cross_attn"):
+        if self.cross_attention:
             x = x + self.cross_attn(self.ln_cross(x), context=context)
         return x + self.mlp(self.ln_2(x))
 

@@ -8,14 +8,15 @@ shortest prompt, then rows that still have prompt tokens are teacher-forced (the
 fed instead of a sample) until their prompt is used up. Positions stay aligned, so learned,
 rotary and relative position schemes are all exact.
 
-Filters apply in this order, as in most libraries: repetition penalty, guidance, temperature, then
-top-k, top-p (nucleus, Holtzman et al. 2020) and min-p (keep tokens with p >= min_p · p_max).
+Logits are processed in this order: guidance, repetition penalty, temperature, then top-k, top-p
+(nucleus, Holtzman et al. 2020: the smallest set of most probable tokens whose mass reaches p) and
+min-p (keep tokens with p >= min_p · p_max), each filter seeing the previous one's output.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -52,7 +53,10 @@ class SamplingConfig:
 
 
 def filter_logits(logits: Tensor, cfg: SamplingConfig) -> Tensor:
-    """Apply temperature, top-k, top-p and min-p to (B, V) logits; removed entries become -inf."""
+    """Apply temperature, top-k, top-p and min-p to (B, V) logits; removed entries become -inf.
+
+    top-k keeps the k largest (and any tied with the k-th); top-p always keeps the most probable token.
+    """
     if cfg.temperature > 0:
         logits = logits / cfg.temperature
     if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
@@ -103,34 +107,68 @@ def generate(
     cond / uncond: the model's condition for each row, and the "no condition" value used for
         classifier-free guidance: logits = u + scale · (c − u), computed on a doubled batch that
         shares one KV cache.
-    on_token(step, tokens (B,)): called after every generated step (streaming).
+    on_token(step, tokens (B,)): called after every step (streaming); tokens[r] is row r's new token,
+        or -1 where row r generated nothing this step (still reading its prompt, or finished).
     should_stop(row, generated ids): text-level stop rules (stop strings) checked after each token.
-    A row stops at a stop token (which is kept in its output) or when should_stop says so.
+    A row stops at a stop token (which is kept in its output), after `max_new_tokens`, or when
+    should_stop says so; the other rows go on.
     """
-    cfg = SamplingConfig(**{**(cfg.__dict__ if cfg else {}), **overrides})
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    cfg = replace(cfg or SamplingConfig(), **overrides)
     rows = [list(map(int, p)) for p in (prompts.tolist() if isinstance(prompts, Tensor) else prompts)]
+    if not rows:
+        raise ValueError("generate needs at least one prompt, got an empty batch")
     b = len(rows)
     guided = cfg.guidance_scale is not None
     if guided and (cond is None or uncond is None):
         raise ValueError("guidance_scale needs both `cond` and `uncond`")
     if guided:
         cond = torch.cat([cond, uncond.expand_as(cond) if uncond.dim() == cond.dim() else uncond], dim=0)
-    n0 = min(len(r) for r in rows)
-    total = max(len(r) for r in rows) - n0 + cfg.max_new_tokens
+    lens = [len(r) for r in rows]
+    n0, n_max = min(lens), max(lens)
+    total = n_max - n0 + cfg.max_new_tokens  # decoding steps: rest of the longest prompt, then new tokens
     if n0 + total > model.max_len:
         raise ValueError(f"prompt + max_new_tokens = {n0 + total} tokens exceeds the model's context "
                          f"of {model.max_len}; shorten the prompt or lower max_new_tokens")
+    if cfg.max_new_tokens == 0:
+        return [[] for _ in range(b)]
+    was_training = model.training
+    model.eval()
+    try:
+        return _decode(model, rows, cfg, cond, on_token, should_stop)
+    finally:
+        model.train(was_training)
+
+
+def _decode(model: GenerativeModel, rows: list[list[int]], cfg: SamplingConfig, cond: Tensor | None,
+            on_token: Callable[[int, Tensor], None] | None,
+            should_stop: Callable[[int, list[int]], bool] | None) -> list[list[int]]:
+    """`generate`'s loop, on validated arguments (`cond` already doubled for guidance)."""
+    b, guided = len(rows), cfg.guidance_scale is not None
+    lens = [len(r) for r in rows]
+    n0, n_max = min(lens), max(lens)
+    total = n_max - n0 + cfg.max_new_tokens
+    device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.seed is not None else None
+    prompt = torch.tensor([r + [0] * (n_max - len(r)) for r in rows], dtype=torch.long,
+                          device=device).view(b, n_max)  # (B, n_max), right-padded
+    lengths = torch.tensor(lens, device=device)  # (B,)
+    keep_seq = not cfg.use_cache  # the whole sequence is only needed to recompute it
+    seq = torch.empty(b, n0 + total if keep_seq else n0, dtype=torch.long, device=device)  # (B, fed so far)
+    seq[:, :n0] = prompt[:, :n0]
+    stop = torch.tensor(cfg.stop_tokens, dtype=torch.long, device=device) if cfg.stop_tokens else None
     vocab_seen = None
-    seq = torch.tensor([r[:n0] for r in rows], dtype=torch.long, device=device).view(b, n0)  # (B, n0)
-    feed = torch.cat([seq, seq]) if guided else seq
+    # Row r reads its prompt up to position lens[r] - 1, then generates max_new_tokens: its budget ends
+    # at a step known in advance, so running out of budget needs no per-step bookkeeping on the device.
+    budget_ends: dict[int, list[int]] = {}
+    for r, n in enumerate(lens):
+        budget_ends.setdefault(n - n0 + cfg.max_new_tokens - 1, []).append(r)
+    may_stop_early = stop is not None or should_stop is not None
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    emitted_steps: list[Tensor] = []  # (B,) per step, -1 where nothing was generated
+    out_so_far: list[list[int]] = [[] for _ in range(b)]  # only kept up to date for should_stop
+    feed = torch.cat([seq[:, :n0], seq[:, :n0]]) if guided else seq[:, :n0]
     cache = model.new_cache(feed.shape[0], n0 + total) if cfg.use_cache else None
     logits = model.prefill(feed, cond=cond, cache=cache)  # (B or 2B, V)
-    out: list[list[int]] = [[] for _ in range(b)]
-    done = torch.zeros(b, dtype=torch.bool, device=device)
     for step in range(total):
         if guided:
             c, u = logits[:b], logits[b:]
@@ -138,30 +176,37 @@ def generate(
         if cfg.repetition_penalty != 1.0:
             if vocab_seen is None:
                 vocab_seen = torch.zeros(b, logits.shape[-1], dtype=torch.bool, device=device)
-                vocab_seen.scatter_(1, seq, True)
+                vocab_seen.scatter_(1, seq[:, :n0], True)
             logits = apply_repetition_penalty(logits, vocab_seen, cfg.repetition_penalty)
         tok = _pick(logits, cfg, generator)  # (B,)
         pos = n0 + step  # absolute position of this token
-        for r, prompt in enumerate(rows):  # teacher-force rows whose prompt is longer
-            if pos < len(prompt):
-                tok[r] = prompt[pos]
-        generated = torch.tensor([pos >= len(p) for p in rows], device=device) & ~done
-        seq = torch.cat([seq, tok[:, None]], dim=1)
+        generated = ~done
+        if pos < n_max:  # teacher-force rows whose prompt is longer: they read, not generate
+            reading = pos < lengths
+            tok = torch.where(reading, prompt[:, pos], tok)
+            generated &= ~reading
+        if keep_seq:
+            seq[:, pos] = tok
         if vocab_seen is not None:
             vocab_seen.scatter_(1, tok[:, None], True)
-        for r in generated.nonzero().flatten().tolist():
-            out[r].append(int(tok[r]))
-            if (len(out[r]) >= cfg.max_new_tokens or int(tok[r]) in cfg.stop_tokens
-                    or (should_stop is not None and should_stop(r, out[r]))):
-                done[r] = True
+        emitted = torch.where(generated, tok, -1)
+        emitted_steps.append(emitted)
+        if stop is not None:
+            done |= generated & torch.isin(tok, stop)
+        if should_stop is not None:
+            for r in generated.nonzero().flatten().tolist():
+                out_so_far[r].append(int(tok[r]))
+                if should_stop(r, out_so_far[r]):
+                    done[r] = True
+        if step in budget_ends:
+            done[budget_ends[step]] = True
         if on_token is not None:
-            on_token(step, torch.where(generated, tok, -1))
-        if bool(done.all()) or step == total - 1:
+            on_token(step, emitted)
+        if step == total - 1 or ((may_stop_early or step in budget_ends) and bool(done.all())):
             break
-        feed = torch.cat([tok, tok])[:, None] if guided else tok[:, None]
         if cache is not None:
-            logits = model.decode_step(feed, cache=cache)
+            logits = model.decode_step(torch.cat([tok, tok])[:, None] if guided else tok[:, None], cache=cache)
         else:
-            logits = model.prefill(torch.cat([seq, seq]) if guided else seq, cond=cond)
-    model.train(was_training)
-    return out
+            fed = seq[:, :pos + 1]
+            logits = model.prefill(torch.cat([fed, fed]) if guided else fed, cond=cond)
+    return [[t for t in row if t >= 0] for row in torch.stack(emitted_steps, 1).tolist()]

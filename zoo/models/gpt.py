@@ -96,13 +96,17 @@ class GPT(GenerativeModel):
         if cond is not None:
             raise ValueError("GPT is unconditional; got a `cond` tensor")
         b, t = idx.shape
+        if t == 0:
+            raise ValueError("GPT needs at least one token per row (an empty prompt has nothing to condition "
+                             "on; start it with a token such as the codec's end-of-text id)")
         offset = cache.pos if cache is not None else 0
         if offset + t > self.config.block_size:
             raise ValueError(f"sequence of {offset + t} tokens exceeds block_size={self.config.block_size}")
         x = self.transformer.wte(idx)  # (B, T, C)
-        if "wpe" in self.transformer:
-            x = x + self.transformer.wpe(torch.arange(offset, offset + t, device=idx.device))
-        x = self.transformer.drop(x)
+        if self.config.position == "learned":  # rows offset .. offset+T of the table: no index tensor to build
+            x = x + self.transformer.wpe.weight[offset:offset + t]  # (T, C) broadcast over B
+        if self.config.dropout > 0:
+            x = self.transformer.drop(x)
         for block in self.transformer.h:
             x = block(x, cache=cache, rotary=self.rotary)
         if cache is not None:
@@ -113,14 +117,32 @@ class GPT(GenerativeModel):
 
     @classmethod
     def from_hf_config(cls, hf: dict[str, Any], **overrides: Any) -> GPTConfig:
-        """Map a Hugging Face GPT2Config dict onto GPTConfig."""
+        """Map a Hugging Face GPT2Config dict (`config.to_dict()` or config.json) onto GPTConfig.
+
+        Settings this GPT would compute differently (another MLP width or norm epsilon, no or
+        per-layer attention scaling, cross-attention) are errors naming the key, never ignored.
+        `reorder_and_upcast_attn` only changes fp16 rounding and is accepted. Dropout is not
+        imported (inference); pass `dropout=` in `overrides` to train with it.
+        """
         act = hf.get("activation_function", "gelu_new")
         activations = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
         if act not in activations:
-            raise ValueError(f"GPT-2 activation {act!r} is not supported; accepted: {sorted(activations)}")
+            raise ValueError(f"GPT-2 activation_function={act!r} is not supported; accepted: {sorted(activations)}")
+        n_embd = hf["n_embd"]
+        unsupported = {  # key: (default, value zoo computes with)
+            "n_inner": (None, (None, 4 * n_embd)),
+            "layer_norm_epsilon": (1e-5, (1e-5,)),
+            "scale_attn_weights": (True, (True,)),
+            "scale_attn_by_inverse_layer_idx": (False, (False,)),
+            "add_cross_attention": (False, (False,)),
+        }
+        for key, (default, accepted) in unsupported.items():
+            if hf.get(key, default) not in accepted:
+                raise ValueError(f"GPT-2 config {key}={hf[key]!r} is not supported by zoo's GPT; "
+                                 f"accepted: {list(accepted)}")
         return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
-                         n_head=hf["n_head"], n_embd=hf["n_embd"], activation=activations[act],
-                         **overrides)
+                         n_head=hf["n_head"], n_embd=n_embd, activation=activations[act],
+                         **({"tie_weights": bool(hf.get("tie_word_embeddings", True))} | overrides))
 
     def load_hf_state_dict(self, sd: dict[str, Tensor]) -> None:
         """Copy a `GPT2LMHeadModel` / `GPT2Model` state dict into this model, key for key.
@@ -131,16 +153,20 @@ class GPT(GenerativeModel):
         own = self.state_dict()
         sd = {(k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
               for k, v in sd.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
-        if "lm_head.weight" not in sd:
+        if "lm_head.weight" not in sd and "transformer.wte.weight" in sd:  # GPT2Model: the head is wte
             sd["lm_head.weight"] = sd["transformer.wte.weight"]
         missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
         if missing or unexpected:
             raise ValueError(f"GPT-2 state dict does not match this GPT: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
+        sd = {k: v.t() if k.endswith(conv1d) else v for k, v in sd.items()}
+        for k, v in sd.items():  # check everything before copying anything: no half-loaded model
+            if own[k].shape != v.shape:
+                raise ValueError(f"{k}: GPT-2 tensor has shape {tuple(v.shape)} (after the Conv1D transpose), "
+                                 f"this model expects {tuple(own[k].shape)}")
+        if self.config.tie_weights and not torch.equal(sd["lm_head.weight"], sd["transformer.wte.weight"]):
+            raise ValueError("this GPT ties lm_head to wte (tie_weights=True) but the state dict holds a "
+                             "different lm_head.weight; build it with tie_weights=False")
         with torch.no_grad():
             for k, v in sd.items():
-                v = v.t() if k.endswith(conv1d) else v
-                if own[k].shape != v.shape:
-                    raise ValueError(f"{k}: GPT-2 tensor has shape {tuple(v.shape)}, "
-                                     f"this model expects {tuple(own[k].shape)}")
                 own[k].copy_(v)

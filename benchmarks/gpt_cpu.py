@@ -1,0 +1,291 @@
+"""zoo's GPT vs Hugging Face `transformers`' GPT2LMHeadModel on CPU: training and KV-cache decoding.
+
+    PYTHONPATH=. python benchmarks/gpt_cpu.py [--quick] [--vocab V] [--rounds N] [--out-dir DIR]
+
+Issue 2. One config for both: n_layer 4, n_head 4, n_embd 256, block 256, vocab 8192 by default
+(a realistic small BPE vocabulary; `--vocab 50257` gives GPT-2's, where the LM head then takes most
+of the time on both sides), float32, dropout 0, tied embeddings.
+
+Peers, at the SAME weights (a random HF model is built, its state dict imported into zoo with
+`GPT.load_hf_state_dict`, and the run stops unless both give the same logits and the same first
+training loss):
+- training, two pairs: zoo `activation="gelu_tanh"` vs HF `activation_function="gelu_new"` (the
+  same function: GPT-2's tanh approximation), and zoo `"gelu"` vs HF `"gelu"` (exact erf GELU).
+  One step = forward on (8, 256) tokens, cross-entropy over all positions (the same
+  `F.cross_entropy` call on both sides), backward, `torch.optim.AdamW` step (default foreach
+  implementation, lr 3e-4), `zero_grad`. HF is called with `use_cache=False`, its best training
+  setting, and its default attention implementation (sdpa).
+- decoding, the gelu_tanh/gelu_new pair: greedy, batch 1, a 16-token prompt, 240 new tokens
+  (16 + 240 = the block of 256; 256 new tokens would not fit), with the KV cache:
+  `zoo.sampling.generate(temperature=0)` vs HF `model.generate(do_sample=False, max_new_tokens=240,
+  min_new_tokens=240)`. Both must produce the same 240 tokens. tokens/s = 240 / wall time of the whole
+  call (prefill included).
+
+Method: `torch.set_num_threads(1)`; one untimed warm-up per peer; then rounds in which every peer
+runs once (one training step, or one whole generate call), interleaved, the order alternating each
+round, so that both see the same machine load; the ratio zoo / HF of tokens/s is taken per round,
+and the median over rounds is reported with its min-max spread. tokens/s is counted per wall-clock
+second (the goal) and, as a cross-check that is robust to being descheduled on a shared machine, per
+CPU-second of the process (`time.process_time`; with one thread, all work runs on the calling
+thread). Absolute tokens/s (median) are context only: they depend on the machine and its load (the
+load average before and after the run is recorded).
+
+Writes gpt_cpu.json and gpt_cpu.md into --out-dir (default: next to this file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import Tensor
+
+from zoo.models.gpt import GPT
+from zoo.sampling import generate
+
+ARCH = dict(n_layer=4, n_head=4, n_embd=256, n_positions=256)
+BATCH, PROMPT, NEW_TOKENS, LR = 8, 16, 240, 3e-4
+PAIRS = {"gelu_tanh": "gelu_new", "gelu": "gelu"}  # zoo activation -> HF activation_function
+GOAL = 1.0  # issue 2: zoo / HF tokens/s, at least, for training at GPT-2's activation and for decoding
+GOAL_ROWS = ("zoo_gelu_tanh_vs_hf_gelu_new", "zoo_generate_vs_hf_generate")  # the gelu/gelu row is context
+
+
+def hf_model(vocab: int, activation: str, seed: int, std: float = 0.02) -> transformers.GPT2LMHeadModel:
+    cfg = transformers.GPT2Config(**ARCH, vocab_size=vocab, activation_function=activation, resid_pdrop=0.0,
+                                  embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None,
+                                  pad_token_id=0, initializer_range=std)
+    torch.manual_seed(seed)
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+def zoo_twin(hf: transformers.GPT2LMHeadModel) -> GPT:
+    model = GPT(GPT.from_hf_config(hf.config.to_dict()))
+    model.load_hf_state_dict(hf.state_dict())
+    return model
+
+
+def check_same_model(zoo: GPT, hf: transformers.GPT2LMHeadModel, batch: tuple[Tensor, Tensor]) -> dict:
+    """Correctness gate: same logits (eval) and same first training loss. Stops the run otherwise."""
+    x, y = batch
+    zoo.eval(), hf.eval()
+    with torch.no_grad():
+        a, b = zoo(x[:2]), hf(x[:2], use_cache=False).logits
+    diff = (a - b).abs().max().item()
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=lambda m: f"zoo and HF logits differ: {m}")
+    zoo.train(), hf.train()
+    with torch.no_grad():
+        la = F.cross_entropy(zoo(x).flatten(0, 1), y.flatten()).item()
+        lb = F.cross_entropy(hf(x, use_cache=False).logits.flatten(0, 1), y.flatten()).item()
+    if abs(la - lb) > 1e-4:
+        raise SystemExit(f"first training loss differs: zoo {la:.6f}, HF {lb:.6f}")
+    return {"max_abs_logit_diff": diff, "loss_zoo": la, "loss_hf": lb}
+
+
+Sample = tuple[int, float, float]  # (tokens, wall seconds, process CPU seconds) of one timed call
+
+
+def measured(fn: Callable[[], int]) -> Sample:
+    wall, cpu = time.perf_counter(), time.process_time()
+    n = fn()
+    return n, time.perf_counter() - wall, time.process_time() - cpu
+
+
+class TrainPeer:
+    def __init__(self, model: torch.nn.Module, forward: Callable[[Tensor], Tensor], batch: tuple[Tensor, Tensor]):
+        self.model, self.forward, (self.x, self.y) = model, forward, batch
+        self.opt = torch.optim.AdamW(model.parameters(), lr=LR)
+        model.train()
+
+    def step(self) -> int:
+        logits = self.forward(self.x)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), self.y.flatten())
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return self.x.numel()
+
+
+def interleaved(peers: dict[str, Callable[[], int]], rounds: int) -> dict[str, list[Sample]]:
+    """Run every peer once per round, the order reversed every other round; one sample per round."""
+    names = list(peers)
+    out: dict[str, list[Sample]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            out[n].append(measured(peers[n]))
+    return out
+
+
+def summarise(samples: dict[str, list[Sample]], zoo: str, hf: str) -> dict:
+    """Median tokens/s and the median (min, max) of per-round ratios zoo / HF, on both clocks."""
+    out: dict = {}
+    for clock, i in (("", 1), ("cpu_", 2)):
+        rate = {p: [s[0] / s[i] for s in samples[p]] for p in (zoo, hf)}
+        ratios = [a / b for a, b in zip(rate[zoo], rate[hf])]
+        out |= {f"zoo_{clock}tokens_per_s": statistics.median(rate[zoo]),
+                f"hf_{clock}tokens_per_s": statistics.median(rate[hf]),
+                f"{clock}ratio_median": statistics.median(ratios), f"{clock}ratio_min": min(ratios),
+                f"{clock}ratio_max": max(ratios), f"{clock}per_round": {zoo: rate[zoo], hf: rate[hf], "ratio": ratios}}
+    return out
+
+
+def bench_training(vocab: int, rounds: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, vocab, (BATCH, ARCH["n_positions"] + 1), generator=g)
+    batch = (tokens[:, :-1], tokens[:, 1:])
+    peers, gates = {}, {}
+    for zoo_act, hf_act in PAIRS.items():
+        hf = hf_model(vocab, hf_act, seed=1)
+        zoo = zoo_twin(hf)
+        gates[zoo_act] = check_same_model(zoo, hf, batch)
+        peers[f"zoo_{zoo_act}"] = TrainPeer(zoo, zoo, batch)
+        peers[f"hf_{hf_act}"] = TrainPeer(hf, lambda x, hf=hf: hf(x, use_cache=False).logits, batch)
+    for p in peers.values():
+        p.step()  # warm-up: optimizer state, allocator, lazy init
+    samples = interleaved({n: p.step for n, p in peers.items()}, rounds)  # one training step per peer and round
+    out = {}
+    for zoo_act, hf_act in PAIRS.items():
+        out[f"zoo_{zoo_act}_vs_hf_{hf_act}"] = summarise(samples, f"zoo_{zoo_act}", f"hf_{hf_act}") | {
+            "gate": gates[zoo_act]}
+    return out
+
+
+def bench_decoding(vocab: int, rounds: int) -> dict:
+    # std 0.1 instead of GPT-2's 0.02: at 0.02 the random model's greedy output cycles through 4 tokens,
+    # which would make the same-tokens check weak; at 0.1 it has ~120 distinct tokens. Speed is unaffected.
+    hf = hf_model(vocab, "gelu_new", seed=2, std=0.1).eval()
+    zoo = zoo_twin(hf).eval()
+    prompt = torch.randint(0, vocab, (1, PROMPT), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(prompt)
+
+    def run_zoo() -> list[int]:
+        return generate(zoo, prompt, temperature=0, max_new_tokens=NEW_TOKENS)[0]
+
+    def run_hf() -> list[int]:
+        with torch.no_grad():
+            out = hf.generate(prompt, attention_mask=mask, do_sample=False, max_new_tokens=NEW_TOKENS,
+                              min_new_tokens=NEW_TOKENS)
+        return out[0, PROMPT:].tolist()
+
+    a, b = run_zoo(), run_hf()  # warm-up and the token check
+    if a != b:
+        first = next(i for i, (u, v) in enumerate(zip(a, b)) if u != v) if len(a) == len(b) else "length"
+        raise SystemExit(f"greedy tokens differ (first at {first}): zoo {a[:10]}..., HF {b[:10]}...")
+    samples = interleaved({"zoo": lambda: len(run_zoo()), "hf": lambda: len(run_hf())}, rounds)
+    return {"zoo_generate_vs_hf_generate": summarise(samples, "zoo", "hf") | {
+        "gate": {"same_greedy_tokens": True, "n_tokens": len(a), "distinct_tokens": len(set(a))}}}
+
+
+def machine() -> dict:
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def markdown(report: dict) -> str:
+    m, c = report["machine"], report["config"]
+    lines = [
+        "# zoo GPT vs transformers GPT2LMHeadModel, CPU",
+        "",
+        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m['threads']} thread used; "
+        f"torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}. "
+        f"Load average (1 min) before / after: {report['load_before']:.2f} / {report['load_after']:.2f}.",
+        "",
+        f"Config (both): n_layer {c['n_layer']}, n_head {c['n_head']}, n_embd {c['n_embd']}, block "
+        f"{c['block_size']}, vocab {c['vocab_size']}, float32, dropout 0, tied embeddings, same weights. "
+        f"Training: batch {c['batch']} x {c['block_size']} tokens, AdamW, {c['rounds_train']} rounds of one step "
+        f"per peer. Decoding: greedy, batch 1, prompt {c['prompt']}, {c['new_tokens']} new tokens, KV cache, "
+        f"{c['rounds_decode']} rounds of one generate call per peer.",
+        "",
+        "tokens/s per wall-clock second (what a user waits for); in brackets the same per CPU-second of the "
+        "process, which leaves out time the process spent descheduled on a shared machine.",
+        "",
+        "| measurement | zoo tokens/s | HF tokens/s | zoo / HF median (min - max) | zoo / HF, CPU time | goal |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, r in report["results"].items():
+        met = "met" if r["ratio_median"] >= GOAL else "NOT met"
+        goal = f">= {GOAL}: {met}" if name in GOAL_ROWS else "context (the same ops on both sides)"
+        lines.append(
+            f"| {name} | {r['zoo_tokens_per_s']:.0f} ({r['zoo_cpu_tokens_per_s']:.0f}) | "
+            f"{r['hf_tokens_per_s']:.0f} ({r['hf_cpu_tokens_per_s']:.0f}) | "
+            f"**{r['ratio_median']:.2f}** ({r['ratio_min']:.2f} - {r['ratio_max']:.2f}) | "
+            f"{r['cpu_ratio_median']:.2f} ({r['cpu_ratio_min']:.2f} - {r['cpu_ratio_max']:.2f}) | {goal} |")
+    gates = {k: v["gate"] for k, v in report["results"].items()}
+    lines += ["", "Correctness gates (the run stops if one fails): " + "; ".join(
+        f"{k}: " + ", ".join(f"{gk} {gv:.3g}" if isinstance(gv, float) else f"{gk} {gv}" for gk, gv in g.items())
+        for k, g in gates.items()) + ".", "",
+        "Method: peers interleaved round by round (order alternating), one untimed warm-up each; the median "
+        "of per-round ratios zoo / HF with its min - max; absolute figures are medians, context only. "
+        "See the docstring of benchmarks/gpt_cpu.py.", "",
+        "Where the differences come from (torch.profiler, when this benchmark was written: torch 2.14.1, "
+        "transformers 5.24.0, this machine): training runs the same matrix products on both sides; zoo's edge "
+        "at GPT-2's activation is `F.gelu(approximate='tanh')`, one fused op, where HF's `gelu_new` is five "
+        "elementwise ops (and their saved activations); with exact GELU both run the same ops, hence ~1.0. "
+        "In decoding the LM head and the projections dominate on both sides; zoo spends less per token around "
+        "them (a preallocated KV cache written in place, where HF's DynamicCache concatenates every layer "
+        "every step, no per-step mask construction or logits-processor chain). HF keeps one advantage: its "
+        "Conv1D (in, out) weight layout makes the one-row products of decoding faster with MKL on this CPU "
+        "than nn.Linear's (out, in) layout.", "",
+        f"Rerun (needs `transformers`, in the test extra): `{report['command']}`", ""]
+    return "\n".join(lines)
+
+
+def report_line(kind: str, name: str, r: dict) -> str:
+    return (f"{kind} {name}: zoo/HF {r['ratio_median']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}), "
+            f"CPU time {r['cpu_ratio_median']:.2f}; zoo {r['zoo_tokens_per_s']:.0f} tok/s, "
+            f"HF {r['hf_tokens_per_s']:.0f} tok/s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds (about a minute and a half)")
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="training rounds (default 15, 4 with --quick); decoding gets one round less")
+    ap.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    rounds = args.rounds or (4 if args.quick else 15)
+    load_before = os.getloadavg()[0]
+    results = bench_training(args.vocab, rounds)
+    for k, v in results.items():
+        print(report_line("train", k, v), flush=True)
+    decode_rounds = max(3, rounds - 1)
+    decoding = bench_decoding(args.vocab, decode_rounds)
+    for k, v in decoding.items():
+        print(report_line("decode", k, v), flush=True)
+    results |= decoding
+    report = {
+        "command": "PYTHONPATH=. python benchmarks/gpt_cpu.py" + "".join(f" {a}" for a in sys.argv[1:]),
+        "machine": machine(), "load_before": load_before, "load_after": os.getloadavg()[0],
+        "config": {"n_layer": ARCH["n_layer"], "n_head": ARCH["n_head"], "n_embd": ARCH["n_embd"],
+                   "block_size": ARCH["n_positions"], "vocab_size": args.vocab, "batch": BATCH, "prompt": PROMPT,
+                   "new_tokens": NEW_TOKENS, "rounds_train": rounds, "rounds_decode": decode_rounds},
+        "goal_ratio": GOAL,
+        "goal_rows": list(GOAL_ROWS),
+        "results": results,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "gpt_cpu.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out_dir / "gpt_cpu.md").write_text(markdown(report))
+    print(f"wrote {args.out_dir / 'gpt_cpu.json'} and {args.out_dir / 'gpt_cpu.md'}")
+
+
+if __name__ == "__main__":
+    main()

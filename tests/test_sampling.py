@@ -1,0 +1,302 @@
+"""zoo.sampling: filter semantics, repetition penalty, seeds, batching, stopping, guidance, streaming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+from zoo.attention import KVCache
+from zoo.models.base import GenerativeModel
+from zoo.models.gpt import GPT, GPTConfig
+from zoo.sampling import SamplingConfig, apply_repetition_penalty, filter_logits, generate
+
+VOCAB = 97
+
+
+def tiny_gpt(seed: int = 0, **overrides) -> GPT:
+    """A random GPT whose weights have std 0.2 (not GPT-2's 0.02), so that its logits are peaked: greedy
+    decoding then gives varied sequences and no near-ties that float rounding could flip."""
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=VOCAB, block_size=64, n_layer=2, n_head=2, n_embd=32) | overrides
+    model = GPT(GPTConfig(**cfg)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.2)
+    return model
+
+
+class ClassConditionalGPT(GenerativeModel):
+    """A GPT conditioned on a class id, which enters as a learned token prepended to the stream.
+
+    Class c (0 .. n_classes - 1) is token `VOCAB + c`; `n_classes` is the "no condition" class used
+    for classifier-free guidance. Only the VOCAB text tokens are ever predicted. The prepended token
+    takes one position, so the cache holds one more than the text and the context is one shorter.
+    """
+
+    def __init__(self, n_classes: int = 3, seed: int = 0) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.gpt = tiny_gpt(seed, vocab_size=VOCAB + n_classes + 1)
+        self.config = self.gpt.config
+
+    @property
+    def max_len(self) -> int:
+        return self.config.block_size - 1
+
+    def new_cache(self, batch: int, max_len: int | None = None, **kwargs) -> KVCache:
+        return super().new_cache(batch, (max_len or self.max_len) + 1, **kwargs)
+
+    def forward(self, idx: Tensor, *, cond: Tensor | None = None, cache: KVCache | None = None,
+                last_only: bool = False) -> Tensor:
+        if cond is not None:  # (B,) class ids
+            idx = torch.cat([(VOCAB + cond)[:, None], idx], dim=1)
+        return self.gpt(idx, cache=cache, last_only=last_only)[..., :VOCAB]
+
+
+def probs_logits(*probs: float) -> Tensor:
+    return torch.tensor([probs]).log()  # (1, V)
+
+
+def kept(logits: Tensor) -> list[int]:
+    return torch.isfinite(logits[0]).nonzero().flatten().tolist()
+
+
+# --- filters ------------------------------------------------------------------------------------------
+
+def test_temperature_divides_logits() -> None:
+    logits = torch.randn(3, 10)
+    torch.testing.assert_close(filter_logits(logits, SamplingConfig(temperature=2.0)), logits / 2, atol=0, rtol=0)
+    torch.testing.assert_close(filter_logits(logits, SamplingConfig(temperature=0.0)), logits, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 9])
+def test_top_k_keeps_exactly_k(k: int) -> None:
+    logits = torch.randn(4, 10, generator=torch.Generator().manual_seed(k))  # distinct values
+    out = filter_logits(logits, SamplingConfig(top_k=k))
+    assert (torch.isfinite(out).sum(-1) == k).all()
+    top = logits.topk(k, dim=-1).indices
+    assert torch.isfinite(out.gather(1, top)).all()
+    torch.testing.assert_close(out.gather(1, top), logits.gather(1, top), atol=0, rtol=0)  # kept ones unchanged
+
+
+def test_top_p_examples() -> None:
+    logits = probs_logits(0.5, 0.3, 0.15, 0.05)
+    assert kept(filter_logits(logits, SamplingConfig(top_p=0.01))) == [0]  # the top token always stays
+    assert kept(filter_logits(logits, SamplingConfig(top_p=0.5))) == [0]
+    assert kept(filter_logits(logits, SamplingConfig(top_p=0.75))) == [0, 1]
+    assert kept(filter_logits(logits, SamplingConfig(top_p=0.9))) == [0, 1, 2]
+    assert kept(filter_logits(logits, SamplingConfig(top_p=1.0))) == [0, 1, 2, 3]
+    # temperature comes first: flattened by T=100 the four are near 0.25 each, so 0.6 needs three
+    assert kept(filter_logits(logits, SamplingConfig(top_p=0.6))) == [0, 1]
+    assert kept(filter_logits(logits, SamplingConfig(top_p=0.6, temperature=100.0))) == [0, 1, 2]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), p=st.floats(0.01, 0.99), vocab=st.integers(2, 40))
+def test_top_p_keeps_smallest_prefix_reaching_p(seed: int, p: float, vocab: int) -> None:
+    logits = torch.randn(1, vocab, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 3
+    out = filter_logits(logits, SamplingConfig(top_p=p))
+    probs = logits.softmax(-1)[0]
+    order = probs.argsort(descending=True)
+    n = int(torch.isfinite(out).sum())
+    assert set(kept(out)) == set(order[:n].tolist())  # the most probable tokens, the top one included
+    assert probs[order[:n]].sum() >= p - 1e-12  # enough mass
+    assert probs[order[:n - 1]].sum() < p + 1e-12  # and one fewer would not be
+
+
+def test_min_p_is_relative_to_the_top_probability() -> None:
+    logits = probs_logits(0.5, 0.3, 0.15, 0.05)
+    assert kept(filter_logits(logits, SamplingConfig(min_p=0.25))) == [0, 1, 2]  # threshold 0.125
+    assert kept(filter_logits(logits, SamplingConfig(min_p=0.5))) == [0, 1]  # threshold 0.25
+    assert kept(filter_logits(logits, SamplingConfig(min_p=0.7))) == [0]  # threshold 0.35
+    # scaling every probability's odds the same way (a peakier top) moves the threshold with the top
+    peaked = probs_logits(0.9, 0.06, 0.03, 0.01)
+    assert kept(filter_logits(peaked, SamplingConfig(min_p=0.25))) == [0]
+
+
+def test_filters_combine() -> None:
+    logits = probs_logits(0.4, 0.3, 0.2, 0.06, 0.04)
+    out = filter_logits(logits, SamplingConfig(top_k=3, top_p=0.65))
+    assert kept(out) == [0, 1]
+
+
+def test_repetition_penalty_math() -> None:
+    logits = torch.tensor([[2.0, -2.0, 1.0, 0.0, -1.0]])
+    seen = torch.tensor([[True, True, False, True, False]])
+    expected = torch.tensor([[1.0, -4.0, 1.0, 0.0, -1.0]])  # positive / 2, negative * 2, unseen untouched
+    torch.testing.assert_close(apply_repetition_penalty(logits, seen, 2.0), expected, atol=0, rtol=0)
+    assert apply_repetition_penalty(logits, seen, 1.0) is logits
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("temperature", -1.0, "temperature must be >= 0"), ("top_k", 0, "top_k must be >= 1"),
+    ("top_p", 1.5, "top_p must be in"), ("min_p", 0.0, "min_p must be in"),
+    ("repetition_penalty", 0.0, "repetition_penalty must be > 0"), ("max_new_tokens", -1, "max_new_tokens"),
+])
+def test_sampling_config_errors(field: str, value, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SamplingConfig(**{field: value})
+
+
+# --- the generation loop -------------------------------------------------------------------------------
+
+def greedy_reference(model: GenerativeModel, prompt: list[int], n: int, penalty: float = 1.0) -> list[int]:
+    """Greedy decoding written out: recompute the whole sequence, penalise what was seen, take argmax."""
+    seq = list(prompt)
+    for _ in range(n):
+        with torch.no_grad():
+            logits = model(torch.tensor([seq]))[:, -1]
+        seen = torch.zeros_like(logits, dtype=torch.bool)
+        seen[0, seq] = True
+        seq.append(int(apply_repetition_penalty(logits, seen, penalty).argmax()))
+    return seq[len(prompt):]
+
+
+def test_greedy_equals_reference_and_cached_equals_uncached() -> None:
+    model = tiny_gpt()
+    prompt = [5, 17, 3, 88]
+    expected = greedy_reference(model, prompt, 30)
+    assert generate(model, [prompt], temperature=0, max_new_tokens=30) == [expected]
+    assert generate(model, [prompt], temperature=0, max_new_tokens=30, use_cache=False) == [expected]
+    penalised = greedy_reference(model, prompt, 30, penalty=1.5)
+    assert penalised != expected  # the penalty changes the outcome, so the next line can fail
+    assert generate(model, [prompt], temperature=0, max_new_tokens=30, repetition_penalty=1.5) == [penalised]
+
+
+def test_seed_determinism() -> None:
+    model = tiny_gpt()
+    prompts = [[1, 2, 3], [4, 5, 6]]
+    a = generate(model, prompts, temperature=1.0, max_new_tokens=20, seed=0)
+    assert generate(model, prompts, temperature=1.0, max_new_tokens=20, seed=0) == a
+    assert generate(model, prompts, temperature=1.0, max_new_tokens=20, seed=1) != a
+    torch.manual_seed(123)  # a seeded run neither depends on nor disturbs the global RNG
+    state = torch.get_rng_state()
+    assert generate(model, prompts, temperature=1.0, max_new_tokens=20, seed=0) == a
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_sampling_filters_reach_the_loop() -> None:
+    """top_k=1 (or a tiny top_p, or min_p=1) leaves only the argmax: sampling must equal greedy."""
+    model = tiny_gpt()
+    greedy = generate(model, [[7, 8, 9]], temperature=0, max_new_tokens=15)
+    for f in (dict(top_k=1), dict(top_p=1e-6), dict(min_p=1.0)):
+        assert generate(model, [[7, 8, 9]], temperature=1.5, max_new_tokens=15, seed=3, **f) == greedy, f
+    assert generate(model, [[7, 8, 9]], temperature=1.5, max_new_tokens=15, seed=3) != greedy
+
+
+@pytest.mark.parametrize("position", ["learned", "rotary"])
+def test_batched_prompts_of_different_lengths_equal_each_alone(position: str) -> None:
+    model = tiny_gpt(position=position)
+    prompts = [[3, 1, 4], [1, 5, 9, 2, 6, 5, 3], [5, 8, 9, 7, 9, 3, 2, 3, 8, 4, 6, 2]]
+    batched = generate(model, prompts, temperature=0, max_new_tokens=12)
+    alone = [generate(model, [p], temperature=0, max_new_tokens=12)[0] for p in prompts]
+    assert batched == alone
+    assert [len(r) for r in batched] == [12, 12, 12]  # max_new_tokens per row, whatever its prompt length
+    assert generate(model, prompts, temperature=0, max_new_tokens=12, use_cache=False) == alone
+    assert generate(model, prompts, temperature=0, max_new_tokens=0) == [[], [], []]
+
+
+def test_stop_tokens_stop_only_their_row() -> None:
+    model = tiny_gpt()
+    prompts = [[3, 1, 4], [1, 5, 9, 2, 6], [2, 7]]
+    full = generate(model, prompts, temperature=0, max_new_tokens=16)
+    # a token that row 0 first produces at step k >= 2 and the other rows never produce
+    candidates = [k for k in range(2, 12) if full[0][k] not in full[0][:k] + full[1] + full[2]]
+    assert candidates, f"no usable stop token in {full}"
+    k = candidates[0]
+    out = generate(model, prompts, temperature=0, max_new_tokens=16, stop_tokens=(full[0][k],))
+    assert out == [full[0][:k + 1], full[1], full[2]]  # the stop token is kept; the others continue
+
+
+def test_should_stop_callback() -> None:
+    model = tiny_gpt()
+    prompts = [[3, 1, 4], [1, 5, 9, 2, 6]]
+    full = generate(model, prompts, temperature=0, max_new_tokens=16)
+    calls: list[tuple[int, int]] = []
+
+    def should_stop(row: int, out: list[int]) -> bool:
+        calls.append((row, len(out)))
+        return row == 1 and len(out) == 4
+
+    out = generate(model, prompts, temperature=0, max_new_tokens=16, should_stop=should_stop)
+    assert out == [full[0], full[1][:4]]
+    assert sorted(calls) == sorted([(0, n) for n in range(1, 17)] + [(1, n) for n in range(1, 5)])
+
+
+def test_on_token_streams_every_token() -> None:
+    model = tiny_gpt()
+    prompts = [[3, 1, 4], [1, 5, 9, 2, 6]]
+    seen: list[tuple[int, list[int]]] = []
+    out = generate(model, prompts, temperature=0, max_new_tokens=10, on_token=lambda s, t: seen.append((s, t.tolist())))
+    assert [s for s, _ in seen] == list(range(12))  # 2 steps reading row 1's prompt, then 10 new tokens
+    assert [t[1] for _, t in seen[:2]] == [-1, -1]  # row 1 is still reading its prompt
+    for r in range(2):
+        assert [t[r] for _, t in seen if t[r] >= 0] == out[r]
+    assert [t[0] for _, t in seen[10:]] == [-1, -1]  # row 0 finished its 10 tokens at step 9
+
+
+def test_too_long_and_bad_requests_are_errors() -> None:
+    model = tiny_gpt()  # block_size 64
+    with pytest.raises(ValueError, match=r"prompt \+ max_new_tokens = 65 tokens exceeds the model's context of 64"):
+        generate(model, [[1] * 10, [2] * 15], max_new_tokens=50)
+    generate(model, [[1] * 14], max_new_tokens=50, temperature=0)  # exactly 64 is fine
+    with pytest.raises(ValueError, match="at least one prompt"):
+        generate(model, [])
+    with pytest.raises(ValueError, match="at least one token"):
+        generate(model, [[]], max_new_tokens=3)
+    with pytest.raises(ValueError, match="guidance_scale needs both `cond` and `uncond`"):
+        generate(model, [[1]], guidance_scale=2.0)
+
+
+# --- classifier-free guidance -------------------------------------------------------------------------
+
+def test_guidance_scale_one_is_conditional_and_zero_is_unconditional() -> None:
+    model = ClassConditionalGPT().eval()
+    prompts = [[4, 2], [], [9]]  # an empty prompt is fine: the class token starts the stream
+    cond, null = torch.tensor([0, 1, 2]), torch.tensor([3])
+    kw = dict(temperature=0, max_new_tokens=12)
+    conditional = generate(model, prompts, cond=cond, **kw)
+    unconditional = generate(model, prompts, cond=null.expand(3), **kw)
+    assert conditional != unconditional  # the condition matters, so the checks below can fail
+    assert generate(model, prompts, cond=cond, uncond=null, guidance_scale=1.0, **kw) == conditional
+    assert generate(model, prompts, cond=cond, uncond=null, guidance_scale=0.0, **kw) == unconditional
+    strong = generate(model, prompts, cond=cond, uncond=null, guidance_scale=3.0, **kw)
+    assert strong == generate(model, prompts, cond=cond, uncond=null, guidance_scale=3.0, use_cache=False, **kw)
+    # with sampling, scale 1 also draws the very same tokens from the same seed
+    sampled = generate(model, prompts, cond=cond, temperature=1.0, max_new_tokens=12, seed=5)
+    assert generate(model, prompts, cond=cond, uncond=null, guidance_scale=1.0, temperature=1.0,
+                    max_new_tokens=12, seed=5) == sampled
+
+
+def test_guided_logits_formula() -> None:
+    """One step checked by hand: u + s · (c − u) from the two branches' own next-token logits."""
+    model = ClassConditionalGPT().eval()
+    prompt, cond, null = [4, 2, 7], torch.tensor([1]), torch.tensor([3])
+    with torch.no_grad():
+        c = model(torch.tensor([prompt]), cond=cond)[:, -1]
+        u = model(torch.tensor([prompt]), cond=null)[:, -1]
+    guided = u + 2.5 * (c - u)
+    assert int(guided.argmax()) not in (int(c.argmax()), int(u.argmax()))  # guidance picks a third token
+    got = generate(model, [prompt], cond=cond, uncond=null, guidance_scale=2.5, temperature=0, max_new_tokens=1)
+    assert got == [[int(guided.argmax())]]
+
+
+def test_model_modes_restored() -> None:
+    model = tiny_gpt().train()
+    generate(model, [[1, 2]], max_new_tokens=2)
+    assert model.training
+    nn.Module.eval(model)
+    generate(model, [[1, 2]], max_new_tokens=2)
+    assert not model.training
+
+    def fail(row: int, out: list[int]) -> bool:
+        raise RuntimeError("stop rule broke")
+
+    model.train()
+    with pytest.raises(RuntimeError, match="stop rule broke"):
+        generate(model, [[1, 2]], max_new_tokens=2, should_stop=fail)
+    assert model.training  # restored even when the loop raises
