@@ -35,21 +35,33 @@ def _corpus(tmp_path: Path) -> Path:
     return corpus
 
 
+MODEL_DATA = {"gpt": "pydoc", "image_gpt": "digits", "music_transformer": "jsb_chorales"}  # a data option each
+
+
 @pytest.mark.parametrize("group", GROUPS)
 def test_every_config_option_composes_and_instantiates(group, tmp_path):
+    assert set(options("model")) == set(MODEL_DATA), "add the new model to MODEL_DATA"
     for option in options(group):
         overrides = [f"{group}={option}", f"run_dir={tmp_path / option}"]
         if group == "data" and option == "text_files":
             overrides.append(f"data.path={_corpus(tmp_path)}")
+        if group == "model":
+            overrides.append(f"data={MODEL_DATA[option]}")
+            if MODEL_DATA[option] == "jsb_chorales":
+                overrides.append(f"data.path={jsb_fixture(tmp_path)}")
         cfg = compose_train(overrides)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         if group == "data":
             dm = build_data(resolved["data"])
             assert isinstance(dm, L.LightningDataModule)
         elif group == "model":
-            module = build_module(resolved["model"], resolved["module"], codec=None
-                                  if resolved["model"]["vocab_size"] else _FakeCodec())
+            dm = build_data(resolved["data"])
+            dm.prepare_data()
+            dm.setup("fit")
+            module = build_module(resolved["model"], resolved["module"], codec=dm.codec)
             assert module.model.model_type == resolved["model"]["type"]
+            batch = next(iter(dm.train_dataloader()))
+            assert torch.isfinite(module.loss(batch)[0])
         elif group == "strategy":
             assert build_strategy(resolved["strategy"]) is not None
         elif group == "logger":
@@ -67,9 +79,35 @@ class _FakeCodec:
         return {"type": "char"}
 
 
+def tiny_overrides(base: list[str], tmp_path: Path) -> list[str]:
+    """TINY's overrides that exist in this composition (models differ), plus offline data paths."""
+    cfg = compose_train(base)
+    missing = object()
+    keep = [o for o in TINY if OmegaConf.select(cfg, o.split("=")[0], default=missing) is not missing]
+    if cfg.data.name == "jsb_chorales":
+        keep.append(f"data.path={jsb_fixture(tmp_path)}")
+    if cfg.data.name == "bach_chorales":
+        keep.append("data.max_files=6")
+    return keep
+
+
+def jsb_fixture(tmp_path: Path) -> Path:
+    """A small file in the JSB Chorales JSON layout (pieces of 4-voice 16th-note steps)."""
+    import json
+    import random
+
+    rng = random.Random(0)
+    piece = lambda: [[rng.randint(60, 72), rng.randint(55, 67), rng.randint(48, 60), rng.randint(36, 48)]
+                     for _ in range(64)]
+    path = tmp_path / "jsb.json"
+    path.write_text(json.dumps({split: [piece() for _ in range(3)] for split in ("train", "valid", "test")}))
+    return path
+
+
 @pytest.mark.parametrize("experiment", experiments())
 def test_fast_dev_run_for_every_experiment(experiment, tmp_path):
-    cfg = compose_train([f"experiment={experiment}", "trainer=debug", f"run_dir={tmp_path}", *TINY])
+    base = [f"experiment={experiment}", "trainer=debug", f"run_dir={tmp_path}"]
+    cfg = compose_train([*base, *tiny_overrides(base, tmp_path)])
     summary = run(cfg)
     assert math.isfinite(summary["metrics"]["train/loss"])
 

@@ -32,7 +32,7 @@ def check_overrides(config_name: str, argv: list[str]) -> str | None:
     for key in keys:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
-        if node is None or not OmegaConf.is_dict(node) or leaf in node:
+        if node is None or not OmegaConf.is_dict(node) or leaf in set(node.keys()):  # `in node` misses ??? values
             continue
         accepted = sorted(str(k) for k in node)
         close = difflib.get_close_matches(leaf, accepted, n=1)
@@ -50,3 +50,15 @@ def run_checked(config_name: str, hydra_main) -> None:
         print(f"Error: {message}", file=sys.stderr)
         raise SystemExit(2)
     hydra_main()
+
+
+def resolve(cfg, command: str) -> dict:
+    """The composed config as plain containers; a required value left at ??? stops with its key."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as e:
+        key = getattr(e, "full_key", None) or str(e)
+        raise SystemExit(f"{command}: `{key}` is required; pass {key}=...") from None

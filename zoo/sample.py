@@ -14,9 +14,9 @@ import sys
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from zoo.cli import CONF_DIR, run_checked
+from zoo.cli import CONF_DIR, resolve, run_checked
 
 COMMANDS = {  # codec type -> "module:function"
     "char": "zoo.sample:text_command",
@@ -57,7 +57,7 @@ def text_command(model: Any, codec: Any, opts: dict[str, Any]) -> None:
 def _main(cfg: DictConfig) -> None:
     from zoo.checkpoint import model_from_checkpoint
 
-    opts = OmegaConf.to_container(cfg, resolve=True)
+    opts = resolve(cfg, "zoo-sample")
     model, codec, _ = model_from_checkpoint(opts.pop("checkpoint"), device=opts.pop("device"))
     kind = codec.type_name if codec is not None else None
     if kind not in COMMANDS:

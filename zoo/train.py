@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.builders import build_data, build_module, build_strategy, check_writable, resolve_ckpt_path
-from zoo.cli import CONF_DIR, run_checked
+from zoo.cli import CONF_DIR, resolve, run_checked
 
 log = logging.getLogger("zoo.train")
 
@@ -30,12 +30,12 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     from zoo.callbacks import ProgressBar, SampleCallback
     from zoo.tracking import build_logger
 
+    resolved = resolve(cfg, "zoo-train")
     run_dir = Path(cfg.get("run_dir") or hydra_run_dir())
     check_writable(run_dir)  # fail before any work, not after an hour
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
 
     dm = build_data(resolved["data"])
     dm.prepare_data()
