@@ -26,7 +26,7 @@ COMMANDS = {  # codec type -> "module:function"
     "midi_performance": "zoo.music_samples:sample_command",
     "jsb_grid": "zoo.music_samples:sample_command",
 }
-TEXT_ONLY = ("labels", "primer", "render_audio", "out", "guidance")
+TEXT_ONLY = ("labels", "primer", "rows", "render_audio", "out", "guidance")
 
 
 def text_command(model: Any, codec: Any, opts: dict[str, Any]) -> None:

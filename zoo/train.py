@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -81,10 +82,12 @@ def print_summary(s: dict) -> None:
         line = f"validation loss {m['val/loss']:.4f} nats/token (perplexity {m.get('val/ppl', float('nan')):.2f})"
         if s["baseline"] is not None:
             line += f"; unigram baseline {s['baseline']:.4f}"
-        print(line)
+        print(line + f"; = {m['val/loss'] / math.log(2):.4f} bits/token (bits/dim for images)")
     if s["samples"] is not None:
         for prompt, text in s["samples"].texts:
             print(f"--- sample (prompt {prompt!r}) ---\n{prompt}{text}")
+        for path in [*s["samples"].images, *s["samples"].audio]:
+            print(f"sample file: {path}")
     print(f"run folder: {s['run_dir']}\ncheckpoint: {s['checkpoint']}")
     print(f"next: zoo-sample checkpoint={s['checkpoint']} num_samples=4")
     print("=" * 78)

@@ -1,0 +1,219 @@
+"""Sampling images: class grids (rows = classes) and completions, for the training callback and zoo-sample.
+
+`sample_tokens` is the one call that turns a model, a codec and class ids into images: it drives
+`zoo.sampling.generate` with an empty prompt (the model's class token starts the image) or a prefix of
+image tokens (completion: the top rows given, the rest generated), with classifier-free guidance when
+the sampling config sets `guidance_scale`. `render` is the image `SampleRenderer` of
+`zoo.callbacks.RENDERERS`; `sample_command` is the image command of `zoo-sample`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zoo.codecs.image import ImagePatchCodec
+from zoo.image_io import save_grid_png
+from zoo.models.base import GenerativeModel
+from zoo.sampling import SamplingConfig, generate
+
+log = logging.getLogger(__name__)
+
+SAMPLES_PER_CLASS = 8  # columns of the training-time grid
+UNCONDITIONAL_ROWS = 4  # rows of that grid for an unconditional model
+HIDDEN = 0.5  # grey shown where a completion's prompt hides the image
+PADDING = 2  # grid lines in pixels: thick enough to separate dark-background images
+
+
+@torch.no_grad()
+def sample_tokens(
+    model: GenerativeModel,
+    codec: ImagePatchCodec,
+    labels: Tensor | Sequence[int] | None,
+    *,
+    num: int | None = None,
+    prefix: Tensor | None = None,
+    cfg: SamplingConfig | None = None,
+    **overrides: Any,
+) -> Tensor:
+    """Sample whole images as tokens (B, T).
+
+    labels: class ids (B,), checked against the codec (out of range -> ValueError naming the accepted
+        ids); None samples `num` images without a condition (a conditional model then uses its
+        "no condition" class).
+    prefix: image tokens every row starts with, (n,) or (B, n); they are kept and the T − n others
+        generated. `codec.prefix_length(rows)` tokens hold the top `rows` pixel rows.
+    cfg / overrides: a `SamplingConfig` and field overrides (temperature, top_k, top_p, min_p, seed,
+        guidance_scale ...); `max_new_tokens` and `stop_tokens` are set here.
+    """
+    if labels is not None:
+        labels = codec.check_class_ids(labels).reshape(-1)
+        b = len(labels)
+    elif num is None or num < 1:
+        raise ValueError(f"sample_tokens without labels needs num >= 1 images, got num={num!r}")
+    else:
+        b = num
+    device = next(model.parameters()).device
+    cfg = dataclasses.replace(cfg or SamplingConfig(), **overrides)
+    if prefix is None:
+        prefix = torch.zeros(b, 0, dtype=torch.long)
+    prefix = torch.as_tensor(prefix, dtype=torch.long)
+    prefix = prefix.expand(b, -1) if prefix.dim() == 1 else prefix
+    if prefix.shape[0] != b or prefix.shape[1] > codec.tokens_per_image:
+        raise ValueError(f"prefix must be (n,) or ({b}, n) with n <= {codec.tokens_per_image}, "
+                         f"got {tuple(prefix.shape)}")
+    cond = uncond = None
+    if codec.num_classes:
+        null = torch.full((b,), codec.num_classes, dtype=torch.long, device=device)
+        cond = labels.to(device) if labels is not None else null
+        uncond = null
+    if cfg.guidance_scale is not None and labels is None:
+        raise ValueError("guidance_scale needs class labels (and a class-conditional model)")
+    new = codec.tokens_per_image - prefix.shape[1]
+    cfg = dataclasses.replace(cfg, max_new_tokens=new, stop_tokens=())
+    rows = generate(model, prefix, cfg, cond=cond, uncond=uncond) if new else [[] for _ in range(b)]
+    return torch.cat([prefix, torch.tensor(rows, dtype=torch.long).view(b, new)], dim=1)
+
+
+def hide_below(codec: ImagePatchCodec, images: Tensor, rows: int) -> Tensor:
+    """Float images (B, C, H, W) with every pixel row from `rows` down painted grey (what a prompt shows)."""
+    images = images.clone()
+    images[:, :, rows:] = HIDDEN
+    return images
+
+
+def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, step: int) -> Any:
+    """The training callback's image renderer: a grid of samples (rows = classes, SAMPLES_PER_CLASS
+    columns; UNCONDITIONAL_ROWS rows without classes) and, when the datamodule has a test split, a
+    completion grid (rows: originals, their top half given, the completions). Returns a SampleSet."""
+    from zoo.callbacks import SampleSet
+
+    model, codec = module.model, module.codec
+    k = codec.num_classes
+    labels = torch.arange(k).repeat_interleave(SAMPLES_PER_CLASS) if k else None
+    scfg = cfg if k else dataclasses.replace(cfg, guidance_scale=None)
+    tokens = sample_tokens(model, codec, labels, num=UNCONDITIONAL_ROWS * SAMPLES_PER_CLASS, cfg=scfg)
+    paths = [save_grid_png(codec.decode_batch(tokens.cpu()), out_dir / f"step_{step:06d}.png",
+                           nrow=SAMPLES_PER_CLASS, padding=PADDING)]
+    test = getattr(datamodule, "splits", {}).get("test")
+    rows = half_rows(codec)
+    if test is not None and len(test[1]) and rows:
+        levels, test_labels = test[0][:SAMPLES_PER_CLASS].long(), test[1][:SAMPLES_PER_CLASS]
+        n = codec.prefix_length(rows)
+        prefix = codec.levels_to_tokens(levels)[:, :n]
+        done = sample_tokens(model, codec, test_labels if k else None, num=len(test_labels), prefix=prefix,
+                             cfg=scfg)
+        originals = codec.dequantize(levels)
+        grid = torch.cat([originals, hide_below(codec, originals, rows), codec.decode_batch(done.cpu())])
+        paths.append(save_grid_png(grid, out_dir / f"step_{step:06d}_completion.png", nrow=len(test_labels),
+                                   padding=PADDING))
+    return SampleSet(images=paths)
+
+
+def half_rows(codec: ImagePatchCodec) -> int:
+    """The top half of the image, rounded down to whole patch rows (0 if that is nothing)."""
+    return (codec.height // 2) // codec.patch_size * codec.patch_size
+
+
+# ---- zoo-sample ---------------------------------------------------------------------------------------
+
+def parse_labels(codec: ImagePatchCodec, labels: Any) -> Tensor | None:
+    """zoo-sample's `labels`: None (every class), an id, a class name or a list of them -> ids (K,).
+
+    Strings are looked up among the class names first, then read as ids. Raises ValueError naming
+    the bad value and the accepted ids and names.
+    """
+    k, names = codec.num_classes, codec.class_names or []
+    if k == 0:
+        if labels not in (None, []):
+            raise ValueError(f"labels={labels!r}: this model is unconditional (no classes)")
+        return None
+    if labels is None:
+        return torch.arange(k)
+    ids = []
+    for item in labels if isinstance(labels, (list, tuple)) else [labels]:
+        if isinstance(item, str) and item in names:
+            ids.append(names.index(item))
+        elif (isinstance(item, int) and not isinstance(item, bool)) or (isinstance(item, str) and item.isdigit()):
+            ids.append(int(item))
+        else:
+            raise ValueError(f"unknown label {item!r}; accepted: class ids 0..{k - 1}"
+                             + (f" or names {names}" if names else ""))
+    if not ids:
+        raise ValueError("labels is an empty list; give class ids or names, or null for every class")
+    return codec.check_class_ids(ids)
+
+
+def load_primer(codec: ImagePatchCodec, path: str | Path) -> Tensor:
+    """An image file -> its T tokens (converted to the codec's channels, resized if needed, quantised)."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"primer image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if codec.channels == 1 else "RGB")
+            if img.size != (codec.width, codec.height):
+                log.warning("primer %s is %dx%d; resized to the model's %dx%d", path, *img.size, codec.width,
+                            codec.height)
+                img = img.resize((codec.width, codec.height), Image.Resampling.BILINEAR)
+            pixels = np.array(img, dtype=np.uint8)  # a writable copy (torch.from_numpy warns otherwise)
+    except OSError as e:
+        raise ValueError(f"cannot read primer image {path}: {e}") from e
+    return torch.tensor(codec.encode(pixels if pixels.ndim == 2 else pixels.transpose(2, 0, 1)))
+
+
+def sample_command(model: GenerativeModel, codec: ImagePatchCodec, opts: dict[str, Any]) -> None:
+    """zoo-sample for image models: a PNG grid, one row per requested class, `num_samples` columns.
+
+    Keys used: labels, num_samples, guidance (null or 1 = none), temperature, top_k, top_p, min_p,
+    repetition_penalty, seed, out (folder, default ./samples), primer (an image file: its top `rows`
+    pixel rows are kept and the rest generated; `rows` defaults to half the image). Text-only keys
+    (prompt, prompts, stop) are errors when set; max_new_tokens is ignored (an image has T tokens).
+    """
+    for key in ("prompt", "prompts", "stop"):
+        if opts.get(key) not in (None, [], ""):
+            raise SystemExit(f"zoo-sample: `{key}` does not apply to an image model (use labels=, primer=)")
+    try:
+        labels = parse_labels(codec, opts.get("labels"))
+        n = int(opts.get("num_samples") or 1)
+        guidance = opts.get("guidance")
+        if guidance is not None and float(guidance) != 1.0 and labels is None:
+            raise ValueError(f"guidance={guidance} needs a class-conditional model; this one has no classes")
+        cfg = SamplingConfig(
+            temperature=opts.get("temperature", 1.0), top_k=opts.get("top_k"), top_p=opts.get("top_p"),
+            min_p=opts.get("min_p"), repetition_penalty=opts.get("repetition_penalty", 1.0),
+            seed=opts.get("seed"), guidance_scale=None if guidance in (None, 1, 1.0) else float(guidance),
+        )
+        prefix, rows = None, None
+        if opts.get("primer"):
+            rows = opts.get("rows")
+            rows = half_rows(codec) if rows is None else int(rows)
+            if not 0 < rows < codec.height:
+                raise ValueError(f"rows={rows}: keep between 1 and {codec.height - 1} pixel rows of the primer")
+            primer = load_primer(codec, opts["primer"])
+            prefix = primer[:codec.prefix_length(rows)]
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"zoo-sample: {e}") from e
+    row_labels = labels.repeat_interleave(n) if labels is not None else None
+    tokens = sample_tokens(model, codec, row_labels, num=n, prefix=prefix, cfg=cfg)
+    images = codec.decode_batch(tokens.cpu())  # (rows·n, C, H, W)
+    out = Path(opts.get("out") or "samples")
+    if prefix is None:
+        path = save_grid_png(images, out / "samples.png", nrow=n, padding=PADDING)
+    else:  # first column: what the model was shown
+        shown = hide_below(codec, codec.decode(primer)[None], rows)
+        per_row = images.view(-1, n, *images.shape[1:])
+        grid = torch.cat([shown.expand(len(per_row), 1, *shown.shape[1:]), per_row], dim=1).flatten(0, 1)
+        path = save_grid_png(grid, out / "completion.png", nrow=n + 1, padding=PADDING)
+    names = ([codec.class_names[i] if codec.class_names else str(i) for i in labels.tolist()]
+             if labels is not None else ["(unconditional)"])
+    print(f"wrote {path}: {len(names)} row(s) ({', '.join(names)}) × {n} sample(s)")

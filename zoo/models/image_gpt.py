@@ -1,0 +1,281 @@
+"""ImageGPT: images as sequences of patches — a global transformer over patches, a local one inside each.
+
+The MEGABYTE design (Yu et al. 2023, "MEGABYTE: Predicting Million-byte Sequences with Multiscale
+Transformers", section 2) applied to images. The token layout is `ImagePatchCodec`'s
+(zoo/codecs/image.py): N patches in raster order, each P = p·p·C sub-pixel values, T = N·P tokens.
+
+* Global model: causal over patches. Its input at position k is the start embedding, which carries
+  the class (k = 0), or the embedding of patch k − 1 (k > 0), plus a learned position. The patch
+  embedding is a sum of per-(slot, value) embeddings: a linear map of the patch's concatenated
+  one-hot sub-pixels, i.e. MEGABYTE's concatenated byte embeddings (eq. 2) in one table. So the
+  global output h_k has seen the class and patches 0 .. k − 1.
+* Local model: causal inside one patch. Its input at slot p is slice p of `to_local(h_k)` (MEGABYTE
+  eq. 4: one slice of the global output per local position; the projection bias doubles as the local
+  position embedding) plus the embedding of sub-pixel p − 1 of the same patch (none at p = 0). Its
+  output at slot p gives the logits of sub-pixel p.
+
+`patch_size=1` (P = 1) gives an ImageGPT-style pixel model (Chen et al. 2020) with a class token: the
+local model would attend over a single position, so set `local_n_layer=0` to bypass it — the logits
+are then `lm_head(ln_f(to_local(h_k)))`. `local_n_layer=0` is allowed for any P; sub-pixels of a
+patch then see only the sub-pixel before them (besides the global state).
+
+Training convention (unlike GPT): logits[:, t] predicts idx[:, t] from idx[:, :t] and the class; the
+datamodule gives idx == targets, the model shifts internally behind the start embedding.
+Conditioning: class ids in [0, num_classes); id `num_classes` is "no condition" (classifier-free
+guidance, Ho & Salimans 2022), used when `cond` is None and, during training, for a `cond_dropout`
+fraction of the batch. A model with num_classes == 0 is unconditional.
+
+Decoding (`prefill` / `decode_step`) is exact: the global KV cache advances once per completed patch,
+the local KV cache restarts at every patch.
+
+Shape legend: B batch, N patches, P tokens per patch, T = N·P, V vocab (levels), C global width,
+L local width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo.attention import KVCache
+from zoo.layers import Activation, Block, NormKind, make_norm
+from zoo.models.base import GenerativeModel, register, require_positive, validate_choices
+
+
+@dataclass(kw_only=True)
+class ImageGPTConfig:
+    # Image geometry: training leaves these null in conf/model/image_gpt.yaml and takes them from the
+    # codec attributes of the same name (zoo.builders.build_module).
+    vocab_size: int  # sub-pixel levels
+    num_patches: int  # N
+    patch_tokens: int  # P = patch_size² · channels
+    num_classes: int = 0  # 0 = unconditional
+    n_layer: int = 4  # global model
+    n_head: int = 4
+    n_embd: int = 128
+    local_n_layer: int = 2  # 0 = no local transformer (e.g. patch_size=1)
+    local_n_head: int = 2
+    local_n_embd: int = 64
+    dropout: float = 0.0
+    cond_dropout: float = 0.1  # fraction of training rows whose class becomes "no condition"
+    bias: bool = True
+    norm: NormKind = "layernorm"
+    activation: Activation = "gelu"
+    kernel: Literal["math", "sdpa"] = "sdpa"
+
+    def __post_init__(self) -> None:
+        validate_choices(self)
+        require_positive(self, "vocab_size", "num_patches", "patch_tokens", "n_layer", "n_head", "n_embd",
+                         "local_n_head", "local_n_embd")
+        for name in ("num_classes", "local_n_layer"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"ImageGPTConfig.{name} must be an integer >= 0, got {value!r}")
+        for width, heads in (("n_embd", "n_head"), ("local_n_embd", "local_n_head")):
+            if getattr(self, width) % getattr(self, heads):
+                raise ValueError(f"ImageGPTConfig.{width}={getattr(self, width)} must be divisible by "
+                                 f"{heads}={getattr(self, heads)}")
+        for name in ("dropout", "cond_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"ImageGPTConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @classmethod
+    def for_codec(cls, codec: Any, **fields: Any) -> ImageGPTConfig:
+        """A config whose geometry (vocab_size, num_patches, patch_tokens, num_classes) is the codec's."""
+        geometry = {k: getattr(codec, k) for k in ("vocab_size", "num_patches", "patch_tokens", "num_classes")}
+        return cls(**(geometry | fields))
+
+
+class ImageGPTCache:
+    """Decoding state: the global and local KV caches, the tokens so far, the current patch's slices.
+
+    `pos` is the number of image tokens consumed (the next token to predict is token `pos`).
+    """
+
+    def __init__(self, model: ImageGPT, batch: int, device: torch.device | str, dtype: torch.dtype) -> None:
+        c = model.config
+        self.global_kv = KVCache(c.n_layer, batch, c.n_head, c.num_patches, c.n_embd // c.n_head, device, dtype)
+        self.local_kv = KVCache(c.local_n_layer, batch, c.local_n_head, c.patch_tokens,
+                                c.local_n_embd // c.local_n_head, device, dtype)
+        self.tokens = torch.zeros(batch, c.num_patches * c.patch_tokens, dtype=torch.long, device=device)
+        self.slices: Tensor | None = None  # (B, P, L): to_local(h_k) for the patch being decoded
+        self.pos = 0
+
+
+@register("image_gpt", ImageGPTConfig)
+class ImageGPT(GenerativeModel):
+    def __init__(self, config: ImageGPTConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        n, p, v = c.num_patches, c.patch_tokens, c.vocab_size
+        block = dict(kernel=c.kernel, dropout=c.dropout, bias=c.bias, norm=c.norm, activation=c.activation)
+        self.global_model = nn.ModuleDict(dict(
+            cls_emb=nn.Embedding(c.num_classes + 1, c.n_embd),  # last row: no condition / start of image
+            patch_emb=nn.Embedding(p * v, c.n_embd),  # row s·V + value: sub-pixel value in slot s
+            wpe=nn.Embedding(n, c.n_embd),
+            drop=nn.Dropout(c.dropout),
+            h=nn.ModuleList(Block(c.n_embd, c.n_head, layer_idx=i, **block) for i in range(c.n_layer)),
+            ln_f=make_norm(c.norm, c.n_embd, c.bias),
+        ))
+        self.local_model = nn.ModuleDict(dict(
+            to_local=nn.Linear(c.n_embd, p * c.local_n_embd),  # one L-slice of h_k per slot
+            drop=nn.Dropout(c.dropout),
+            h=nn.ModuleList(Block(c.local_n_embd, c.local_n_head, layer_idx=i, **block)
+                            for i in range(c.local_n_layer)),
+            ln_f=make_norm(c.norm, c.local_n_embd, c.bias),
+            lm_head=nn.Linear(c.local_n_embd, v, bias=False),
+        ))
+        if p > 1:  # the previous sub-pixel of the patch; with P = 1 there is none
+            self.local_model["wte"] = nn.Embedding(v, c.local_n_embd)
+        self.register_buffer("slot_offset", torch.arange(p) * v, persistent=False)  # (P,)
+        self.apply(self._init_weights)
+        # GPT-2 §2.3: residual projections scaled by 1/sqrt(number of residual layers), per stack.
+        for stack, layers in ((self.global_model, c.n_layer), (self.local_model, c.local_n_layer)):
+            for name, param in stack.named_parameters():
+                if name.endswith("c_proj.weight"):
+                    nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * max(layers, 1)))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    # ---- pieces --------------------------------------------------------------------------------
+    @property
+    def max_len(self) -> int:
+        return self.config.num_patches * self.config.patch_tokens
+
+    def class_ids(self, cond: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """Validated class ids (B,); None -> the "no condition" id `num_classes`."""
+        k = self.config.num_classes
+        if cond is None:
+            return torch.full((batch,), k, dtype=torch.long, device=device)
+        if cond.shape != (batch,) or torch.is_floating_point(cond):
+            raise ValueError(f"cond must be integer class ids of shape ({batch},), got {cond.dtype} "
+                             f"{tuple(cond.shape)}")
+        if cond.numel() and (int(cond.min()) < 0 or int(cond.max()) > k):
+            bad = sorted(set(cond[(cond < 0) | (cond > k)].tolist()))
+            accepted = f"0..{k - 1}, or {k} for no condition" if k else "none (this model is unconditional)"
+            raise ValueError(f"class id(s) {bad} out of range for num_classes={k}; accepted: {accepted}")
+        return cond.long()
+
+    def _start(self, cond: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        ids = self.class_ids(cond, batch, device)
+        c = self.config
+        if self.training and c.cond_dropout > 0 and c.num_classes > 0:
+            ids = torch.where(torch.rand(batch, device=device) < c.cond_dropout, c.num_classes, ids)
+        return self.global_model.cls_emb(ids)[:, None]  # (B, 1, C)
+
+    def _embed_patches(self, patches: Tensor) -> Tensor:
+        """(B, n, P) token ids -> (B, n, C): the sum over slots of that slot's value embedding."""
+        return self.global_model.patch_emb(patches + self.slot_offset).sum(dim=2)
+
+    def _global(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+        """Global inputs (B, n, C) at positions offset .. offset + n − 1 -> outputs h (B, n, C)."""
+        g = self.global_model
+        offset = cache.pos if cache is not None else 0
+        x = g.drop(x + g.wpe(torch.arange(offset, offset + x.shape[1], device=x.device)))
+        for block in g.h:
+            x = block(x, cache=cache)
+        if cache is not None:
+            cache.advance(x.shape[1])
+        return g.ln_f(x)
+
+    def _local(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+        """Local inputs (B', m, L) -> logits (B', m, V)."""
+        lm = self.local_model
+        x = lm.drop(x)
+        for block in lm.h:
+            x = block(x, cache=cache)
+        if cache is not None:
+            cache.advance(x.shape[1])
+        return lm.lm_head(lm.ln_f(x))
+
+    def _slices(self, h: Tensor) -> Tensor:
+        """Global outputs (B, n, C) -> per-slot local inputs (B, n, P, L)."""
+        c = self.config
+        return self.local_model.to_local(h).view(*h.shape[:2], c.patch_tokens, c.local_n_embd)
+
+    def _check_tokens(self, idx: Tensor) -> None:
+        if idx.dim() != 2 or torch.is_floating_point(idx):
+            raise ValueError(f"expected integer token ids (B, T), got {idx.dtype} {tuple(idx.shape)}")
+        if idx.shape[1] > self.max_len:
+            raise ValueError(f"{idx.shape[1]} tokens exceed the image's {self.max_len} "
+                             f"({self.config.num_patches} patches of {self.config.patch_tokens})")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
+            raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got range "
+                             f"[{int(idx.min())}, {int(idx.max())}]")
+
+    # ---- training ------------------------------------------------------------------------------
+    def forward(self, idx: Tensor, *, cond: Tensor | None = None, cache: None = None) -> Tensor:
+        """idx (B, t), 1 <= t <= T -> logits (B, t, V); logits[:, i] predicts idx[:, i] from idx[:, :i]."""
+        if cache is not None:
+            raise ValueError("ImageGPT.forward does not take a cache; decode with prefill / decode_step")
+        self._check_tokens(idx)
+        b, t = idx.shape
+        if t == 0:
+            raise ValueError("forward needs at least one token; prefill handles empty prompts")
+        p = self.config.patch_tokens
+        n = -(-t // p)  # patches touched
+        patches = F.pad(idx, (0, n * p - t)).view(b, n, p)  # (B, n, P); padding only feeds positions >= t
+        x = torch.cat([self._start(cond, b, idx.device), self._embed_patches(patches[:, :-1])], dim=1)
+        x = self._slices(self._global(x))  # (B, n, P, L): h_k has seen patches < k
+        if p > 1:  # slot s also sees sub-pixel s − 1 of its own patch
+            x = x + F.pad(self.local_model.wte(patches[:, :, :-1]), (0, 0, 1, 0))
+        logits = self._local(x.flatten(0, 1))  # (B·n, P, V)
+        return logits.view(b, n * p, -1)[:, :t]
+
+    # ---- decoding ------------------------------------------------------------------------------
+    def new_cache(self, batch: int, max_len: int | None = None, *, device: torch.device | str | None = None,
+                  dtype: torch.dtype | None = None) -> ImageGPTCache:
+        if max_len is not None and max_len > self.max_len:
+            raise ValueError(f"max_len={max_len} exceeds the image's {self.max_len} tokens")
+        param = next(self.parameters())
+        return ImageGPTCache(self, batch, device or param.device, dtype or param.dtype)
+
+    def prefill(self, idx: Tensor, *, cond: Tensor | None = None, cache: ImageGPTCache | None = None) -> Tensor:
+        """Feed the first n tokens (B, n), n >= 0 (n = 0: nothing but the class); return logits (B, V) of
+        token n. Without a cache, this recomputes everything (the reference for cached decoding)."""
+        self._check_tokens(idx)
+        b, n = idx.shape
+        if n >= self.max_len:
+            raise ValueError(f"a prompt of {n} tokens is a whole image ({self.max_len} tokens): nothing to predict")
+        if cache is None:  # one dummy token at position n: causality keeps it out of logits[:, n]
+            return self(F.pad(idx, (0, 1)), cond=cond)[:, n]
+        if cache.pos != 0:
+            raise ValueError(f"prefill needs a fresh cache, this one has consumed {cache.pos} tokens")
+        p = self.config.patch_tokens
+        k, s = divmod(n, p)  # token n is slot s of patch k
+        x = torch.cat([self._start(cond, b, idx.device), self._embed_patches(idx[:, :k * p].view(b, k, p))], 1)
+        cache.slices = self._slices(self._global(x, cache.global_kv)[:, -1:])[:, 0]  # (B, P, L)
+        cache.tokens[:, :n] = idx
+        cache.pos = n
+        x = cache.slices[:, :s + 1]  # slots 0 .. s of patch k
+        if s:
+            x = x + F.pad(self.local_model.wte(idx[:, k * p:]), (0, 0, 1, 0))
+        return self._local(x, cache.local_kv)[:, -1]
+
+    def decode_step(self, idx: Tensor, *, cache: ImageGPTCache) -> Tensor:
+        """Feed token `cache.pos` (B, 1); return logits (B, V) of the token after it."""
+        t = cache.pos
+        if t + 1 >= self.max_len:
+            raise ValueError(f"the image is complete after token {t}: nothing left to predict")
+        cache.tokens[:, t] = idx[:, 0]
+        cache.pos = t + 1
+        p = self.config.patch_tokens
+        k, s = divmod(t + 1, p)
+        if s == 0:  # patch k − 1 is complete: one global step, then slot 0 of patch k on a fresh local cache
+            patch = cache.tokens[:, (k - 1) * p:k * p].view(-1, 1, p)
+            cache.slices = self._slices(self._global(self._embed_patches(patch), cache.global_kv))[:, 0]
+            cache.local_kv.pos = 0
+            x = cache.slices[:, :1]
+        else:
+            x = cache.slices[:, s:s + 1] + self.local_model.wte(idx)
+        return self._local(x, cache.local_kv)[:, -1]
