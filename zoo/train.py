@@ -82,7 +82,7 @@ def print_summary(s: dict) -> None:
         line = f"validation loss {m['val/loss']:.4f} nats/token (perplexity {m.get('val/ppl', float('nan')):.2f})"
         if s["baseline"] is not None:
             line += f"; unigram baseline {s['baseline']:.4f}"
-        print(line + f"; = {m['val/loss'] / math.log(2):.4f} bits/token (bits/dim for images)")
+        print(line + f"; = {m['val/loss'] / math.log(2):.4f} bits/token")
     if s["samples"] is not None:
         for prompt, text in s["samples"].texts:
             print(f"--- sample (prompt {prompt!r}) ---\n{prompt}{text}")
