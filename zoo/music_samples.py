@@ -1,0 +1,225 @@
+"""Sampling music models: the training-time renderer and the `zoo-sample` command for MIDI codecs.
+
+Both codecs of zoo/codecs are served: `midi_performance` (ids -> `PerformanceCodec.decode`, a piano
+MIDI) and `jsb_grid` (ids -> grid -> `JSBGridCodec.to_midi`, four choir voices). Every sample is
+written as `.mid`, and, when asked, as `.wav` (zoo.music_render.synthesize), a piano-roll `.png`
+and (training only) a mel-spectrogram `.png`.
+
+Length. A continuation longer than the model's context is generated with a sliding window
+(`continue_ids`): once a row's sequence fills the context, it is cropped to its last half and
+generation resumes from there (re-prefilling the kept half), so each new token sees at least half
+a context of music. With relative attention and no absolute positions (the Music Transformer
+default) the model computes the same function wherever a window starts; a model with learned
+absolute positions sees its window restart at position 0, as in training crops. For `jsb_grid` a
+window only starts where training crops do (a multiple of 4 tokens into the framed sequence), so
+token t of every window is still voice t mod 4.
+
+Generation stops early for a row that emits the codec's EOS (the piece is over).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pretty_midi
+import torch
+
+from zoo.callbacks import SampleSet
+from zoo.codecs.base import Codec
+from zoo.codecs.jsb import JSBGridCodec
+from zoo.codecs.midi import MidiError, PerformanceCodec, load_midi
+from zoo.music_render import mel_spectrogram, piano_roll_png, render_wav, write_midi
+from zoo.sampling import SamplingConfig, generate
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 22050  # Hz, for rendered audio
+# zoo-sample options handed to SamplingConfig; any other option (a text or image one: prompt, stop,
+# labels, ...) is an error when set, and ignored when left empty (null or []).
+SAMPLING_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
+
+
+def ids_to_midi(codec: Codec, ids: Sequence[int]) -> pretty_midi.PrettyMIDI:
+    """Decode any ids of a music codec into a playable PrettyMIDI (special ids are ignored)."""
+    if isinstance(codec, PerformanceCodec):
+        return codec.decode(ids)
+    if isinstance(codec, JSBGridCodec):
+        return codec.to_midi(codec.decode(ids))
+    raise ValueError(f"not a music codec: {type(codec).__name__} ({codec.type_name!r}); accepted: "
+                     f"{PerformanceCodec.type_name!r}, {JSBGridCodec.type_name!r}")
+
+
+def window_alignment(codec: Codec) -> int:
+    """Sliding windows start at multiples of this many tokens into the framed sequence (BOS at 0)."""
+    return codec.voices if isinstance(codec, JSBGridCodec) else 1
+
+
+def continue_ids(model: torch.nn.Module, prompts: Sequence[Sequence[int]], cfg: SamplingConfig, *,
+                 align: int = 1) -> list[list[int]]:
+    """Generate `cfg.max_new_tokens` ids after each prompt, sliding a window past the context.
+
+    prompts: B framed sequences (from BOS on, so that `align` refers to BOS at index 0). A context
+    holds at most half the model's length of the sequence so far (its tail, starting at a multiple
+    of `align`), so each window generates at least half a context of new tokens (module docstring).
+    With `cfg.seed` set, window w draws with seed `cfg.seed + w`. Returns the new ids per row; a row
+    that produced one of `cfg.stop_tokens` ends there (the stop token included).
+    """
+    ctx = model.max_len
+    keep = (ctx // 2) // align * align
+    if keep < 1:
+        raise ValueError(f"the model's context of {ctx} tokens is too short to slide windows of {align}-token "
+                         "steps; it needs at least 2 steps")
+    seqs = [list(map(int, p)) for p in prompts]
+    if any(not s for s in seqs):
+        raise ValueError("every prompt needs at least one token (start from the codec's BOS id)")
+    new: list[list[int]] = [[] for _ in seqs]
+    active = list(range(len(seqs)))
+    stops = set(cfg.stop_tokens)
+    window = 0
+    while active:
+        contexts = []
+        for r in active:
+            s = seqs[r]
+            start = 0 if len(s) <= keep else -(-(len(s) - keep) // align) * align
+            contexts.append(s[start:])
+        remaining = cfg.max_new_tokens - len(new[active[0]])  # active rows have generated equally much
+        n = min(remaining, ctx - max(len(c) for c in contexts))
+        if n <= 0:
+            break
+        seed = None if cfg.seed is None else cfg.seed + window
+        out = generate(model, contexts, cfg, max_new_tokens=n, seed=seed)
+        still = []
+        for r, ids in zip(active, out):
+            seqs[r].extend(ids)
+            new[r].extend(ids)
+            if len(ids) == n and not (stops and ids and ids[-1] in stops) and len(new[r]) < cfg.max_new_tokens:
+                still.append(r)
+        active = still
+        window += 1
+        if active:
+            log.debug("sliding window %d: %d rows continue", window, len(active))
+    return new
+
+
+def note_summary(pm: pretty_midi.PrettyMIDI) -> str:
+    notes = [n for inst in pm.instruments for n in inst.notes]
+    return f"{len(notes)} notes, {pm.get_end_time():.1f} s"
+
+
+def write_sample(pm: pretty_midi.PrettyMIDI, stem: Path, *, audio: bool = True, mel: bool = False) -> list[Path]:
+    """Write `<stem>.mid` and, with `audio`, `<stem>.wav` and `<stem>_roll.png` (and `<stem>_mel.png`
+    with `mel`). Returns the paths written, .mid first."""
+    paths = [write_midi(pm, stem.with_suffix(".mid"))]
+    if audio:
+        wav = render_wav(pm, stem.with_suffix(".wav"), sample_rate=SAMPLE_RATE)
+        paths += [wav, piano_roll_png(pm, stem.with_name(stem.name + "_roll.png"))]
+        if mel:
+            import soundfile
+
+            wave, sr = soundfile.read(str(wav), dtype="float32")
+            paths.append(mel_png(wave, sr, stem.with_name(stem.name + "_mel.png")))
+    return paths
+
+
+def mel_png(wave: np.ndarray, sr: int, path: Path) -> Path:
+    """A 1000 x 400 picture of `zoo.music_render.mel_spectrogram(wave, sr)`: time in seconds across,
+    mel band up (the raw spectrogram is 80 rows by thousands of frames, unreadable as an image)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    image = mel_spectrogram(wave, sr)  # (n_mels, frames) uint8, row 0 = highest band
+    fig = Figure(figsize=(10, 4), dpi=100)  # no pyplot: no global state, any backend
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(image, aspect="auto", cmap="magma", interpolation="nearest",
+              extent=(0, len(wave) / sr, 0, image.shape[0]))  # origin upper: row 0 drawn at the top
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("mel band")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(str(path), format="png")
+    return path
+
+
+# ---------------------------------------------------------------------------------------- training
+def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, step: int) -> SampleSet:
+    """Two short samples for the training log: one from scratch (BOS), one continuing the opening of
+    the first validation piece (a quarter of the context). Each is written as .mid, .wav, piano roll
+    and mel spectrogram under `out_dir` (`step_<step>_<label>.*`)."""
+    model, codec = module.model, module.codec
+    align = window_alignment(codec)
+    prompts = {"scratch": [codec.bos_id]}
+    val = getattr(datamodule, "sequences", {}).get("val") if datamodule is not None else None
+    if val:
+        n = max(align, (model.max_len // 4) // align * align) + 1  # BOS + whole steps
+        prompts["continue_val0"] = [int(i) for i in val[0][:n]]
+    cfg = dataclasses.replace(cfg, stop_tokens=(codec.eos_id,))
+    rows = continue_ids(model, list(prompts.values()), cfg, align=align)
+    out = SampleSet()
+    for (label, prompt), ids in zip(prompts.items(), rows):
+        pm = ids_to_midi(codec, prompt + ids)
+        wav, roll, mel = write_sample(pm, out_dir / f"step_{step:06d}_{label}", mel=True)[1:]
+        out.texts.append((f"[{label}] ", f"{len(ids)} new tokens; {note_summary(pm)}; {wav.with_suffix('.mid')}"))
+        out.images += [roll, mel]
+        out.audio.append(wav)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- zoo-sample
+def primer_ids(codec: Codec, path: str | Path) -> list[int]:
+    """BOS + the events of a MIDI file; SystemExit with a message naming the file if it is not usable."""
+    if not isinstance(codec, PerformanceCodec):
+        raise SystemExit(f"zoo-sample: primer= needs a model of MIDI performance events; this checkpoint's codec "
+                         f"is {codec.type_name!r} (generate from scratch without primer=)")
+    try:
+        ids = codec.encode(load_midi(path))
+    except (MidiError, FileNotFoundError) as e:
+        raise SystemExit(f"zoo-sample: primer={str(path)!r} cannot be used: {e}. Give a standard MIDI file "
+                         "(.mid/.midi) with notes.") from e
+    if not ids:
+        raise SystemExit(f"zoo-sample: primer={str(path)!r} has no notes this model's codec keeps "
+                         f"(codec options {codec.config()})")
+    return [codec.bos_id, *ids]
+
+
+def sample_command(model: Any, codec: Codec, opts: dict[str, Any]) -> None:
+    """zoo-sample for music checkpoints: write num_samples .mid files (+ .wav and piano-roll .png with
+    render_audio) into `out` (default ./samples) and print their paths. From scratch, or continuing
+    `primer` (a MIDI file; the output holds the primer and its continuation). max_new_tokens beyond
+    the model's context is generated with a sliding window (module docstring)."""
+    opts = dict(opts)
+    opts.pop("stream", None)  # text streaming; music is written to files
+    primer, render_audio, out = opts.pop("primer", None), bool(opts.pop("render_audio", True)), opts.pop("out", None)
+    num_samples = int(opts.pop("num_samples", 1))
+    sampling = {k: opts.pop(k) for k in SAMPLING_KEYS if k in opts}
+    for key, value in opts.items():
+        if value not in (None, []):
+            raise SystemExit(f"zoo-sample: `{key}` does not apply to a music model (got {key}={value!r})")
+    if num_samples < 1:
+        raise SystemExit(f"zoo-sample: num_samples must be >= 1, got {num_samples}")
+    out_dir = Path(out or "samples")
+    prompt = primer_ids(codec, primer) if primer else [codec.bos_id]
+    try:
+        cfg = SamplingConfig(**sampling, stop_tokens=(codec.eos_id,))
+    except ValueError as e:
+        raise SystemExit(f"zoo-sample: {e}") from e
+    ctx = model.max_len
+    if len(prompt) > ctx // 2:
+        print(f"primer: {len(prompt) - 1} events; the model sees its last {ctx // 2} (half its context of {ctx})")
+    if len(prompt) + cfg.max_new_tokens > ctx:
+        print(f"max_new_tokens={cfg.max_new_tokens} goes past the context of {ctx} tokens: generating with a "
+              f"sliding window (each window keeps the last {ctx // 2} tokens)")
+    rows = continue_ids(model, [prompt] * num_samples, cfg, align=window_alignment(codec))
+    stem = f"{Path(primer).stem}_continued" if primer else "sample"
+    for i, ids in enumerate(rows):
+        pm = ids_to_midi(codec, prompt + ids)
+        paths = write_sample(pm, out_dir / f"{stem}_{i:02d}", audio=render_audio)
+        print(f"sample {i}: {len(ids)} new tokens, {note_summary(pm)}")
+        for p in paths:
+            print(f"  {p}")
+
