@@ -37,6 +37,7 @@ RENDERERS: dict[str, SampleRenderer | str] = {  # codec type -> renderer, or "mo
     "image_patch": "zoo.image_samples:render",
     "midi_performance": "zoo.music_samples:render",
     "jsb_grid": "zoo.music_samples:render",
+    "text_image": "zoo.text2image_samples:render",
 }
 
 

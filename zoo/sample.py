@@ -25,6 +25,7 @@ COMMANDS = {  # codec type -> "module:function"
     "image_patch": "zoo.image_samples:sample_command",
     "midi_performance": "zoo.music_samples:sample_command",
     "jsb_grid": "zoo.music_samples:sample_command",
+    "text_image": "zoo.text2image_samples:sample_command",
 }
 TEXT_ONLY = ("labels", "primer", "rows", "render_audio", "out", "guidance")
 
@@ -55,10 +56,13 @@ def text_command(model: Any, codec: Any, opts: dict[str, Any]) -> None:
 
 @hydra.main(config_path=CONF_DIR, config_name="sample", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
-    from zoo.checkpoint import model_from_checkpoint
+    from zoo.hub import load_any
 
     opts = resolve(cfg, "zoo-sample")
-    model, codec, _ = model_from_checkpoint(opts.pop("checkpoint"), device=opts.pop("device"))
+    try:
+        model, codec, _ = load_any(opts.pop("checkpoint"), device=opts.pop("device"))
+    except (ValueError, OSError) as e:  # unknown name, bad or missing file, checksum mismatch: no traceback
+        raise SystemExit(f"zoo-sample: {e}") from None
     kind = codec.type_name if codec is not None else None
     if kind not in COMMANDS:
         raise SystemExit(f"zoo-sample: no sampling command for codec {kind!r}; known: {sorted(COMMANDS)}")

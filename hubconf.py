@@ -1,0 +1,46 @@
+"""torch.hub entry points, one per pretrained zoo checkpoint (weights ship inside the package).
+
+    import torch
+    m = torch.hub.load("/path/to/zoo", "gpt_pydoc", source="local")
+    print(m.generate("The with statement", max_new_tokens=80))
+
+Each returns a `zoo.hub.Pretrained`: `.model` (nn.Module, eval mode), `.codec`, `.generate(...)`.
+Every shipped file is checked against its sha256 before loading; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+dependencies = ["torch", "safetensors", "tokenizers"]
+
+
+def _load(name: str, device: Any, dtype: Any) -> Any:
+    from zoo.hub import load
+
+    return load(name, device=device, dtype=dtype)
+
+
+def gpt_pydoc(device: str = "cpu", dtype: Any = None) -> Any:
+    """Character-level GPT (4 layers, 192 wide, 128-character context) trained on Python's pydoc topics.
+
+    `m.generate("The with statement", max_new_tokens=80)` -> str. Card: zoo/hub/gpt-pydoc/README.md.
+    """
+    return _load("gpt-pydoc", device, dtype)
+
+
+def image_gpt_digits(device: str = "cpu", dtype: Any = None) -> Any:
+    """Class-conditional patch image GPT on scikit-learn's 8x8 digits (17 grey levels, 2x2 patches).
+
+    `m.generate(labels=[0, 1, 2], num_samples=4, guidance=2.0, out="digits.png")` -> images (N, 1, 8, 8).
+    Card: zoo/hub/image-gpt-digits/README.md.
+    """
+    return _load("image-gpt-digits", device, dtype)
+
+
+def gpt2(path: str, device: str = "cpu", dtype: Any = None) -> Any:
+    """A Hugging Face GPT-2 folder you already have (config.json, model.safetensors or pytorch_model.bin,
+    vocab.json, merges.txt), converted to zoo's GPT and BPE codec; nothing is downloaded."""
+    from zoo.hub import load
+
+    return load("gpt2", device=device, dtype=dtype, path=path)

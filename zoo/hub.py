@@ -1,0 +1,426 @@
+"""Pretrained zoo models: a registry of named checkpoints and one loader for every kind of source.
+
+    import zoo
+    zoo.list_models()                                   # ['gpt-pydoc', 'image-gpt-digits', ...]
+    m = zoo.load("gpt-pydoc")                           # shipped inside the package, sha256-verified
+    print(m.generate("The with statement", max_new_tokens=80))
+    zoo.load("runs/gpt_pydoc/checkpoints/last.ckpt")    # a zoo-train checkpoint (weights_only=True)
+    zoo.load("exports/gpt_pydoc")                       # a folder written by zoo-export
+    zoo.load("gpt2", path="~/models/gpt2")              # a Hugging Face GPT-2 folder, converted
+
+An entry's files live in a folder inside the package (`zoo/hub/<name>/`) or behind a URL prefix; URL
+files are downloaded once into `$ZOO_CACHE/hub/<name>/` and every file is checked against its pinned
+sha256 before use, so an offline machine runs from the cache. Loading never unpickles untrusted data:
+exported weights are safetensors, `.ckpt` files and `pytorch_model.bin` are read with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.codecs.base import Codec
+
+log = logging.getLogger(__name__)
+
+HUB_DIR = Path(__file__).resolve().parent / "hub"  # shipped checkpoints (package data)
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+GENERATION_FILE = "generation_config.json"
+EXPORT_FORMAT = "zoo-export"
+
+
+class HubError(ValueError):
+    """A pretrained model cannot be found, verified or read; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered pretrained checkpoint.
+
+    location: a folder relative to `zoo/hub/` (shipped in the package) or an http(s):// / file:// URL
+    prefix; `files` maps each file of the exported folder to its sha256. `card` summarises the model
+    card of the folder's config.json / README.md (data, data_license, steps, hardware, train_command,
+    metric, metric_value); the metric is re-measured by `zoo.export.measure_loss(zoo.load(name))`.
+    """
+
+    name: str
+    model_type: str
+    location: str
+    files: dict[str, str]
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_url(self) -> bool:
+        return "://" in self.location
+
+    @property
+    def hub_function(self) -> str:
+        """Its torch.hub entry point in hubconf.py."""
+        return self.name.replace("-", "_")
+
+
+# The registry. Each entry's folder was written by `zoo-export`; its files' sha256 are pinned here.
+REGISTRY: dict[str, Entry] = {e.name: e for e in (
+    Entry(
+        name="gpt-pydoc",
+        model_type="gpt",
+        location="gpt-pydoc",
+        files={
+            "README.md": "b0ec537e2b00a43b8248059d9cb73702fa8447223941c638393b8b7752693340",
+            "codec.json": "9a813a40bec2bac84cb336e4678954ac6fec6fc35b7cf11f3480e60e102a3e62",
+            "config.json": "fb10c3d983016c0b7525959735275a90bb0efe708057d0329aa0b3ced795e62e",
+            "generation_config.json": "34fa0ab8b76b7ff37041b36fd9c1a7174608f0fe90b02349a548cae6469e1c4e",
+            "model.safetensors": "81416c47e9ab9dff7077a1b845db009469c632103c1a9949a61161b6304779be",
+        },
+        card={
+            "data": "pydoc",
+            "data_license": "Python Software Foundation License 2.0 (Python's documentation, module "
+                            "pydoc_data.topics)",
+            "steps": 600,
+            "hardware": "CPU, 2 threads of a shared 2-core x86_64 VM, 19 min wall (about 5 min unshared)",
+            "train_command": "zoo-train experiment=gpt_pydoc threads=2",
+            "metric": "val loss (nats/token, validation split of the training data)",
+            "metric_value": 1.6419,
+        },
+    ),
+    Entry(
+        name="image-gpt-digits",
+        model_type="image_gpt",
+        location="image-gpt-digits",
+        files={
+            "README.md": "b00f9ea3cf19c9194604e22c027b66b5babab7e47e59a31d89f1240556e6066f",
+            "codec.json": "8dbbbedcafd4335014b875d987c412a345e5efaac72b54d305b2a0d2d282ddea",
+            "config.json": "45fd42ee80025184ba31f03a071de8a2f0edd3fee0c6ee19806f41c60669dbda",
+            "generation_config.json": "383b07d995810b5ccb3965d0ec4c98f5a3f6079aee8896ce9caa94495d9cf313",
+            "model.safetensors": "4e1cc043362693fc8bcd6c747e9caa42c5b701c85e265f254c187dc8ef485b9d",
+            "samples.png": "02b6902fc1af2045e5a1d6ce7ad8646d4a81dbaf0afe0a39105fff5c8ca4fc38",
+        },
+        card={
+            "data": "digits",
+            "data_license": "CC BY 4.0 (UCI ML hand-written digits, as shipped by scikit-learn)",
+            "steps": 800,
+            "hardware": "CPU, 2 threads of a shared 2-core x86_64 VM, 11 min wall",
+            "train_command": "zoo-train experiment=image_gpt_digits threads=2",
+            "metric": "val loss (nats/token, validation split of the training data)",
+            "metric_value": 1.1779,
+        },
+    ),
+)}
+
+
+def list_models() -> list[str]:
+    """Names accepted by `load`, registered pretrained checkpoints first, then "gpt2" (needs path=)."""
+    return sorted(REGISTRY) + ["gpt2"]
+
+
+# ---- the loaded object --------------------------------------------------------------------------
+@dataclass
+class Pretrained:
+    """A model ready to sample: the network (eval mode), its codec and generation defaults.
+
+    `generate` dispatches on the codec; keyword options are `zoo.sampling.SamplingConfig` fields
+    (temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, seed) over the defaults.
+      text:  generate(prompt="", max_new_tokens=..., num_samples=1, stop=()) -> prompt + continuation
+             (str; a list of num_samples strings when num_samples > 1)
+      image: generate(labels=None, num_samples=1, guidance=None, out=None) -> images (N, C, H, W),
+             one row of num_samples per label (None = every class); `out` writes a PNG grid
+      music: generate(primer=None, max_new_tokens=..., out=None) -> pretty_midi.PrettyMIDI; `out`
+             writes a .mid file
+    """
+
+    model: torch.nn.Module
+    codec: Codec | None
+    generation: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_type(self) -> str:
+        return getattr(self.model, "model_type", type(self.model).__name__)
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Pretrained:
+        self.model.to(device=device, dtype=dtype)
+        return self
+
+    def __call__(self, idx: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V) for token ids (B, T)."""
+        with torch.no_grad():
+            return self.model(idx, cond=cond)
+
+    def sampling_options(self, **overrides: Any) -> dict[str, Any]:
+        from zoo.sampling import SamplingConfig
+
+        accepted = {f.name for f in dataclasses.fields(SamplingConfig)} - {"stop_tokens"}
+        opts = {k: v for k, v in self.generation.items() if k in accepted} | overrides
+        unknown = sorted(set(opts) - accepted)
+        if unknown:
+            raise TypeError(f"unknown sampling option(s) {unknown}; accepted: {sorted(accepted)}")
+        return opts
+
+    def generate(self, prompt: Any = None, **options: Any) -> Any:
+        kind = getattr(self.codec, "type_name", None)
+        if kind in ("char", "byte", "bpe"):
+            return self._generate_text(prompt or "", **options)
+        if kind == "image_patch":  # the "prompt" of an image model is its class label(s)
+            return self._generate_images(options.pop("labels", prompt), **options)
+        if kind in ("midi_performance", "jsb_grid"):  # ... and of a music model a primer MIDI file
+            return self._generate_music(options.pop("primer", prompt), **options)
+        raise HubError(f"no generate() for codec {kind!r}; use .model and zoo.sampling.generate directly")
+
+    def _generate_text(self, prompt: str, num_samples: int = 1, stop: tuple[str, ...] = (), **options: Any) -> Any:
+        from zoo.text_generation import generate_text
+
+        opts = self.sampling_options(**options)
+        block = getattr(getattr(self.model, "config", None), "block_size", None)
+        if "max_new_tokens" not in options and block is not None and "max_new_tokens" in opts:
+            # the default must fit the context whatever the prompt; an explicit value is checked by sampling
+            opts["max_new_tokens"] = max(0, min(opts["max_new_tokens"], block - max(1, len(self.codec.encode(prompt)))))
+        texts = generate_text(self.model, self.codec, [prompt], num_samples=num_samples, stop=stop, **opts)
+        out = [p + t for p, t in texts]
+        return out[0] if num_samples == 1 else out
+
+    def _generate_images(self, labels: Any = None, num_samples: int = 1, out: str | Path | None = None,
+                         guidance: float | None = None, **options: Any) -> torch.Tensor:
+        from zoo.image_samples import parse_labels, sample_tokens
+        from zoo.sampling import SamplingConfig
+
+        ids = parse_labels(self.codec, labels)  # None: every class (conditional) or no class
+        opts = self.sampling_options(**options)
+        if guidance is not None:
+            opts["guidance_scale"] = None if float(guidance) == 1.0 else float(guidance)
+        rows = ids.repeat_interleave(num_samples) if ids is not None else None
+        tokens = sample_tokens(self.model, self.codec, rows, num=num_samples, cfg=SamplingConfig(**opts))
+        images = self.codec.decode_batch(tokens.cpu())
+        if out is not None:
+            from zoo.image_io import save_grid_png
+            from zoo.image_samples import PADDING
+
+            save_grid_png(images, Path(out), nrow=num_samples, padding=PADDING)
+        return images
+
+    def _generate_music(self, primer: str | Path | None = None, out: str | Path | None = None,
+                        **options: Any) -> Any:
+        from zoo.music_samples import continue_ids, ids_to_midi, primer_ids, window_alignment
+        from zoo.sampling import SamplingConfig
+
+        prompt = primer_ids(self.codec, primer) if primer is not None else [self.codec.bos_id]
+        cfg = SamplingConfig(**self.sampling_options(**options), stop_tokens=(self.codec.eos_id,))
+        ids = continue_ids(self.model, [prompt], cfg, align=window_alignment(self.codec))[0]
+        pm = ids_to_midi(self.codec, prompt + ids)
+        if out is not None:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            pm.write(str(out))
+        return pm
+
+
+# ---- loading ------------------------------------------------------------------------------------
+def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
+         path: str | Path | None = None) -> Pretrained:
+    """Load a pretrained model by registered name, exported folder, `.ckpt` file or Hugging Face GPT-2.
+
+    `path` points a registered name at local files instead of its registered location (still
+    sha256-verified), and gives "gpt2" its Hugging Face folder (or weights file inside one).
+    `dtype` (e.g. torch.float32 or "bfloat16") casts the weights; None gives float32 (fp16/bf16 exports
+    are upcast: half precision is slow on CPU).
+    """
+    name = str(name_or_path)
+    if name in REGISTRY:
+        entry = REGISTRY[name]
+        folder = resolve_entry(entry, path)
+        m = load_export(folder, device=device, dtype=dtype)
+        m.name, m.card = entry.name, {**m.card, **entry.card}
+        return m
+    if name == "gpt2" or name.startswith("gpt2-"):
+        if path is None:
+            raise HubError("zoo does not download GPT-2 weights; pass path= to a Hugging Face GPT-2 folder "
+                           "(config.json, model.safetensors or pytorch_model.bin, vocab.json, merges.txt)")
+        return _ready(_gpt2_pretrained(Path(path).expanduser(), name), device, dtype)
+    p = Path(name).expanduser()
+    hf_config = (p if p.is_dir() else p.parent) / CONFIG_FILE
+    if p.exists() and hf_config.is_file() and _is_hf_gpt2(hf_config):
+        return _ready(_gpt2_pretrained(p, p.name), device, dtype)
+    if p.is_dir():
+        return load_export(p, device=device, dtype=dtype)
+    if p.is_file():
+        if p.name == WEIGHTS_FILE:
+            return load_export(p.parent, device=device, dtype=dtype)
+        return load_checkpoint(p, device=device, dtype=dtype)
+    raise HubError(f"{name!r} is neither a registered pretrained model nor an existing file or folder; "
+                   f"registered: {list_models()}; or give a .ckpt file or a folder written by zoo-export")
+
+
+def _gpt2_pretrained(path: Path, name: str) -> Pretrained:
+    model, codec = load_gpt2(path)
+    config = {"model_type": "gpt", "model_config": dataclasses.asdict(model.config)}
+    return Pretrained(model, codec, {"temperature": 0.8, "top_k": 40}, config=config, name=name)
+
+
+def _is_hf_gpt2(config_path: Path) -> bool:
+    try:
+        return json.loads(config_path.read_text()).get("model_type") == "gpt2"
+    except (json.JSONDecodeError, AttributeError):
+        return False
+
+
+def resolve_entry(entry: Entry, path: str | Path | None = None) -> Path:
+    """The verified local folder of `entry`: `path`, the package folder, or the download cache."""
+    from zoo.data.download import ChecksumError, cache_root, download, file_sha256
+
+    if path is not None:
+        folder = Path(path).expanduser()
+    elif not entry.is_url:
+        folder = HUB_DIR / entry.location
+    else:
+        folder = cache_root() / "hub" / entry.name
+        for fname, sha in entry.files.items():
+            download(f"{entry.location.rstrip('/')}/{fname}", folder / fname, sha256=sha)
+    for fname, sha in entry.files.items():
+        f = folder / fname
+        if not f.is_file():
+            raise HubError(f"{entry.name}: missing {f}; expected the files {sorted(entry.files)}")
+        actual = file_sha256(f)
+        if actual != sha:
+            raise ChecksumError(f"{entry.name}: {f} has sha256 {actual}, expected {sha}: the file is truncated, "
+                                f"corrupt or not this checkpoint. Delete it and load again (URL entries are "
+                                f"downloaded anew), or reinstall zoo for files shipped in the package.")
+    return folder
+
+
+def load_export(folder: str | Path, device: str | torch.device = "cpu",
+                dtype: torch.dtype | str | None = None) -> Pretrained:
+    """Rebuild a model from a folder written by `zoo.export.export` (safetensors, no pickle)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from zoo.codecs.base import CODEC_FILE, load_codec
+    from zoo.models.base import build_model
+
+    folder = Path(folder)
+    missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE) if not (folder / f).is_file()]
+    if missing:
+        raise HubError(f"{folder} is not an exported zoo model: missing {missing}; expected a folder written by "
+                       f"zoo-export (model.safetensors, config.json, codec.json, generation_config.json)")
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+    except json.JSONDecodeError as e:
+        raise HubError(f"{folder / CONFIG_FILE} is not valid JSON ({e}); the file is truncated or corrupt") from e
+    if config.get("format") != EXPORT_FORMAT:
+        raise HubError(f"{folder / CONFIG_FILE} has format {config.get('format')!r}, expected {EXPORT_FORMAT!r}")
+    try:
+        state = load_file(folder / WEIGHTS_FILE, device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise HubError(f"cannot read {folder / WEIGHTS_FILE}: the file is truncated or corrupt ({e})") from e
+    model = build_model(config["model_type"], config["model_config"])
+    _load_state(model, state, source=str(folder / WEIGHTS_FILE))
+    codec = load_codec(folder) if (folder / CODEC_FILE).is_file() else None
+    gen_path = folder / GENERATION_FILE
+    generation = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
+    return _ready(Pretrained(model, codec, generation, config=config, name=config.get("name"),
+                             card=config.get("card", {})), device, dtype)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    dtype: torch.dtype | str | None = None) -> Pretrained:
+    """A zoo-train `.ckpt` (read with weights_only=True; a pickle that would run code is refused)."""
+    from zoo.checkpoint import model_from_checkpoint
+    from zoo.export import generation_defaults
+
+    model, codec, meta = model_from_checkpoint(path)
+    cfg = {"model_type": meta["model_type"], "model_config": meta["model_config"],
+           "train_config": meta.get("train_config", {})}
+    return _ready(Pretrained(model, codec, generation_defaults(cfg["train_config"]), config=cfg), device, dtype)
+
+
+def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load, except that a tensor tied to one in the file (stored once by safetensors) may be absent."""
+    own = model.state_dict()
+    ptr = {k: (v.untyped_storage().data_ptr(), v.storage_offset()) for k, v in own.items()}
+    present = {ptr[k] for k in state if k in ptr}
+    missing = [k for k in sorted(set(own) - set(state)) if ptr[k] not in present]
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise HubError(f"{source}: weights do not match a {getattr(model, 'model_type', '?')} model with its config: "
+                       f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    bad = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if v.shape != own[k].shape]
+    if bad:
+        raise HubError(f"{source}: tensor shapes differ from the config's model (name, file, expected): {bad[:3]}")
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v.to(own[k].dtype))
+
+
+def _ready(m: Pretrained, device: str | torch.device, dtype: torch.dtype | str | None) -> Pretrained:
+    if isinstance(dtype, str):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise HubError(f"dtype={dtype!r} is not a torch dtype; accepted e.g. 'float32', 'bfloat16', 'float16'")
+        dtype = getattr(torch, dtype)
+    m.model.to(device=device, dtype=dtype).eval()
+    return m
+
+
+def load_gpt2(path: str | Path) -> tuple[torch.nn.Module, Codec | None]:
+    """Convert a Hugging Face GPT-2 folder (or a weights file inside one) into zoo's GPT and BPE codec.
+
+    Reads config.json, then model.safetensors or pytorch_model.bin (torch.load with weights_only=True,
+    so a pickle that would run code is refused), and vocab.json + merges.txt when present (codec None
+    otherwise). The model's logits equal `GPT2LMHeadModel`'s (tests/test_hub.py).
+    """
+    from zoo.codecs.text import BPECodec
+    from zoo.models.gpt import GPT
+
+    p = Path(path).expanduser()
+    folder, weights = (p, None) if p.is_dir() else (p.parent, p)
+    if not (folder / CONFIG_FILE).is_file():
+        raise HubError(f"no config.json in {folder}; expected a Hugging Face GPT-2 folder (save_pretrained output)")
+    hf = json.loads((folder / CONFIG_FILE).read_text())
+    if hf.get("model_type") != "gpt2":
+        raise HubError(f"{folder / CONFIG_FILE} describes model_type={hf.get('model_type')!r}; only 'gpt2' converts")
+    if weights is None:
+        candidates = [folder / "model.safetensors", folder / "pytorch_model.bin"]
+        weights = next((c for c in candidates if c.is_file()), None)
+        if weights is None:
+            raise HubError(f"no weights in {folder}: expected model.safetensors or pytorch_model.bin "
+                           "(sharded checkpoints are not supported)")
+    state = _read_weights(weights)
+    model = GPT(GPT.from_hf_config(hf))
+    model.load_hf_state_dict(state)
+    vocab, merges = folder / "vocab.json", folder / "merges.txt"
+    codec = None
+    if vocab.is_file() and merges.is_file():
+        eos = "<|endoftext|>" if "<|endoftext|>" in json.loads(vocab.read_text()) else None
+        codec = BPECodec.from_gpt2_files(vocab, merges, eos_token=eos)
+    else:
+        log.warning("%s has no vocab.json + merges.txt: loaded the GPT-2 weights without a tokenizer", folder)
+    return model.eval(), codec
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors or a torch pickle, never running pickled code."""
+    import pickle
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path, device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise HubError(f"refused to load {path}: it holds objects other than tensors and plain data, which "
+                       f"could run code when unpickled ({str(e).splitlines()[0]})") from e
+    except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise HubError(f"cannot read {path}: the file is truncated or corrupt ({e})") from e
+
+
+def load_any(source: str | Path, device: str | torch.device = "cpu") -> tuple[Any, Codec | None, dict[str, Any]]:
+    """For zoo-sample: (model, codec, config) from a name, an exported folder or a `.ckpt` path."""
+    m = load(source, device=device)
+    return m.model, m.codec, m.config
