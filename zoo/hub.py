@@ -112,6 +112,28 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
             "metric_value": 1.1779,
         },
     ),
+    Entry(
+        name="music-transformer-bach",
+        model_type="music_transformer",
+        location="music-transformer-bach",
+        files={
+            "README.md": "a53fb66cd8735d67fdd3076c7df18691c738925a7aa6c6b91247df4e35322f94",
+            "codec.json": "4b828a5b3031156304813ed274e6cf9c2e3cbaa654c2a6faa9161c0950d00481",
+            "config.json": "675346b32f3ab236c9d7db203d9b861a6f995224194e45e5676b212d1524d364",
+            "generation_config.json": "aea8d3d1c960bf6a6e42cbd25076c6c5f4891b635f9c50708dae62936fafabad",
+            "model.safetensors": "3e7f62929aba6dad9611e430d3c3a9e189fc7d2fd189ef27586be11026ec7d2f",
+            "pianoroll.png": "88f7a8a783823922f255a9e37ccd4666ac11ef84eff7fe859df60bb9e59c5637",
+        },
+        card={
+            "data": "bach_chorales",
+            "data_license": "music21 corpus (BSD-3-Clause); the chorales themselves are public domain",
+            "steps": 300,
+            "hardware": "CPU, 1 thread of a shared 2-core x86_64 VM, 3 min wall",
+            "train_command": "zoo-train experiment=music_transformer_bach",
+            "metric": "val loss (nats/token, validation split of the training data)",
+            "metric_value": 1.4944,
+        },
+    ),
 )}
 
 
