@@ -35,7 +35,8 @@ def _corpus(tmp_path: Path) -> Path:
     return corpus
 
 
-MODEL_DATA = {"gpt": "pydoc", "image_gpt": "digits", "music_transformer": "jsb_chorales"}  # a data option each
+MODEL_DATA = {"gpt": "pydoc", "image_gpt": "digits", "music_transformer": "jsb_chorales",
+              "text2image": "captioned_digits"}  # a data option each
 
 
 @pytest.mark.parametrize("group", GROUPS)

@@ -81,7 +81,7 @@ def _import_all() -> list[str]:
     import importlib
 
     errors = []
-    for mod in ("text", "midi", "jsb", "image"):
+    for mod in ("text", "midi", "jsb", "image", "text_image"):
         try:
             importlib.import_module(f"zoo.codecs.{mod}")
         except ImportError as e:

@@ -25,6 +25,10 @@ Conditioning: class ids in [0, num_classes); id `num_classes` is "no condition" 
 guidance, Ho & Salimans 2022), used when `cond` is None and, during training, for a `cond_dropout`
 fraction of the batch. A model with num_classes == 0 is unconditional.
 
+Prefix hook: the global stream starts with `prefix_len` inputs from `_prefix` (here 1: the class/start
+embedding); zoo/models/text2image.py overrides both to put a caption in front of the start token, and
+`_image_forward` hands back the global outputs at those extra positions.
+
 Decoding (`prefill` / `decode_step`) is exact: the global KV cache advances once per completed patch,
 the local KV cache restarts at every patch.
 
@@ -99,7 +103,8 @@ class ImageGPTCache:
 
     def __init__(self, model: ImageGPT, batch: int, device: torch.device | str, dtype: torch.dtype) -> None:
         c = model.config
-        self.global_kv = KVCache(c.n_layer, batch, c.n_head, c.num_patches, c.n_embd // c.n_head, device, dtype)
+        self.global_kv = KVCache(c.n_layer, batch, c.n_head, model.prefix_len - 1 + c.num_patches,
+                                 c.n_embd // c.n_head, device, dtype)
         self.local_kv = KVCache(c.local_n_layer, batch, c.local_n_head, c.patch_tokens,
                                 c.local_n_embd // c.local_n_head, device, dtype)
         self.tokens = torch.zeros(batch, c.num_patches * c.patch_tokens, dtype=torch.long, device=device)
@@ -117,7 +122,7 @@ class ImageGPT(GenerativeModel):
         self.global_model = nn.ModuleDict(dict(
             cls_emb=nn.Embedding(c.num_classes + 1, c.n_embd),  # last row: no condition / start of image
             patch_emb=nn.Embedding(p * v, c.n_embd),  # row s·V + value: sub-pixel value in slot s
-            wpe=nn.Embedding(n, c.n_embd),
+            wpe=nn.Embedding(self.prefix_len - 1 + n, c.n_embd),  # prefix, then patches 0 .. N − 2
             drop=nn.Dropout(c.dropout),
             h=nn.ModuleList(Block(c.n_embd, c.n_head, layer_idx=i, **block) for i in range(c.n_layer)),
             ln_f=make_norm(c.norm, c.n_embd, c.bias),
@@ -149,6 +154,12 @@ class ImageGPT(GenerativeModel):
 
     # ---- pieces --------------------------------------------------------------------------------
     @property
+    def prefix_len(self) -> int:
+        """Global positions before patch 0's embedding; the last one's output predicts patch 0.
+        Here the class/start token alone; subclasses (text2image) put a caption in front of it."""
+        return 1
+
+    @property
     def max_len(self) -> int:
         return self.config.num_patches * self.config.patch_tokens
 
@@ -165,6 +176,10 @@ class ImageGPT(GenerativeModel):
             accepted = f"0..{k - 1}, or {k} for no condition" if k else "none (this model is unconditional)"
             raise ValueError(f"class id(s) {bad} out of range for num_classes={k}; accepted: {accepted}")
         return cond.long()
+
+    def _prefix(self, cond: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """The global inputs in front of the patches (B, prefix_len, C): here the class/start embedding."""
+        return self._start(cond, batch, device)
 
     def _start(self, cond: Tensor | None, batch: int, device: torch.device) -> Tensor:
         ids = self.class_ids(cond, batch, device)
@@ -218,19 +233,25 @@ class ImageGPT(GenerativeModel):
         """idx (B, t), 1 <= t <= T -> logits (B, t, V); logits[:, i] predicts idx[:, i] from idx[:, :i]."""
         if cache is not None:
             raise ValueError("ImageGPT.forward does not take a cache; decode with prefill / decode_step")
+        return self._image_forward(idx, cond)[0]
+
+    def _image_forward(self, idx: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        """idx (B, t) -> (image logits (B, t, V), global outputs at the prefix positions before the
+        start token (B, prefix_len − 1, C), which subclasses with a caption prefix read)."""
         self._check_tokens(idx)
         b, t = idx.shape
         if t == 0:
             raise ValueError("forward needs at least one token; prefill handles empty prompts")
-        p = self.config.patch_tokens
+        p, m = self.config.patch_tokens, self.prefix_len
         n = -(-t // p)  # patches touched
         patches = F.pad(idx, (0, n * p - t)).view(b, n, p)  # (B, n, P); padding only feeds positions >= t
-        x = torch.cat([self._start(cond, b, idx.device), self._embed_patches(patches[:, :-1])], dim=1)
-        x = self._slices(self._global(x))  # (B, n, P, L): h_k has seen patches < k
+        x = torch.cat([self._prefix(cond, b, idx.device), self._embed_patches(patches[:, :-1])], dim=1)
+        h = self._global(x)  # (B, m − 1 + n, C)
+        x = self._slices(h[:, m - 1:])  # (B, n, P, L): h_k has seen the prefix and patches < k
         if p > 1:  # slot s also sees sub-pixel s − 1 of its own patch
             x = x + F.pad(self.local_model.wte(patches[:, :, :-1]), (0, 0, 1, 0))
         logits = self._local(x.flatten(0, 1))  # (B·n, P, V)
-        return logits.view(b, n * p, -1)[:, :t]
+        return logits.view(b, n * p, -1)[:, :t], h[:, :m - 1]
 
     # ---- decoding ------------------------------------------------------------------------------
     def new_cache(self, batch: int, max_len: int | None = None, *, device: torch.device | str | None = None,
@@ -248,12 +269,12 @@ class ImageGPT(GenerativeModel):
         if n >= self.max_len:
             raise ValueError(f"a prompt of {n} tokens is a whole image ({self.max_len} tokens): nothing to predict")
         if cache is None:  # one dummy token at position n: causality keeps it out of logits[:, n]
-            return self(F.pad(idx, (0, 1)), cond=cond)[:, n]
+            return self._image_forward(F.pad(idx, (0, 1)), cond)[0][:, n]
         if cache.pos != 0:
             raise ValueError(f"prefill needs a fresh cache, this one has consumed {cache.pos} tokens")
         p = self.config.patch_tokens
         k, s = divmod(n, p)  # token n is slot s of patch k
-        x = torch.cat([self._start(cond, b, idx.device), self._embed_patches(idx[:, :k * p].view(b, k, p))], 1)
+        x = torch.cat([self._prefix(cond, b, idx.device), self._embed_patches(idx[:, :k * p].view(b, k, p))], 1)
         cache.slices = self._slices(self._global(x, cache.global_kv)[:, -1:])[:, 0]  # (B, P, L)
         cache.tokens[:, :n] = idx
         cache.pos = n

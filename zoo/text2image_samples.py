@@ -1,0 +1,98 @@
+"""Sampling images from captions: the training callback's caption -> image grids and zoo-sample's command.
+
+`sample_images` is the one call: captions in, image tokens (B, T) out, through `zoo.sampling.generate`
+with the captions as `cond` and, when `guidance_scale` is set, the empty caption as `uncond`
+(classifier-free guidance: logits = u + s·(c − u), one doubled batch, one KV cache).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from zoo.codecs.text_image import TextImageCodec
+from zoo.image_io import save_grid_png
+from zoo.models.base import GenerativeModel
+from zoo.sampling import SamplingConfig, generate
+
+log = logging.getLogger(__name__)
+
+SAMPLES_PER_CAPTION = 8  # columns of the training-time grid
+CAPTIONS_IN_GRID = 6  # rows of that grid: test-split (held-out) captions first
+PADDING = 2
+
+
+@torch.no_grad()
+def sample_images(model: GenerativeModel, codec: TextImageCodec, captions: Sequence[str],
+                  cfg: SamplingConfig | None = None, **overrides: Any) -> Tensor:
+    """One image per caption -> tokens (B, T). "" is the unconditional prompt. `cfg` / overrides:
+    temperature, top_k, top_p, seed, guidance_scale (None or 1 = plain conditional sampling)."""
+    if not captions:
+        raise ValueError("sample_images needs at least one caption")
+    cfg = dataclasses.replace(cfg or SamplingConfig(), **overrides)
+    if cfg.guidance_scale == 1.0:  # u + 1·(c − u) = c: skip the doubled batch
+        cfg = dataclasses.replace(cfg, guidance_scale=None)
+    device = next(model.parameters()).device
+    cond = codec.caption_ids(captions).to(device)
+    uncond = torch.full_like(cond, codec.pad_id)
+    cfg = dataclasses.replace(cfg, max_new_tokens=codec.tokens_per_image, stop_tokens=())
+    rows = generate(model, [[] for _ in captions], cfg, cond=cond, uncond=uncond)
+    return torch.tensor(rows, dtype=torch.long).view(len(captions), codec.tokens_per_image)
+
+
+def caption_grid(model: GenerativeModel, codec: TextImageCodec, captions: Sequence[str], per_caption: int,
+                 path: Path, cfg: SamplingConfig | None = None, **overrides: Any) -> Path:
+    """A PNG grid: one row per caption, `per_caption` samples each; captions listed in `path`.txt."""
+    repeated = [c for c in captions for _ in range(per_caption)]
+    tokens = sample_images(model, codec, repeated, cfg, **overrides)
+    out = save_grid_png(codec.decode_batch(tokens.cpu()), path, nrow=per_caption, padding=PADDING)
+    Path(out).with_suffix(".txt").write_text("".join(f"row {i}: {c!r}\n" for i, c in enumerate(captions)))
+    return out
+
+
+def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, step: int) -> Any:
+    """The training callback's renderer: held-out (test) captions first, then training captions."""
+    from zoo.callbacks import SampleSet
+
+    captions: list[str] = []
+    for split in ("test", "val"):
+        for c in getattr(datamodule, "splits", {}).get(split, (None, []))[1]:
+            if c not in captions and len(captions) < CAPTIONS_IN_GRID:
+                captions.append(c)
+    captions = captions or [""]
+    path = caption_grid(module.model, module.codec, captions, SAMPLES_PER_CAPTION, out_dir / f"step_{step:06d}.png",
+                        cfg)
+    return SampleSet(images=[path], texts=[(c, f" -> row {i} of {path.name}") for i, c in enumerate(captions)])
+
+
+def sample_command(model: GenerativeModel, codec: TextImageCodec, opts: dict[str, Any]) -> None:
+    """zoo-sample for text-to-image: prompt= or prompts= captions (rows) × num_samples (columns) -> PNG.
+
+    Keys used: prompt, prompts, num_samples, guidance (null or 1 = none), temperature, top_k, top_p,
+    min_p, seed, out (folder, default ./samples). No prompt = the empty caption (unconditional).
+    """
+    for key in ("labels", "primer", "stop"):
+        if opts.get(key) not in (None, [], ""):
+            raise SystemExit(f"zoo-sample: `{key}` does not apply to a text-to-image model (use prompt=)")
+    captions = list(opts.get("prompts") or [])
+    if opts.get("prompt") is not None:
+        captions.append(str(opts["prompt"]))
+    captions = captions or [""]
+    guidance = opts.get("guidance")
+    try:
+        for c in captions:
+            codec.encode_caption(c)  # unknown characters / too long (on_long=error) fail here
+        cfg = SamplingConfig(temperature=opts.get("temperature", 1.0), top_k=opts.get("top_k"),
+                             top_p=opts.get("top_p"), min_p=opts.get("min_p"), seed=opts.get("seed"),
+                             guidance_scale=None if guidance is None else float(guidance))
+    except ValueError as e:
+        raise SystemExit(f"zoo-sample: {e}") from e
+    n = int(opts.get("num_samples") or 1)
+    path = caption_grid(model, codec, captions, n, Path(opts.get("out") or "samples") / "text2image.png", cfg)
+    print(f"wrote {path}: {len(captions)} caption(s) × {n} sample(s): {captions}")
