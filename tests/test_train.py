@@ -272,3 +272,34 @@ def test_cli_multirun_writes_each_job_to_its_own_folder(tmp_path):
     assert [c.parents[1].name for c in ckpts] == ["0", "1"]
     layers = [model_from_checkpoint(c)[2]["model_config"]["n_layer"] for c in ckpts]
     assert layers == [1, 2]
+
+
+def test_nonfinite_loss_stops_with_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    from zoo.lit_module import NonFiniteLossError
+
+    class Poison(L.Callback):  # corrupt the weights before step 3's forward (step 2's checkpoint is written)
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 2:
+                with torch.no_grad():
+                    pl_module.model.transformer.wte.weight.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss nan at step 2 \(batch 2"):
+        run(compose_train([*TINY, f"run_dir={tmp_path}"]), extra_callbacks=[Poison()])
+    ckpt = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 2
+    assert torch.isfinite(ckpt["state_dict"]["model.transformer.wte.weight"]).all()
+
+
+def test_nonfinite_weights_are_never_written_over_a_good_checkpoint(tmp_path):
+    from zoo.lit_module import NonFiniteLossError
+
+    class Poison(L.Callback):  # the step-4 update "diverges": weights turn NaN before step 4's checkpoint
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 4:
+                with torch.no_grad():
+                    pl_module.model.lm_head.weight.fill_(float("inf"))
+
+    with pytest.raises(NonFiniteLossError, match=r"non-finite weights at step 4.*not saved"):
+        run(compose_train([*TINY, f"run_dir={tmp_path}"]), extra_callbacks=[Poison()])
+    ckpt = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 2 and torch.isfinite(ckpt["state_dict"]["model.lm_head.weight"]).all()

@@ -154,4 +154,9 @@ class GenerativeModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Never replace a good checkpoint with diverged weights: raising here aborts the save.
+        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteLossError(f"non-finite weights at step {self.global_step} in {bad[:3]}: checkpoint not "
+                                     "saved, the previous one is kept. Lower the learning rate or check the data.")
         checkpoint["zoo"] = self.zoo_metadata()
