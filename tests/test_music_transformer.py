@@ -25,8 +25,8 @@ from zoo.codecs.jsb import JSBGridCodec
 from zoo.codecs.midi import PerformanceCodec, load_midi, notes_to_midi
 from zoo.models.base import MODELS, build_model
 from zoo.models.music_transformer import MusicTransformer, MusicTransformerConfig
-from zoo.music_samples import continue_ids, ids_to_midi, sample_command
-from zoo.sampling import SamplingConfig, generate
+from zoo.music_samples import ids_to_midi, sample_command
+from zoo.sampling import SamplingConfig, generate, generate_sliding
 from zoo.train import run
 
 PERF = PerformanceCodec()
@@ -111,7 +111,7 @@ def test_cached_decoding_equals_full_recomputation_through_sampling(max_rel):
 
 
 def test_sliding_window_continues_past_the_context_on_voice_boundaries(monkeypatch):
-    import zoo.music_samples as ms
+    import zoo.sampling as sampling
 
     model = tiny(vocab_size=50, block_size=32)
     calls: list[list[list[int]]] = []  # per window: the context of each row
@@ -120,10 +120,10 @@ def test_sliding_window_continues_past_the_context_on_voice_boundaries(monkeypat
         calls.append([list(p) for p in prompts])
         return generate(m, prompts, cfg, **kw)
 
-    monkeypatch.setattr(ms, "generate", spy)
+    monkeypatch.setattr(sampling, "generate", spy)
     prompt = [1, *range(4, 12)]
     cfg = SamplingConfig(max_new_tokens=100, temperature=1.0, seed=3)
-    out = continue_ids(model, [prompt, prompt], cfg, align=4)
+    out = generate_sliding(model, [prompt, prompt], cfg, align=4)
     assert [len(r) for r in out] == [100, 100]
     assert calls[0] == [prompt, prompt] and len(calls) > 2  # several windows
     done = len(prompt) + sum(32 - len(c[0]) for c in calls[:1])  # sequence length before window 1
@@ -135,9 +135,9 @@ def test_sliding_window_continues_past_the_context_on_voice_boundaries(monkeypat
             assert 0 < len(ctx) <= 16 and (done - len(ctx)) % 4 == 0
             assert full[done - len(ctx):done] == ctx
         done += 32 - len(contexts[0])
-    monkeypatch.setattr(ms, "generate", generate)
-    assert continue_ids(model, [prompt], cfg, align=4) == continue_ids(model, [prompt], cfg, align=4)  # seeded
-    stopped = continue_ids(model, [prompt], SamplingConfig(max_new_tokens=100, temperature=1.0, seed=3,
+    monkeypatch.setattr(sampling, "generate", generate)
+    assert generate_sliding(model, [prompt], cfg, align=4) == generate_sliding(model, [prompt], cfg, align=4)  # seeded
+    stopped = generate_sliding(model, [prompt], SamplingConfig(max_new_tokens=100, temperature=1.0, seed=3,
                                                            stop_tokens=tuple(range(50))), align=4)
     assert len(stopped[0]) == 1  # every id is a stop token: one token, then the row ends
 
@@ -146,7 +146,7 @@ def test_sliding_window_continues_past_the_context_on_voice_boundaries(monkeypat
 @pytest.mark.parametrize("codec", [PERF, JSBGridCodec()], ids=["performance", "jsb"])
 def test_samples_decode_to_valid_midi_that_reopens(codec, tmp_path):
     model = tiny(vocab_size=codec.vocab_size, block_size=64, std=0.1)
-    rows = continue_ids(model, [[codec.bos_id]] * 3, SamplingConfig(max_new_tokens=150, seed=0), align=1)
+    rows = generate_sliding(model, [[codec.bos_id]] * 3, SamplingConfig(max_new_tokens=150, seed=0), align=1)
     total = 0
     for i, ids in enumerate(rows):
         pm = ids_to_midi(codec, [codec.bos_id, *ids])

@@ -44,3 +44,13 @@ def test_num_samples_per_prompt_and_unknown_characters():
     assert [p for p, _ in out] == ["the", "the", "a", "a"]
     with pytest.raises(ValueError, match="Z"):
         generate_text(_model(codec.vocab_size), codec, ["Zebra"], max_new_tokens=5)
+
+
+def test_generation_longer_than_the_context_slides_a_window():
+    codec = CharCodec.fit(TEXT)
+    model = _model(codec.vocab_size)  # context of 64 characters
+    pieces: list[str] = []
+    [(_, text)] = generate_text(model, codec, ["the quick "], max_new_tokens=150, seed=0, on_text=pieces.append)
+    assert len(text) == 150 and "".join(pieces) == text
+    [(_, again)] = generate_text(model, codec, ["the quick "], max_new_tokens=150, seed=0)
+    assert again == text  # deterministic under a seed

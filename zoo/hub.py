@@ -273,12 +273,12 @@ class Pretrained:
 
     def _generate_music(self, primer: str | Path | None = None, out: str | Path | None = None,
                         **options: Any) -> Any:
-        from zoo.music_samples import continue_ids, ids_to_midi, primer_ids, window_alignment
-        from zoo.sampling import SamplingConfig
+        from zoo.music_samples import ids_to_midi, primer_ids, window_alignment
+        from zoo.sampling import SamplingConfig, generate_sliding
 
         prompt = primer_ids(self.codec, primer) if primer is not None else [self.codec.bos_id]
         cfg = SamplingConfig(**self.sampling_options(**options), stop_tokens=(self.codec.eos_id,))
-        ids = continue_ids(self.model, [prompt], cfg, align=window_alignment(self.codec))[0]
+        ids = generate_sliding(self.model, [prompt], cfg, align=window_alignment(self.codec))[0]
         pm = ids_to_midi(self.codec, prompt + ids)
         if out is not None:
             Path(out).parent.mkdir(parents=True, exist_ok=True)

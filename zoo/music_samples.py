@@ -6,7 +6,7 @@ written as `.mid`, and, when asked, as `.wav` (zoo.music_render.synthesize), a p
 and (training only) a mel-spectrogram `.png`.
 
 Length. A continuation longer than the model's context is generated with a sliding window
-(`continue_ids`): once a row's sequence fills the context, it is cropped to its last half and
+(`zoo.sampling.generate_sliding`): once a row's sequence fills the context, it is cropped to its last half and
 generation resumes from there (re-prefilling the kept half), so each new token sees at least half
 a context of music. With relative attention and no absolute positions (the Music Transformer
 default) the model computes the same function wherever a window starts; a model with learned
@@ -27,14 +27,13 @@ from typing import Any
 
 import numpy as np
 import pretty_midi
-import torch
 
 from zoo.callbacks import SampleSet
 from zoo.codecs.base import Codec
 from zoo.codecs.jsb import JSBGridCodec
 from zoo.codecs.midi import MidiError, PerformanceCodec, load_midi
 from zoo.music_render import mel_spectrogram, piano_roll_png, render_wav, write_midi
-from zoo.sampling import SamplingConfig, generate
+from zoo.sampling import SamplingConfig, generate_sliding
 
 log = logging.getLogger(__name__)
 
@@ -57,53 +56,6 @@ def ids_to_midi(codec: Codec, ids: Sequence[int]) -> pretty_midi.PrettyMIDI:
 def window_alignment(codec: Codec) -> int:
     """Sliding windows start at multiples of this many tokens into the framed sequence (BOS at 0)."""
     return codec.voices if isinstance(codec, JSBGridCodec) else 1
-
-
-def continue_ids(model: torch.nn.Module, prompts: Sequence[Sequence[int]], cfg: SamplingConfig, *,
-                 align: int = 1) -> list[list[int]]:
-    """Generate `cfg.max_new_tokens` ids after each prompt, sliding a window past the context.
-
-    prompts: B framed sequences (from BOS on, so that `align` refers to BOS at index 0). A context
-    holds at most half the model's length of the sequence so far (its tail, starting at a multiple
-    of `align`), so each window generates at least half a context of new tokens (module docstring).
-    With `cfg.seed` set, window w draws with seed `cfg.seed + w`. Returns the new ids per row; a row
-    that produced one of `cfg.stop_tokens` ends there (the stop token included).
-    """
-    ctx = model.max_len
-    keep = (ctx // 2) // align * align
-    if keep < 1:
-        raise ValueError(f"the model's context of {ctx} tokens is too short to slide windows of {align}-token "
-                         "steps; it needs at least 2 steps")
-    seqs = [list(map(int, p)) for p in prompts]
-    if any(not s for s in seqs):
-        raise ValueError("every prompt needs at least one token (start from the codec's BOS id)")
-    new: list[list[int]] = [[] for _ in seqs]
-    active = list(range(len(seqs)))
-    stops = set(cfg.stop_tokens)
-    window = 0
-    while active:
-        contexts = []
-        for r in active:
-            s = seqs[r]
-            start = 0 if len(s) <= keep else -(-(len(s) - keep) // align) * align
-            contexts.append(s[start:])
-        remaining = cfg.max_new_tokens - len(new[active[0]])  # active rows have generated equally much
-        n = min(remaining, ctx - max(len(c) for c in contexts))
-        if n <= 0:
-            break
-        seed = None if cfg.seed is None else cfg.seed + window
-        out = generate(model, contexts, cfg, max_new_tokens=n, seed=seed)
-        still = []
-        for r, ids in zip(active, out):
-            seqs[r].extend(ids)
-            new[r].extend(ids)
-            if len(ids) == n and not (stops and ids and ids[-1] in stops) and len(new[r]) < cfg.max_new_tokens:
-                still.append(r)
-        active = still
-        window += 1
-        if active:
-            log.debug("sliding window %d: %d rows continue", window, len(active))
-    return new
 
 
 def note_summary(pm: pretty_midi.PrettyMIDI) -> str:
@@ -159,7 +111,7 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
         n = max(align, (model.max_len // 4) // align * align) + 1  # BOS + whole steps
         prompts["continue_val0"] = [int(i) for i in val[0][:n]]
     cfg = dataclasses.replace(cfg, stop_tokens=(codec.eos_id,))
-    rows = continue_ids(model, list(prompts.values()), cfg, align=align)
+    rows = generate_sliding(model, list(prompts.values()), cfg, align=align)
     out = SampleSet()
     for (label, prompt), ids in zip(prompts.items(), rows):
         pm = ids_to_midi(codec, prompt + ids)
@@ -214,7 +166,7 @@ def sample_command(model: Any, codec: Codec, opts: dict[str, Any]) -> None:
     if len(prompt) + cfg.max_new_tokens > ctx:
         print(f"max_new_tokens={cfg.max_new_tokens} goes past the context of {ctx} tokens: generating with a "
               f"sliding window (each window keeps the last {ctx // 2} tokens)")
-    rows = continue_ids(model, [prompt] * num_samples, cfg, align=window_alignment(codec))
+    rows = generate_sliding(model, [prompt] * num_samples, cfg, align=window_alignment(codec))
     stem = f"{Path(primer).stem}_continued" if primer else "sample"
     for i, ids in enumerate(rows):
         pm = ids_to_midi(codec, prompt + ids)

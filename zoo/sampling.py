@@ -15,6 +15,7 @@ min-p (keep tokens with p >= min_p · p_max), each filter seeing the previous on
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -210,3 +211,53 @@ def _decode(model: GenerativeModel, rows: list[list[int]], cfg: SamplingConfig, 
             fed = seq[:, :pos + 1]
             logits = model.prefill(torch.cat([fed, fed]) if guided else fed, cond=cond)
     return [[t for t in row if t >= 0] for row in torch.stack(emitted_steps, 1).tolist()]
+
+
+def generate_sliding(model: GenerativeModel, prompts: Sequence[Sequence[int]], cfg: SamplingConfig, *,
+                     align: int = 1, on_token: Callable[[int, Tensor], None] | None = None) -> list[list[int]]:
+    """Generate `cfg.max_new_tokens` ids after each prompt, sliding a window past the context.
+
+    Used when prompt + max_new_tokens exceed `model.max_len` (music, long text): each window is an
+    ordinary cached `generate` call.
+
+    prompts: B framed sequences (from BOS on, so that `align` refers to BOS at index 0). A context
+    holds at most half the model's length of the sequence so far (its tail, starting at a multiple
+    of `align`), so each window generates at least half a context of new tokens (module docstring).
+    With `cfg.seed` set, window w draws with seed `cfg.seed + w`. Returns the new ids per row; a row
+    that produced one of `cfg.stop_tokens` ends there (the stop token included).
+    """
+    ctx = model.max_len
+    keep = (ctx // 2) // align * align
+    if keep < 1:
+        raise ValueError(f"the model's context of {ctx} tokens is too short to slide windows of {align}-token "
+                         "steps; it needs at least 2 steps")
+    seqs = [list(map(int, p)) for p in prompts]
+    if any(not s for s in seqs):
+        raise ValueError("every prompt needs at least one token (start from the codec's BOS id)")
+    new: list[list[int]] = [[] for _ in seqs]
+    active = list(range(len(seqs)))
+    stops = set(cfg.stop_tokens)
+    window = 0
+    while active:
+        contexts = []
+        for r in active:
+            s = seqs[r]
+            start = 0 if len(s) <= keep else -(-(len(s) - keep) // align) * align
+            contexts.append(s[start:])
+        remaining = cfg.max_new_tokens - len(new[active[0]])  # active rows have generated equally much
+        n = min(remaining, ctx - max(len(c) for c in contexts))
+        if n <= 0:
+            break
+        seed = None if cfg.seed is None else cfg.seed + window
+        out = generate(model, contexts, cfg, max_new_tokens=n, seed=seed, on_token=on_token)
+        still = []
+        for r, ids in zip(active, out):
+            seqs[r].extend(ids)
+            new[r].extend(ids)
+            if len(ids) == n and not (stops and ids and ids[-1] in stops) and len(new[r]) < cfg.max_new_tokens:
+                still.append(r)
+        active = still
+        window += 1
+        if active:
+            logging.getLogger(__name__).debug("sliding window %d: %d rows continue", window, len(active))
+    return new

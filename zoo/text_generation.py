@@ -8,7 +8,7 @@ from typing import Any
 from zoo.codecs.base import Codec
 from zoo.codecs.text import StreamDecoder
 from zoo.models.base import GenerativeModel
-from zoo.sampling import SamplingConfig, generate
+from zoo.sampling import SamplingConfig, generate, generate_sliding
 
 
 def generate_text(model: GenerativeModel, codec: Codec, prompts: Sequence[str], *, num_samples: int = 1,
@@ -17,7 +17,8 @@ def generate_text(model: GenerativeModel, codec: Codec, prompts: Sequence[str], 
     """Sample `num_samples` continuations of each prompt; return (prompt, continuation) pairs.
 
     An empty prompt starts from the codec's end-of-text token when it has one, else from "\\n".
-    Stop strings end a sample; the returned text is cut just before the stop string.
+    Stop strings end a sample; the returned text is cut just before the stop string. Longer than
+    the model's context, generation slides a window (`zoo.sampling.generate_sliding`).
     `on_text`, for a single row, receives the text as it is generated (streaming).
     """
     rows = [p for p in prompts for _ in range(num_samples)]
@@ -35,7 +36,12 @@ def generate_text(model: GenerativeModel, codec: Codec, prompts: Sequence[str], 
         if tok >= 0 and tok != eos:
             on_text(stream.push(tok))
 
-    out = generate(model, ids, cfg, on_token=on_token if stream else None, should_stop=should_stop if stop else None)
+    if any(len(i) + cfg.max_new_tokens > model.max_len for i in ids):
+        # Past the context: slide a window (stop strings are then applied to the finished text).
+        out = generate_sliding(model, ids, cfg, on_token=on_token if stream else None)
+    else:
+        out = generate(model, ids, cfg, on_token=on_token if stream else None,
+                       should_stop=should_stop if stop else None)
     if stream is not None:
         on_text(stream.flush())
     texts = []
