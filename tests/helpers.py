@@ -29,7 +29,7 @@ def compose_train(overrides: list[str], config_name: str = "train"):
 
 def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a zoo console script (`zoo-train ...`) through the current interpreter."""
-    module = {"zoo-train": "zoo.train", "zoo-sample": "zoo.sample", "zoo-bench": "zoo.bench"}[args[0]]
+    module = {"zoo-train": "zoo.train", "zoo-sample": "zoo.sample", "zoo-export": "zoo.export"}[args[0]]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args[1:]], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
