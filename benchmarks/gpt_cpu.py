@@ -50,6 +50,7 @@ import torch.nn.functional as F
 import transformers
 from torch import Tensor
 
+from zoo.machine import cpu_name
 from zoo.models.gpt import GPT
 from zoo.sampling import generate
 
@@ -186,11 +187,7 @@ def bench_decoding(vocab: int, rounds: int) -> dict:
 
 
 def machine() -> dict:
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
+    cpu = cpu_name()
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "platform": platform.platform()}

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import torch
 
+from zoo.machine import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"bpd": 1.85, "guided_accuracy": 0.95, "cache_speedup": 5.0}
 PIXEL = ["data.patch_size=1", "model.local_n_layer=0", "model.n_layer=4"]  # ~ the patch model's size
@@ -114,11 +116,7 @@ def cache_speed(model, codec, batches: list[int], rounds: int = 3) -> list[dict]
 
 
 def machine(threads: int) -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
+    model = cpu_name()
     return f"{model}, {os.cpu_count()} logical CPUs, {threads} thread(s) used"
 
 

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from zoo.data.base import IGNORE_INDEX, BatchStream
 from zoo.data.music import BachChoralesDataModule, JSBChoralesDataModule, MusicDataModule
 from zoo.lit_module import lr_lambda
+from zoo.machine import cpu_name
 from zoo.models.music_transformer import MusicTransformer, MusicTransformerConfig
 
 SIZE = dict(n_layer=4, n_head=4, n_embd=128, dropout=0.0)
@@ -131,7 +132,7 @@ def run_arm(name: str, arm: dict, dm: MusicDataModule, steps: int, batch_size: i
 
 
 def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
+    return {"cpu": cpu_name(), "logical_cpus": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
 
 

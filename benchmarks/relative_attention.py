@@ -45,7 +45,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -58,6 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.attention import relative_self_attention
+from zoo.machine import cpu_name
 
 HEADS, HEAD_DIM, BATCH = 8, 64, 1
 NAIVE_ROUNDS = 2  # naive Shaw is 50-100x slower: timed in the first rounds only, its times are context
@@ -164,11 +164,7 @@ def naive_estimate_gib(t: int, dtype: torch.dtype) -> float:
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
+    model = cpu_name()
     return f"{model}, {os.cpu_count()} logical CPUs, 1 thread used"
 
 
