@@ -123,6 +123,11 @@ def _log_media(logger: Any, samples: SampleSet, step: int) -> None:
             logger.experiment.add_text(f"samples/{i}", f"**{p}**{s}", global_step=step)
 
 
+def monitoring_callbacks(logger_cfg: dict[str, Any]) -> list[L.Callback]:
+    """Callbacks that observe training for the loggers (added by zoo-train after sampling)."""
+    return []
+
+
 class ProgressBar(RichProgressBar):
     """Rich progress bar over optimizer steps (a zoo run is one long "epoch" of random crops)."""
 

@@ -28,7 +28,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from zoo.callbacks import ProgressBar, SampleCallback
+    from zoo.callbacks import ProgressBar, SampleCallback, monitoring_callbacks
     from zoo.tracking import build_logger
 
     resolved = resolve(cfg, "zoo-train")
@@ -52,6 +52,7 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
                         every_n_train_steps=cfg.checkpoint.every_n_steps, save_last=True, save_top_k=1,
                         monitor="val/loss", mode="min", save_on_train_epoch_end=False),
         sample_cb,
+        *monitoring_callbacks(OmegaConf.to_container(cfg.logger)),
         *(extra_callbacks or []),
     ]
     logger = build_logger(OmegaConf.to_container(cfg.logger), run_dir=run_dir, name=cfg.name, config=resolved)
