@@ -1,23 +1,31 @@
-"""Training callbacks: periodic samples (logged as media and saved under the run folder).
+"""Training callbacks: periodic samples (saved under the run folder, logged as media), monitoring for
+the loggers (gradient norm, model summary and parameter count) and the progress bar.
 
 How samples are drawn and rendered depends on the domain; each domain registers a `SampleRenderer`
-keyed by codec type. Text is here; images and music register theirs from their own modules.
+keyed by codec type. Text is here; images and music register theirs from their own modules. How the
+media reach each logger is `zoo.tracking.log_media`.
 """
 
 from __future__ import annotations
 
+import html
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import Logger, WandbLogger
+from torch import Tensor
 
 from zoo.codecs.base import Codec
 from zoo.sampling import SamplingConfig, generate
+from zoo.tracking import log_media
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +35,14 @@ class SampleSet:
     """What a renderer produced for one step: text rows and/or media files, ready to log."""
 
     texts: list[tuple[str, str]] = field(default_factory=list)  # (prompt, sample)
-    images: list[Path] = field(default_factory=list)
-    audio: list[Path] = field(default_factory=list)
+    images: list[Path] = field(default_factory=list)  # grids, piano rolls ...: every file is under the run folder
+    audio: list[Path] = field(default_factory=list)  # .wav files
+    captions: dict[str, str] = field(default_factory=dict)  # str(path of an image or audio file) -> caption
+    labelled: list[tuple[Path, str]] = field(default_factory=list)  # one image per condition: (file, class/caption)
+
+    def caption(self, path: str | Path) -> str:
+        """The caption of one of `images` / `audio` ("" when it has none)."""
+        return self.captions.get(str(path), "")
 
 
 # (module, datamodule, sampling config, output folder, step) -> SampleSet
@@ -80,6 +94,7 @@ class SampleCallback(L.Callback):
         self.every_n_steps, self.num_samples = every_n_steps, num_samples
         self.sampling = SamplingConfig(**sampling)
         self.last: SampleSet | None = None
+        self._last_step: int | None = None  # no second set at the end when the last step already sampled
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step
@@ -87,7 +102,8 @@ class SampleCallback(L.Callback):
             self.sample(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.sample(trainer, pl_module)
+        if self._last_step != trainer.global_step:
+            self.sample(trainer, pl_module)
 
     def sample(self, trainer: L.Trainer, pl_module: L.LightningModule) -> SampleSet | None:
         codec = getattr(pl_module, "codec", None)
@@ -100,36 +116,208 @@ class SampleCallback(L.Callback):
         step = trainer.global_step
         with torch.random.fork_rng():  # sampling must not change the training RNG stream
             samples = renderer(pl_module, trainer.datamodule, self.sampling, self.out_dir, step)
-        self.last = samples
+        self.last, self._last_step = samples, step
         for logger in trainer.loggers:
-            _log_media(logger, samples, step)
+            log_media(logger, samples, step)
         return samples
 
 
-def _log_media(logger: Any, samples: SampleSet, step: int) -> None:
-    name = type(logger).__name__
-    if name == "WandbLogger":
-        if samples.texts:
-            logger.log_text("samples/text", columns=["step", "prompt", "sample"],
-                            data=[[step, p, s] for p, s in samples.texts], step=step)
-        if samples.images:
-            logger.log_image("samples/images", [str(p) for p in samples.images], step=step)
-        if samples.audio:
-            import wandb
+# ---- monitoring ---------------------------------------------------------------------------------------
 
-            logger.experiment.log({"samples/audio": [wandb.Audio(str(p)) for p in samples.audio]}, step=step)
-    elif name == "TensorBoardLogger":
-        for i, (p, s) in enumerate(samples.texts):
-            logger.experiment.add_text(f"samples/{i}", f"**{p}**{s}", global_step=step)
+def grad_norm(parameters: Iterable[Tensor]) -> Tensor | None:
+    """Total L2 norm of the parameters' gradients, a float32 scalar; None when no parameter has one.
+
+    DDP gradients are already averaged across processes when this runs (every rank gets the same norm).
+    FSDP2 gradients are DTensor shards: their norm is reduced over the device mesh (`full_tensor`, a
+    collective, so every rank must call this), giving every rank the norm of the whole gradient.
+    """
+    from torch.distributed.tensor import DTensor
+
+    plain: list[Tensor] = []
+    sharded: list[Tensor] = []
+    for p in parameters:
+        if p.grad is not None:
+            (sharded if isinstance(p.grad, DTensor) else plain).append(p.grad)
+    if not plain and not sharded:
+        return None
+    squares = [torch.linalg.vector_norm(g, dtype=torch.float32).square() for g in plain]
+    if sharded:
+        norm = torch.nn.utils.get_total_norm(sharded, 2.0)  # DTensor with a pending (partial) reduction
+        norm = norm.full_tensor() if isinstance(norm, DTensor) else norm
+        squares.append(norm.float().square())
+    device = squares[0].device
+    return torch.stack([s.to(device) for s in squares]).sum().sqrt()
+
+
+class GradNormMonitor(L.Callback):
+    """Logs `grad_norm`, the total L2 norm of the gradients before clipping, at every optimizer step.
+
+    Lightning calls `on_before_optimizer_step` after AMP has unscaled the gradients and before it
+    clips them, so the value is the raw gradient norm in fp32 units. If it cannot be computed (an
+    unusual strategy) it is skipped with one warning and training goes on.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = True
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        if not self.enabled:
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        try:
+            norm = grad_norm(params)
+        except (RuntimeError, NotImplementedError, TypeError) as e:
+            log.warning("grad_norm is not logged: it cannot be computed under %s (%s)",
+                        type(trainer.strategy).__name__, e)
+            self.enabled = False
+            return
+        if norm is not None:
+            pl_module.log("grad_norm", norm, on_step=True, on_epoch=False, batch_size=1)
+
+
+def parameter_counts(module: torch.nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts. Sharded (FSDP2) parameters count their full size."""
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def model_summary_text(module: L.LightningModule, max_depth: int = 3) -> str:
+    """Lightning's layer table (names, types, parameter counts) followed by the module tree."""
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+
+    try:
+        table = str(ModelSummary(module, max_depth=max_depth))
+    except Exception as e:  # a convenience (it may not know a strategy's sharded modules); the tree follows
+        table = f"(layer table unavailable: {e})"
+    return f"{table}\n\n{module.model if hasattr(module, 'model') else module}\n"
+
+
+class ModelSummaryLogger(L.Callback):
+    """At fit start: writes `model_summary.txt` in the run folder and logs the parameter counts and the
+    summary. W&B: config and summary fields `params/total`, `params/trainable` and an HTML panel
+    `model/summary`; other loggers: hyperparameters `params/total`, `params/trainable`, scalars
+    `params_total`, `params_trainable` (TensorBoard also gets the summary as text)."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        total, trainable = parameter_counts(pl_module)
+        if not trainer.is_global_zero:
+            return
+        text = model_summary_text(pl_module)
+        run_dir = Path(trainer.default_root_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "model_summary.txt").write_text(text)
+        log.info("model: %s parameters (%s trainable)", f"{total:,}", f"{trainable:,}")
+        counts = {"params/total": total, "params/trainable": trainable}
+        for logger in trainer.loggers:
+            _log_model_info(logger, counts, text, trainer.global_step)
+
+
+def _log_model_info(logger: Logger, counts: dict[str, int], text: str, step: int) -> None:
+    if isinstance(logger, WandbLogger):
+        import wandb
+
+        run = logger.experiment
+        run.config.update(counts, allow_val_change=True)
+        for key, value in counts.items():
+            run.summary[key] = value
+        logger.log_metrics({"model/summary": wandb.Html(f"<pre>{html.escape(text)}</pre>")}, step=step)
+        return
+    logger.log_hyperparams(counts)
+    logger.log_metrics({k.replace("/", "_"): float(v) for k, v in counts.items()}, step=step)
+    experiment = getattr(logger, "experiment", None)
+    if hasattr(experiment, "add_text"):  # TensorBoard: a 4-space indent makes a markdown code block
+        experiment.add_text("model/summary", "".join(f"    {line}\n" for line in text.splitlines()), global_step=step)
 
 
 def monitoring_callbacks(logger_cfg: dict[str, Any]) -> list[L.Callback]:
-    """Callbacks that observe training for the loggers (added by zoo-train after sampling)."""
-    return []
+    """Callbacks that observe training for the loggers (added by zoo-train after sampling): the gradient
+    norm and the model summary, for every logger kind but `none`."""
+    if logger_cfg.get("kind") == "none":
+        return []
+    return [GradNormMonitor(), ModelSummaryLogger()]
 
+
+# ---- progress bar -------------------------------------------------------------------------------------
 
 class ProgressBar(RichProgressBar):
-    """Rich progress bar over optimizer steps (a zoo run is one long "epoch" of random crops)."""
+    """Rich progress bar over optimizer steps (a zoo run is one long "epoch" of random crops).
+
+    The training bar counts `global_step` up to `max_steps` (a resumed run starts at its resumed
+    step) and shows, besides the prog-bar metrics, the throughput as `tok/s` and the time left as
+    `eta`, measured on the steps of this process only (so a resume does not count as instant steps).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._clock: tuple[int, float] | None = None  # (global_step, time.monotonic()) when training started
+
+    @property
+    def total_train_batches(self) -> int | float:
+        max_steps = self.trainer.max_steps
+        return max_steps if max_steps is not None and max_steps > 0 else super().total_train_batches
 
     def _get_train_description(self, current_epoch: int) -> str:
-        return "train"
+        return f"{'train':{len(self.validation_description)}}"  # padded: no flicker against "Validation"
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._clock = (trainer.global_step, time.monotonic())
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._start_at_global_step()
+
+    def _initialize_train_progress_bar_id(self) -> None:
+        super()._initialize_train_progress_bar_id()
+        self._start_at_global_step()
+
+    def _start_at_global_step(self) -> None:
+        # reset (not update): the steps before a resume must not count towards rich's speed estimate
+        if self.progress is not None and self.train_progress_bar_id is not None:
+            self.progress.reset(self.train_progress_bar_id, total=self.total_train_batches,
+                                completed=self.trainer.global_step, description=self._get_train_description(0))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self.is_disabled and self.train_progress_bar_id is None:
+            self._initialize_train_progress_bar_id()
+        self._update(self.train_progress_bar_id, trainer.global_step)  # optimizer steps, not batches
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
+
+    def configure_columns(self, trainer: L.Trainer) -> list:
+        return super().configure_columns(trainer)[:3]  # description, bar, steps/total; time and speed: metrics
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        return self.format_metrics(items, eta_s=self.eta_seconds(trainer.global_step, trainer.max_steps))
+
+    def eta_seconds(self, step: int, max_steps: int, now: float | None = None) -> float | None:
+        """Seconds left until `max_steps` at this process's average pace so far; None before the first
+        step of this process or without a step budget."""
+        if self._clock is None or max_steps is None or max_steps <= 0:
+            return None
+        step0, t0 = self._clock
+        elapsed = (time.monotonic() if now is None else now) - t0
+        if step <= step0 or elapsed <= 0:
+            return None
+        return max(0, max_steps - step) * elapsed / (step - step0)
+
+    @staticmethod
+    def format_metrics(metrics: dict[str, Any], eta_s: float | None) -> dict[str, Any]:
+        """The bar's metrics: Lightning's `v_num` dropped, `tokens_per_s` shown as `tok/s` with a k/M
+        suffix, and `eta` as H:MM:SS ("-:--:--" while unknown), last."""
+        out = {k: v for k, v in metrics.items() if k not in ("v_num", "tokens_per_s")}
+        if "tokens_per_s" in metrics:
+            out["tok/s"] = human_count(float(metrics["tokens_per_s"]))
+        out["eta"] = "-:--:--" if eta_s is None else str(timedelta(seconds=round(eta_s)))
+        return out
+
+
+def human_count(x: float) -> str:
+    """1234.5 -> "1.23k", 2_500_000 -> "2.50M", 12.3 -> "12.3" (three significant digits or more)."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{suffix}" if abs(x) < 100 * div else f"{x / div:.0f}{suffix}"
+    return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"

@@ -89,10 +89,19 @@ def hide_below(codec: ImagePatchCodec, images: Tensor, rows: int) -> Tensor:
     return images
 
 
+def class_label(codec: ImagePatchCodec, class_id: int) -> str:
+    """"class 3", or "class 3 (cat)" when the codec's class name says more than the id."""
+    names = codec.class_names or []
+    name = names[class_id] if class_id < len(names) else str(class_id)
+    return f"class {class_id}" if name == str(class_id) else f"class {class_id} ({name})"
+
+
 def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, step: int) -> Any:
     """The training callback's image renderer: a grid of samples (rows = classes, SAMPLES_PER_CLASS
     columns; UNCONDITIONAL_ROWS rows without classes) and, when the datamodule has a test split, a
-    completion grid (rows: originals, their top half given, the completions). Returns a SampleSet."""
+    completion grid (rows: originals, their top half given, the completions), captioned with the
+    classes they show. A class-conditional model also gets one strip per class (`step_<step>/class_<id>.png`,
+    `SampleSet.labelled`, captioned with the class). Returns a SampleSet."""
     from zoo.callbacks import SampleSet
 
     model, codec = module.model, module.codec
@@ -100,8 +109,16 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
     labels = torch.arange(k).repeat_interleave(SAMPLES_PER_CLASS) if k else None
     scfg = cfg if k else dataclasses.replace(cfg, guidance_scale=None)
     tokens = sample_tokens(model, codec, labels, num=UNCONDITIONAL_ROWS * SAMPLES_PER_CLASS, cfg=scfg)
-    paths = [save_grid_png(codec.decode_batch(tokens.cpu()), out_dir / f"step_{step:06d}.png",
-                           nrow=SAMPLES_PER_CLASS, padding=PADDING)]
+    images = codec.decode_batch(tokens.cpu())  # (rows·SAMPLES_PER_CLASS, C, H, W), class-major
+    out = SampleSet()
+    grid = save_grid_png(images, out_dir / f"step_{step:06d}.png", nrow=SAMPLES_PER_CLASS, padding=PADDING)
+    out.images.append(grid)
+    out.captions[str(grid)] = (f"step {step}: one row per class: " + ", ".join(class_label(codec, c) for c in range(k))
+                               if k else f"step {step}: unconditional samples")
+    for c in range(k):
+        strip = save_grid_png(images[c * SAMPLES_PER_CLASS:(c + 1) * SAMPLES_PER_CLASS],
+                              out_dir / f"step_{step:06d}" / f"class_{c}.png", nrow=SAMPLES_PER_CLASS, padding=PADDING)
+        out.labelled.append((strip, class_label(codec, c)))
     test = getattr(datamodule, "splits", {}).get("test")
     rows = half_rows(codec)
     if test is not None and len(test[1]) and rows:
@@ -112,9 +129,13 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
                              cfg=scfg)
         originals = codec.dequantize(levels)
         grid = torch.cat([originals, hide_below(codec, originals, rows), codec.decode_batch(done.cpu())])
-        paths.append(save_grid_png(grid, out_dir / f"step_{step:06d}_completion.png", nrow=len(test_labels),
-                                   padding=PADDING))
-    return SampleSet(images=paths)
+        path = save_grid_png(grid, out_dir / f"step_{step:06d}_completion.png", nrow=len(test_labels),
+                             padding=PADDING)
+        out.images.append(path)
+        columns = ", ".join(class_label(codec, int(c)) for c in test_labels) if k else "test images"
+        out.captions[str(path)] = (f"step {step}: completions; rows = originals, their top {rows} pixel rows "
+                                   f"given, completed; columns = {columns}")
+    return out
 
 
 def half_rows(codec: ImagePatchCodec) -> int:

@@ -23,17 +23,19 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pretty_midi
 
-from zoo.callbacks import SampleSet
 from zoo.codecs.base import Codec
 from zoo.codecs.jsb import JSBGridCodec
 from zoo.codecs.midi import MidiError, PerformanceCodec, load_midi
 from zoo.music_render import mel_spectrogram, piano_roll_png, render_wav, write_midi
 from zoo.sampling import SamplingConfig, generate_sliding
+
+if TYPE_CHECKING:
+    from zoo.callbacks import SampleSet
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +114,19 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
         prompts["continue_val0"] = [int(i) for i in val[0][:n]]
     cfg = dataclasses.replace(cfg, stop_tokens=(codec.eos_id,))
     rows = generate_sliding(model, list(prompts.values()), cfg, align=align)
+    from zoo.callbacks import SampleSet  # imports Lightning: only the training-time renderer needs it
+
     out = SampleSet()
     for (label, prompt), ids in zip(prompts.items(), rows):
         pm = ids_to_midi(codec, prompt + ids)
         wav, roll, mel = write_sample(pm, out_dir / f"step_{step:06d}_{label}", mel=True)[1:]
-        out.texts.append((f"[{label}] ", f"{len(ids)} new tokens; {note_summary(pm)}; {wav.with_suffix('.mid')}"))
+        about = f"{len(ids)} new tokens; {note_summary(pm)}"
+        out.texts.append((f"[{label}] ", f"{about}; {wav.with_suffix('.mid')}"))
         out.images += [roll, mel]
         out.audio.append(wav)
+        out.captions.update({str(wav): f"step {step} [{label}]: {about}",
+                             str(roll): f"step {step} [{label}]: piano roll",
+                             str(mel): f"step {step} [{label}]: mel spectrogram"})
     return out
 
 

@@ -52,12 +52,21 @@ def caption_grid(model: GenerativeModel, codec: TextImageCodec, captions: Sequen
     repeated = [c for c in captions for _ in range(per_caption)]
     tokens = sample_images(model, codec, repeated, cfg, **overrides)
     out = save_grid_png(codec.decode_batch(tokens.cpu()), path, nrow=per_caption, padding=PADDING)
-    Path(out).with_suffix(".txt").write_text("".join(f"row {i}: {c!r}\n" for i, c in enumerate(captions)))
+    Path(out).with_suffix(".txt").write_text(caption_rows(captions))
     return out
 
 
+def caption_rows(captions: Sequence[str]) -> str:
+    """The caption list written next to a grid: `row 0: 'a 7'` lines."""
+    return "".join(f"row {i}: {c!r}\n" for i, c in enumerate(captions))
+
+
 def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, step: int) -> Any:
-    """The training callback's renderer: held-out (test) captions first, then training captions."""
+    """The training callback's renderer: held-out (test) captions first, then validation captions.
+
+    Writes the grid `step_<step>.png` (one row per caption, listed in `step_<step>.txt`) and one strip
+    per caption, `step_<step>/caption_<row>.png`, returned in `SampleSet.labelled` with the caption as
+    its caption (what W&B shows under each image)."""
     from zoo.callbacks import SampleSet
 
     captions: list[str] = []
@@ -66,9 +75,19 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
             if c not in captions and len(captions) < CAPTIONS_IN_GRID:
                 captions.append(c)
     captions = captions or [""]
-    path = caption_grid(module.model, module.codec, captions, SAMPLES_PER_CAPTION, out_dir / f"step_{step:06d}.png",
-                        cfg)
-    return SampleSet(images=[path], texts=[(c, f" -> row {i} of {path.name}") for i, c in enumerate(captions)])
+    codec = module.codec
+    tokens = sample_images(module.model, codec, [c for c in captions for _ in range(SAMPLES_PER_CAPTION)], cfg)
+    images = codec.decode_batch(tokens.cpu())  # (captions·SAMPLES_PER_CAPTION, C, H, W), caption-major
+    path = save_grid_png(images, out_dir / f"step_{step:06d}.png", nrow=SAMPLES_PER_CAPTION, padding=PADDING)
+    path.with_suffix(".txt").write_text(caption_rows(captions))
+    out = SampleSet(images=[path], texts=[(c, f" -> row {i} of {path.name}") for i, c in enumerate(captions)])
+    out.captions[str(path)] = f"step {step}: " + caption_rows(captions).strip().replace("\n", "; ")
+    for i, c in enumerate(captions):
+        strip = save_grid_png(images[i * SAMPLES_PER_CAPTION:(i + 1) * SAMPLES_PER_CAPTION],
+                              out_dir / f"step_{step:06d}" / f"caption_{i}.png", nrow=SAMPLES_PER_CAPTION,
+                              padding=PADDING)
+        out.labelled.append((strip, c or "(empty caption: unconditional)"))
+    return out
 
 
 def sample_command(model: GenerativeModel, codec: TextImageCodec, opts: dict[str, Any]) -> None:
