@@ -1,0 +1,162 @@
+"""zoo-bench: the report's structure, the correctness gate, and the ratio statistics (never speed)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+
+from zoo.bench import common, main, run_suite
+from zoo.bench import peers as P
+from zoo.bench.report import goals
+
+TINY_ARCH = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=64)
+
+
+def test_ratio_stats_are_per_round_median_min_max():
+    peer = [2.0, 4.0, 3.0, 10.0]
+    zoo = [1.0, 2.0, 1.0, 2.0]  # per-round ratios 2, 2, 3, 5: median 2.5 (not 19/6, the ratio of sums)
+    r = common.ratio_stats(peer, zoo)
+    assert r["per_round"] == [2.0, 2.0, 3.0, 5.0]
+    assert (r["median"], r["min"], r["max"], r["rounds"]) == (2.5, 2.0, 5.0, 4)
+    with pytest.raises(ValueError, match="equally long"):
+        common.ratio_stats([1.0, 2.0], [1.0])
+
+
+def test_interleaved_alternates_order_and_warms_up_untimed():
+    calls: list[str] = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    times = common.interleaved(fns, rounds=3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then a-b, b-a, a-b
+    assert [len(times["a"]), len(times["b"])] == [3, 3]
+    assert all(t >= 0 for t in times["a"] + times["b"])
+
+
+def test_mfu_flop_count_counts_tied_embedding_once_and_no_position_table():
+    zoo = P.zoo_gpt(**TINY_ARCH)
+    n = common.matmul_params(zoo)
+    assert n == zoo.num_params() - zoo.transformer.wpe.weight.numel()
+    assert common.gpt_flops_per_token(n, 1, 16, 16) == 6 * n + 12 * 16 * 16
+    assert common.nominal_bf16_tflops("NVIDIA H200") == 989.0
+    assert common.nominal_bf16_tflops("Some CPU") is None
+
+
+def test_gate_passes_at_same_weights_and_catches_one_perturbed_weight():
+    hf = P.hf_gpt2(**TINY_ARCH, activation="gelu_pytorch_tanh", seed=1)
+    zoo = P.zoo_from_hf(hf)
+    idx = torch.randint(0, 64, (2, 16))
+    gate = P.check_gate("hf", zoo, hf, P.hf_logits(hf), idx, new_tokens=4)
+    assert gate["max_abs_logit_diff"] < 1e-4 and gate["greedy_tokens"] == 8
+    with torch.no_grad():
+        hf.transformer.h[0].mlp.c_fc.weight[0, 0] += 0.5
+    with pytest.raises(P.GateError, match="logits differ from zoo's"):
+        P.check_gate("hf", zoo, hf, P.hf_logits(hf), idx, new_tokens=4)
+
+
+def test_gate_catches_different_greedy_tokens_when_logits_pass_the_tolerance():
+    zoo = P.zoo_gpt(**TINY_ARCH)
+    idx = torch.randint(0, 64, (2, 16))
+
+    def flipped(x: torch.Tensor) -> torch.Tensor:  # within atol=100 of zoo's, but the least likely token wins
+        out = zoo(x)
+        return out + 50.0 * torch.nn.functional.one_hot(out.argmin(-1), 64)
+
+    with pytest.raises(P.GateError, match="greedy tokens differ from zoo's"):
+        P.check_gate("flipped", zoo, zoo, flipped, idx, new_tokens=3, atol=100.0)
+
+
+def test_a_peer_failing_its_gate_is_reported_and_not_timed(monkeypatch):
+    pytest.importorskip("x_transformers")
+    from zoo.bench import gpt
+
+    build = P.xtransformers_from_zoo
+
+    def broken(zoo):  # the right architecture, one weight off
+        xt = build(zoo)
+        with torch.no_grad():
+            xt.attn_layers.layers[0][1].to_q.weight[0, 0] += 0.5
+        return xt
+
+    monkeypatch.setattr(P, "xtransformers_from_zoo", broken)
+    s = common.sizes("tiny")
+    built, failed = gpt.build_pairs(s, torch.device("cpu"), gpt.make_batch(s, torch.device("cpu")))
+    assert "x-transformers" not in built["models"] and "transformers gelu_pytorch_tanh" in built["models"]
+    row = next(r for r in failed if r.name == "x-transformers")
+    assert row.status == "gate failed" and "logits differ from zoo's" in row.reason and row.ratio is None
+
+
+def test_xtransformers_peer_maps_onto_zoo_weights():
+    pytest.importorskip("x_transformers")
+    zoo = P.zoo_gpt(**TINY_ARCH, bias=False, activation="gelu_tanh")
+    xt = P.xtransformers_from_zoo(zoo)
+    assert P.check_gate("x-transformers", zoo, xt, xt, torch.randint(0, 64, (2, 16)), new_tokens=3)[
+        "max_abs_logit_diff"] < 1e-4
+    with pytest.raises(ValueError, match="bias=False"):
+        P.xtransformers_from_zoo(P.zoo_gpt(**TINY_ARCH))
+
+
+def test_litgpt_unavailable_is_reported_with_a_reason(tmp_path, monkeypatch):
+    for k in [k for k in sys.modules if k == "litgpt" or k.startswith("litgpt.")]:
+        monkeypatch.delitem(sys.modules, k)
+    monkeypatch.setattr(P.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(P, "LITGPT_TARGET", tmp_path / "nothing")
+    module, why = P.import_litgpt_model()
+    assert module is None and "pip install --no-deps --target" in why and str(tmp_path) in why
+
+
+def test_cuda_without_a_gpu_fails_with_a_clear_message():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(SystemExit, match="CUDA is not available here"):
+        run_suite(mode="tiny", device="cuda", only=("attention",))
+    with pytest.raises(SystemExit, match="accepted: gpt, decode, attention, image"):
+        run_suite(mode="tiny", only=("gpt", "speed"))
+
+
+def test_goals_read_met_and_not_met_off_the_rows():
+    def row(section, name, median, figures):
+        return common.Row(section, name, "x", {"median": median, "min": median * 0.9, "max": median * 1.1,
+                                               "rounds": 3, "per_round": [median] * 3}, figures).to_dict()
+
+    report = {"config": {"sizes": {"precisions": ["fp32"]}}, "rows": [
+        row("train fp32", "zoo vs transformers gelu_pytorch_tanh", 1.10, {"zoo MFU": 0.5, "peer MFU": 0.45}),
+        row("train fp32", "zoo bias=False vs x-transformers", 1.01, {"zoo MFU": 0.5, "peer MFU": 0.5}),
+        row("train fp32", "zoo vs transformers gelu_new", 0.5, {"zoo MFU": 0.5, "peer MFU": 0.9}),  # not matched
+        row("decode batch 1", "zoo vs transformers dynamic cache", 1.7, {"zoo tokens/s": 170, "peer tokens/s": 100}),
+        row("attention T=1024", "fwd: zoo relative vs causal SDPA", 2.0, {"zoo relative ms": 2, "causal SDPA ms": 1}),
+    ]}
+    g = {x["goal"]: x for x in goals(report)}
+    train = g["training tokens/s vs best matched peer, fp32"]
+    assert train["measured"] == "1.01x" and train["met"] is False and "x-transformers" in train["reason"]
+    assert g["decode tokens/s at batch 1 vs transformers default"]["met"] is True
+    assert g["relative attention fwd, T=1024"]["met"] is False
+
+
+def test_tiny_suite_writes_json_and_markdown(tmp_path, capsys):
+    report = main(["--tiny", "--rounds", "2", "--out", str(tmp_path)])
+    on_disk = json.loads((tmp_path / "suite_cpu.json").read_text())
+    assert on_disk["config"]["mode"] == "tiny" and on_disk["config"]["sections"] == list(common.SECTIONS)
+    for key in ("machine", "versions", "load_before", "load_after", "wall_s", "rows", "goals", "context", "command"):
+        assert key in on_disk, key
+    assert {"torch", "transformers", "x-transformers", "lightning", "litgpt"} <= set(on_disk["versions"])
+    sections = {r["section"].split()[0] for r in on_disk["rows"]}
+    assert {"train", "decode", "attention", "image"} <= sections
+    failed = [r for r in on_disk["rows"] if r["status"] == "failed"]
+    assert not failed, failed
+    timed = [r for r in on_disk["rows"] if r["status"] == "ok"]
+    assert len(timed) >= 10
+    for r in timed:
+        q = r["ratio"]
+        assert q["rounds"] == 2 and q["min"] <= q["median"] <= q["max"] and math.isfinite(q["median"]), r
+    for r in on_disk["rows"]:
+        if r["status"] != "ok":
+            assert r["reason"], r
+    assert any(r["name"] == "zoo Lightning Trainer vs plain PyTorch loop" for r in timed)
+    assert all(g["met"] in (True, False, None) and g["reason"] is not None for g in on_disk["goals"])
+    assert len(on_disk["goals"]) == len(report["goals"]) > 0
+    md = (tmp_path / "suite_cpu.md").read_text()
+    assert "## Goals" in md and "| section | comparison |" in md and on_disk["machine"]["name"] in md
+    assert "wrote" in capsys.readouterr().out

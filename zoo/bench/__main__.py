@@ -1,0 +1,5 @@
+"""`python -m zoo.bench`: the zoo-bench command."""
+
+from zoo.bench import main
+
+main()
