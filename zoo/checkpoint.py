@@ -1,14 +1,21 @@
 """Reading zoo checkpoints safely.
 
-A Lightning `.ckpt` written by `zoo-train` carries, beside the weights, `ckpt["zoo"]`: the model
-type and config, the codec state and the resolved training config. It is read with
-`torch.load(weights_only=True)`, so a crafted pickle cannot run code.
+A Lightning `.ckpt` written by `zoo-train` carries, beside the weights, `ckpt["zoo"]`: the format
+version, the model type and config, the codec state and the resolved training config. It is read
+with `torch.load(weights_only=True)`, so a crafted pickle cannot run code: anything other than
+tensors and plain containers is refused before it is built.
+
+Every way a file can be wrong ends in a `CheckpointError` (a ValueError) that names the file and
+what is wrong: missing/empty/truncated/corrupt, not a checkpoint, not a zoo checkpoint, written by a
+newer zoo (format version above `zoo.lit_module.CHECKPOINT_VERSION`), metadata that is not a model
+zoo knows, or weights that do not fit the model the metadata describes (RELIABILITY.md).
 """
 
 from __future__ import annotations
 
 import pickle
-import zipfile
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,13 @@ class CheckpointError(ValueError):
     pass
 
 
+def supported_version() -> int:
+    """The newest checkpoint format this zoo reads (`zoo.lit_module.CHECKPOINT_VERSION`)."""
+    from zoo.lit_module import CHECKPOINT_VERSION  # imported late: it pulls in Lightning
+
+    return CHECKPOINT_VERSION
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a `.ckpt` file with weights_only=True; raise CheckpointError naming what is wrong."""
     path = Path(path)
@@ -32,18 +46,65 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); the save was probably interrupted")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the errors below say it all
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"refused to load {path}: it contains objects other than tensors and plain "
-                              f"data, which could run code when unpickled ({str(e).splitlines()[0]})") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt ({e})") from e
+        reason = unpickler_reason(str(e))
+        if reason.startswith("Unsupported global"):
+            name = re.search(r"GLOBAL (\S+)", reason)
+            raise CheckpointError(
+                f"refused to load {path}: it contains objects other than tensors and plain data "
+                f"({name.group(1) if name else reason}), which could run code when unpickled. zoo checkpoints "
+                "never hold such objects: the file was not written by zoo-train or was tampered with") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt, or not a "
+                              f"checkpoint ({reason})") from e
+    except MemoryError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: it claims more memory than available; the file is "
+                              "corrupt or not a checkpoint") from e
+    except Exception as e:  # noqa: BLE001 - the weights-only unpickler runs no code; any failure = bad file
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt "
+                              f"({type(e).__name__}: {detail})") from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
     if "zoo" not in ckpt:
         raise CheckpointError(f"{path} is a Lightning checkpoint but not a zoo one (no 'zoo' metadata); "
                               "expected a checkpoint written by zoo-train")
+    check_metadata(ckpt, source=path)
     return ckpt
+
+
+def unpickler_reason(message: str) -> str:
+    """The useful line of torch's weights-only refusal (its advice to retry unsafely is left out)."""
+    _, _, tail = message.partition("WeightsUnpickler error:")
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    return lines[0].split(". Please use")[0] if lines else message.splitlines()[0]
+
+
+def check_metadata(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> None:
+    """Check `ckpt["zoo"]` (format version, model type and config) of a loaded checkpoint; CheckpointError
+    naming `source` otherwise. Also usable on a checkpoint Lightning loaded itself (e.g. when resuming)."""
+    path = source
+    meta = ckpt.get("zoo")
+    if meta is None:
+        raise CheckpointError(f"{path} has no 'zoo' metadata; expected a checkpoint written by zoo-train")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the 'zoo' metadata is a {type(meta).__name__}, expected a dict; the "
+                              "checkpoint is corrupt or was not written by zoo-train")
+    version, supported = meta.get("version", 1), supported_version()
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{path}: checkpoint format version {version!r} is not a positive integer; "
+                              "the checkpoint is corrupt")
+    if version > supported:
+        raise CheckpointError(f"{path} was written by a newer zoo (checkpoint format version {version}); this zoo "
+                              f"reads versions up to {supported}. Upgrade zoo (pip install -U zoo) to load it.")
+    for key, kind in (("model_type", str), ("model_config", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise CheckpointError(f"{path}: the 'zoo' metadata has {key}={meta.get(key)!r:.80}, expected a "
+                                  f"{kind.__name__}; the checkpoint is corrupt")
+    if not isinstance(ckpt["state_dict"], dict):
+        raise CheckpointError(f"{path}: 'state_dict' is a {type(ckpt['state_dict']).__name__}, expected a dict")
 
 
 def model_from_checkpoint(path: str | Path, *, expect_type: str | None = None,
@@ -53,12 +114,24 @@ def model_from_checkpoint(path: str | Path, *, expect_type: str | None = None,
     meta = ckpt["zoo"]
     if expect_type is not None and meta["model_type"] != expect_type:
         raise CheckpointError(f"{path} holds a {meta['model_type']!r} model, expected {expect_type!r}")
-    model = build_model(meta["model_type"], meta["model_config"])
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        model = build_model(meta["model_type"], meta["model_config"])
+    except (ValueError, TypeError) as e:  # unknown type, unknown/invalid config field
+        raise CheckpointError(f"{path}: its metadata does not describe a model this zoo can build ({e})") from e
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
+             if isinstance(k, str) and k.startswith("model.")}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches: weights of another size of model
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"{path}: weights do not fit a {meta['model_type']} model with its config "
+                              f"({' '.join(first[:3])[:400]})") from e
     missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to wte
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match a {meta['model_type']} model with its config: "
                               f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    codec = codec_from_dict(meta["codec"]) if meta.get("codec") else None
+    try:
+        codec = codec_from_dict(meta["codec"]) if meta.get("codec") else None
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{path}: its codec state cannot be rebuilt ({e})") from e
     return model.to(device).eval(), codec, meta

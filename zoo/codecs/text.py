@@ -5,8 +5,9 @@ Every codec here maps any token id to the UTF-8 bytes it stands for (`token_byte
 `"".join(push(i) for i in ids) + flush() == decode(ids)`.
 
 Round trip: `decode(encode(s)) == s` for every `str` `s` that `CharCodec` can encode (its characters
-are in the vocabulary) and, for `ByteCodec` and `BPECodec`, for every `str` that is valid Unicode
-(no lone surrogates, which have no UTF-8 form).
+are in the vocabulary; any other character is a ValueError naming it and its position) and, for
+`ByteCodec` and `BPECodec`, for every `str` that is valid Unicode; lone surrogates (which have no
+UTF-8 form) are a ValueError naming them and their position (tests/test_fuzz_codecs.py).
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ class TextCodec(Codec):
     def token_bytes(self, token_id: int) -> bytes:
         """The UTF-8 bytes token `token_id` stands for (possibly part of a character)."""
         raise NotImplementedError
+
+    def _no_utf8_error(self, text: str) -> ValueError:
+        """The error for text holding lone surrogates (e.g. from `open(errors="surrogateescape")`)."""
+        bad = [(i, c) for i, c in enumerate(text) if "\ud800" <= c <= "\udfff"]
+        shown = ", ".join(f"{c!r} at position {i}" for i, c in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        return ValueError(
+            f"text contains {len(bad)} lone surrogate character(s) ({shown}), which have no UTF-8 form and "
+            f"cannot be encoded by the {self.type_name} codec; decode the source bytes with errors='replace' "
+            "(or remove those characters)"
+        )
 
     def _check_ids(self, ids: Sequence[int]) -> None:
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
@@ -111,7 +122,10 @@ class ByteCodec(TextCodec):
         self.vocab_size = 257 if eos else 256
 
     def encode(self, x: str) -> list[int]:
-        return list(x.encode("utf-8"))
+        try:
+            return list(x.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise self._no_utf8_error(x) from None
 
     def decode(self, ids: Sequence[int]) -> str:
         self._check_ids(ids)
@@ -197,10 +211,19 @@ class BPECodec(TextCodec):
         return cls(tokenizer.to_str(), eos_token)
 
     def encode(self, x: str) -> list[int]:
-        return self.tokenizer.encode(x, add_special_tokens=False).ids
+        try:
+            return self.tokenizer.encode(x, add_special_tokens=False).ids
+        except TypeError:  # what `tokenizers` raises for a str with lone surrogates
+            if isinstance(x, str):
+                raise self._no_utf8_error(x) from None
+            raise
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        texts = list(texts)
+        try:
+            return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        except TypeError:
+            return [self.encode(t) for t in texts]  # names the offending text
 
     def decode(self, ids: Sequence[int]) -> str:
         self._check_ids(ids)

@@ -438,21 +438,92 @@ class ImageMismatchError(ValueError):
     """An image's size or channel count differs from the configured one (on_mismatch='reject')."""
 
 
+class UnreadableImageError(ValueError):
+    """A file in an image folder that Pillow cannot decode (not an image, truncated, corrupt)."""
+
+
+OnError = Literal["skip", "raise"]
+
+
 def _channel_count(img: Any) -> int:
     if img.mode == "P":
         return 4 if "transparency" in img.info else 3
     return len(img.getbands())
 
 
+def read_image_file(path: Path, *, height: int, width: int, channels: int,
+                    on_mismatch: Literal["resize", "reject"] = "resize") -> np.ndarray:
+    """One image file -> (channels, height, width) uint8.
+
+    Raises `UnreadableImageError` naming the file and Pillow's complaint for anything Pillow cannot
+    decode (whatever it raises: fuzzing shows OSError, ValueError, SyntaxError, EOFError, struct.error,
+    IndexError, ... and DecompressionBombError for images above Pillow's pixel limit), and
+    `ImageMismatchError` for a size/channel mismatch when `on_mismatch="reject"`. Pillow's warnings
+    about corrupt metadata are logged at DEBUG level, not shown.
+    """
+    import warnings
+
+    from PIL import Image
+
+    expected = (width, height)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Image.open(path) as img:
+                img.load()
+                size, mode, nch = img.size, img.mode, _channel_count(img)
+                if (size != expected or nch != channels) and on_mismatch == "reject":
+                    raise ImageMismatchError(
+                        f"{path} is {size[0]}x{size[1]} mode {mode} ({nch} channels); expected {width}x{height} "
+                        f"with {channels} channel(s) ({_MODES[channels]}). Use on_mismatch='resize' to convert it"
+                    )
+                img = _to_mode(img, _MODES[channels])
+                if img.size != expected:
+                    img = img.resize(expected, Image.Resampling.BILINEAR)
+                arr = np.asarray(img, dtype=np.uint8)
+    except ImageMismatchError:
+        raise
+    except MemoryError as e:
+        raise UnreadableImageError(f"{path}: not a readable image (too large to decode in memory)") from e
+    except Exception as e:  # noqa: BLE001 - any decoder failure on user bytes is "unreadable", never a crash
+        raise UnreadableImageError(f"{path}: not a readable image ({type(e).__name__}: {e or 'no detail'})") from e
+    for w in caught:
+        log.debug("%s: %s", path, w.message)
+    if arr.shape[:2] != (height, width):  # e.g. a palette image that converted to an unexpected layout
+        raise UnreadableImageError(f"{path}: decoded to shape {arr.shape}, expected {height}x{width}")
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def log_skipped(source: str, what: str, skipped: list[tuple[Path, str]], total: int, root: Path,
+                logger: logging.Logger = log) -> None:
+    """One warning for all skipped files: the count, the total, and the first few names with reasons."""
+    if not skipped:
+        return
+    shown = "; ".join(f"{_relative(p, root)} ({why})" for p, why in skipped[:10])
+    more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+    logger.warning("%s: skipped %d %s of %d file(s) under %s: %s%s", source, len(skipped), what, total, root, shown,
+                   more)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 class ImageFolderDataModule(ImageDataModule):
     """Any folder of images. With sub-folders, each sub-folder is a class (sorted names -> ids 0..K−1)
     and its images (searched recursively) belong to it; without, all images are one unlabeled set.
 
-    Every file is tried with Pillow: unreadable or non-image files are skipped, listed in
-    `skipped_files` and named in a warning (hidden files are ignored). Images whose size or channel
-    count differs from (height, width, channels) are resized (bilinear, aspect ratio not kept) and
-    converted (transparency composited over black) with `on_mismatch="resize"`, or rejected with an
-    error naming the file with `on_mismatch="reject"`.
+    Every file is tried with Pillow (hidden files are ignored). A file Pillow cannot read (not an
+    image, truncated, corrupt) is skipped with `on_error="skip"` (the default: a scraped folder
+    nearly always holds a stray .txt or .DS_Store; the skips are listed in `skipped_files` and one
+    warning gives their count and first names) or stops the run with `UnreadableImageError` naming
+    the file with `on_error="raise"`. Images whose size or channel count differs from (height,
+    width, channels) are resized (bilinear, aspect ratio not kept) and converted (transparency
+    composited over black) with `on_mismatch="resize"`, or rejected with `ImageMismatchError`
+    naming the file with `on_mismatch="reject"`.
     """
 
     name = "image_folder"
@@ -465,6 +536,7 @@ class ImageFolderDataModule(ImageDataModule):
         width: int = 32,
         channels: int = 3,
         on_mismatch: Literal["resize", "reject"] = "resize",
+        on_error: OnError = "skip",
         levels: int = 256,
         patch_size: int = 4,
         **kwargs: Any,
@@ -473,10 +545,13 @@ class ImageFolderDataModule(ImageDataModule):
             raise ValueError("image_folder needs root=<folder of images>")
         if on_mismatch not in ("resize", "reject"):
             raise ValueError(f"on_mismatch must be 'resize' or 'reject', got {on_mismatch!r}")
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         self.height, self.width, self.channels = height, width, channels
         super().__init__(root=root, levels=levels, patch_size=patch_size, **kwargs)
-        self.on_mismatch = on_mismatch
+        self.on_mismatch, self.on_error = on_mismatch, on_error
         self.skipped_files: list[Path] = []
+        self.skip_reasons: dict[Path, str] = {}
 
     def _scan(self) -> tuple[list[tuple[Path, int]], list[str]]:
         root = self.root
@@ -499,47 +574,31 @@ class ImageFolderDataModule(ImageDataModule):
 
     def _read(self, path: Path) -> np.ndarray | None:
         """(C, H, W) uint8, or None if Pillow cannot read it; raises on a mismatch in reject mode."""
-        from PIL import Image
-
         try:
-            with Image.open(path) as img:
-                img.load()
-                size, mode, nch = img.size, img.mode, _channel_count(img)
-                expected = (self.width, self.height)
-                if (size != expected or nch != self.channels) and self.on_mismatch == "reject":
-                    raise ImageMismatchError(
-                        f"image_folder: {path} is {size[0]}x{size[1]} mode {mode} ({nch} channels); "
-                        f"expected {self.width}x{self.height} with {self.channels} channel(s) "
-                        f"({_MODES[self.channels]}). Use on_mismatch='resize' to convert it"
-                    )
-                img = _to_mode(img, _MODES[self.channels])
-                if img.size != expected:
-                    img = img.resize(expected, Image.Resampling.BILINEAR)
-                arr = np.asarray(img, dtype=np.uint8)
-        except ImageMismatchError:
-            raise
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-            # what Pillow raises for unreadable, truncated or non-image files
-            log.debug("image_folder: cannot read %s: %s", path, e)
+            return read_image_file(path, height=self.height, width=self.width, channels=self.channels,
+                                   on_mismatch=self.on_mismatch)
+        except UnreadableImageError as e:
+            log.debug("image_folder: %s", e)
             return None
-        return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
     def _load(self) -> tuple[RawImages, None, list[str]]:
         files, class_names = self._scan()
         images, labels, skipped = [], [], []
         for path, label in files:
-            arr = self._read(path)
-            if arr is None:
-                skipped.append(path)
+            try:
+                arr = read_image_file(path, height=self.height, width=self.width, channels=self.channels,
+                                      on_mismatch=self.on_mismatch)
+            except UnreadableImageError as e:
+                if self.on_error == "raise":
+                    raise UnreadableImageError(f"image_folder: {e} (on_error=raise; set data.on_error=skip to "
+                                               "skip such files)") from e
+                skipped.append((path, str(e).removeprefix(f"{path}: ")))
             else:
                 images.append(arr)
                 labels.append(label)
-        self.skipped_files = skipped
-        if skipped:
-            names = ", ".join(str(p.relative_to(self.root)) for p in skipped[:20])
-            more = f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""
-            log.warning("image_folder: skipped %d unreadable file(s) under %s: %s%s",
-                        len(skipped), self.root, names, more)
+        self.skipped_files = [p for p, _ in skipped]
+        self.skip_reasons = dict(skipped)
+        log_skipped("image_folder", "unreadable", skipped, len(files), self.root)
         if not images:
             raise ValueError(f"image_folder: no readable images under {self.root} ({len(skipped)} skipped)")
         counts = np.bincount(labels, minlength=max(len(class_names), 1))

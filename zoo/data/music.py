@@ -25,7 +25,11 @@ depends only on the set of names, never on `seed`.
 Notes extracted from MIDI (bach_chorales, midi_folder, maestro) are cached once in
 `<cache_dir>/music/<name>-<key>.npz` (numpy arrays only, loaded without pickle), keyed by the file
 list (with sizes and modification times) and the codec's options, so later runs skip parsing.
-Unreadable files are skipped with a warning naming each, a summary count, and `skipped_files`.
+Unreadable files (not MIDI, truncated, corrupt, no notes) are skipped with a warning naming each, a
+summary count, and `skipped_files` when `on_error="skip"` (the default: a MIDI collection scraped
+from the web nearly always holds a few broken files, and one should not cost a day of training), or
+stop the run with a `MidiError` naming the first such file when `on_error="raise"` (for curated data,
+where a broken file is a bug to fix).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import numpy as np
@@ -65,6 +69,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 _CACHE_FORMAT = 1  # bump when the cached note layout changes, so old caches are not reused
+_SKIP_WARNINGS = 10  # skipped files named one by one (and in the summary); the rest only counted
 
 JSB_URL = "https://raw.githubusercontent.com/czhuang/JSB-Chorales-dataset/master/Jsb16thSeparated.json"
 JSB_SHA256 = "79294cc374f9252e95ef4b703161524c1c53dc1f712c236f00f1c1f5d54af5a7"
@@ -248,8 +253,10 @@ class MusicDataModule(L.LightningDataModule):
         self.skipped_files = list(skipped)
         self.skip_reasons = dict(skipped)
         if skipped:
-            listing = "; ".join(f"{name} ({why})" for name, why in skipped.items())
-            log.warning("%s: skipped %d of %d files: %s", self.name, len(skipped), total, listing)
+            listing = "; ".join(f"{name} ({why})" for name, why in list(skipped.items())[:_SKIP_WARNINGS])
+            extra = len(skipped) - _SKIP_WARNINGS
+            more = f"; and {extra} more (see skipped_files)" if extra > 0 else ""
+            log.warning("%s: skipped %d of %d files: %s%s", self.name, len(skipped), total, listing, more)
 
 
 # ================================================================== performance events (MIDI)
@@ -258,10 +265,13 @@ class PerformanceDataModule(MusicDataModule):
 
     codec: PerformanceCodec
 
-    def __init__(self, *, max_files: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, max_files: int | None = None, on_error: Literal["skip", "raise"] = "skip",
+                 **kwargs: Any) -> None:
         if max_files is not None and max_files < 1:
             raise ValueError(f"max_files must be >= 1 or None, got {max_files}")
-        self.max_files = max_files
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        self.max_files, self.on_error = max_files, on_error
         super().__init__(**kwargs)
         self._loaded: dict[str, tuple[list[str], list[np.ndarray]]] | None = None
         self._train_steps: list[np.ndarray] = []
@@ -374,9 +384,14 @@ class PerformanceDataModule(MusicDataModule):
                     if len(n) == 0:
                         raise MidiError("no notes left (drum tracks are dropped; see the codec's programs/"
                                         "instruments options)")
-                except Exception as e:  # a file we cannot use is skipped, never fatal
+                except Exception as e:  # a file we cannot use is skipped (or named, with on_error=raise)
                     why = str(e).removeprefix(f"{file}: ")
-                    log.warning("%s: skipping %s: %s", self.name, name, why)
+                    if self.on_error == "raise":
+                        raise MidiError(f"{self.name}: cannot use {file}: {why} (on_error=raise; set "
+                                        "data.on_error=skip to skip such files)") from e
+                    # the first few individually; the summary below counts them all
+                    log.log(logging.WARNING if len(skipped) < _SKIP_WARNINGS else logging.DEBUG,
+                            "%s: skipping %s: %s", self.name, name, why)
                     skipped[name] = why
                 else:
                     names.append(name)
@@ -390,6 +405,10 @@ class PerformanceDataModule(MusicDataModule):
                           notes=np.concatenate(notes).astype(np.float64),
                           skipped=np.array(list(skipped), dtype=str),
                           skip_reasons=np.array(list(skipped.values()), dtype=str))
+        if skipped and self.on_error == "raise":  # the cache remembers files skipped by an earlier run
+            name, why = next(iter(skipped.items()))
+            raise MidiError(f"{self.name}: cannot use {name}: {why} (on_error=raise; set data.on_error=skip to "
+                            f"skip such files; {len(skipped)} file(s) affected)")
         self._record_skips(skipped, len(files))
         if not names:
             raise ValueError(f"{self.name}: no usable MIDI in {self._source()}: "

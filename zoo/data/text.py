@@ -283,15 +283,26 @@ class PythonStdlibDataModule(TextDataModule):
 
 class TextFilesDataModule(TextDataModule):
     """Local text: `path` is a file, a folder (searched recursively for `patterns`, hidden folders
-    skipped) or a glob pattern (`**` allowed). Files are read in sorted path order as UTF-8;
-    invalid bytes become U+FFFD and the files that had any are named in a warning."""
+    skipped) or a glob pattern (`**` allowed). Files are read in sorted path order as UTF-8.
+
+    `errors` says what happens to a file that is not valid UTF-8:
+      * "replace" (default): its invalid bytes become U+FFFD and it is kept; one warning gives the
+        count and the first names. A stray Latin-1 byte in a large corpus should not cost the file,
+        and the replacement character is visible in samples if it is common.
+      * "skip": the whole file is left out (warning with count and names): for corpora where a
+        non-UTF-8 file is probably binary junk.
+      * "strict": the run stops with a `UnicodeDecodeError` naming the file and byte offset.
+    """
 
     name: ClassVar[str] = "text_files"
 
     def __init__(self, *, path: str | Path, patterns: Sequence[str] = ("*.txt", "*.md", "*.rst", "*.py"),
-                 **kwargs: Any) -> None:
+                 errors: Literal["replace", "skip", "strict"] = "replace", **kwargs: Any) -> None:
+        if errors not in ("replace", "skip", "strict"):
+            raise ValueError(f"errors must be 'replace', 'skip' or 'strict', got {errors!r}")
         super().__init__(**kwargs)
-        self.path, self.patterns = str(path), tuple(patterns)
+        self.path, self.patterns, self.errors = str(path), tuple(patterns), errors
+        self.invalid_files: list[str] = []
 
     def _files(self) -> list[Path]:
         path = Path(self.path).expanduser()
@@ -318,12 +329,19 @@ class TextFilesDataModule(TextDataModule):
             data = f.read_bytes()
             try:
                 docs.append(data.decode("utf-8"))
-            except UnicodeDecodeError:
-                docs.append(data.decode("utf-8", errors="replace"))
+            except UnicodeDecodeError as e:
+                if self.errors == "strict":
+                    raise UnicodeDecodeError(e.encoding, e.object, e.start, e.end,
+                                             f"{e.reason} in {f} at byte {e.start} (errors=strict; set "
+                                             "data.errors=replace or skip to accept such files)") from None
+                if self.errors == "replace":
+                    docs.append(data.decode("utf-8", errors="replace"))
                 invalid.append(str(f))
+        self.invalid_files = invalid
         if invalid:
-            log.warning("text_files: %d of %d files are not valid UTF-8 (bad bytes replaced by U+FFFD): %s%s",
-                        len(invalid), len(files), ", ".join(invalid[:10]), " ..." if len(invalid) > 10 else "")
+            what = "bad bytes replaced by U+FFFD" if self.errors == "replace" else "files skipped"
+            log.warning("text_files: %d of %d files are not valid UTF-8 (%s): %s%s", len(invalid), len(files),
+                        what, ", ".join(invalid[:10]), " ..." if len(invalid) > 10 else "")
         if not any(docs):
             what = "no files matched" if not files else f"all {len(files)} files are empty"
             raise ValueError(f"text_files: empty corpus at {self.path!r}: {what} (patterns {list(self.patterns)})")

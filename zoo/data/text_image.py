@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader
 from zoo.codecs.image import ImagePatchCodec
 from zoo.codecs.text_image import OnLong, TextImageCodec
 from zoo.data.base import Batch, BatchStream, stream_length
-from zoo.data.image import _to_mode, stratified_split
+from zoo.data.image import OnError, UnreadableImageError, log_skipped, read_image_file, stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,12 @@ class ImageTextFolderDataModule(CaptionedImageDataModule):
 
     Images are converted to `channels` and resized to height×width (bilinear), quantised to `levels`;
     a seeded random val_fraction/test_fraction of them form val/test. `skipped` lists (path, reason)
-    for every image without a caption or that Pillow cannot read.
+    for every image without a caption or that Pillow cannot read; one warning gives their count and
+    first names. `on_error="raise"` instead stops at the first unreadable image with
+    `UnreadableImageError` naming it (images without a caption are always skipped: that is how a
+    folder marks what to leave out). Caption files are read as UTF-8; invalid bytes become U+FFFD
+    and the files that had any are named in a warning. A broken index (bad JSON line, invalid
+    UTF-8) is a ValueError naming the file and line.
     """
 
     name = "image_text_folder"
@@ -281,9 +286,13 @@ class ImageTextFolderDataModule(CaptionedImageDataModule):
 
     def __init__(self, *, root: str | Path, captions: str | Path | None = None, height: int = 16, width: int = 16,
                  channels: int = 3, levels: int = 16, val_fraction: float = 0.1, test_fraction: float = 0.1,
-                 **kwargs: Any) -> None:
+                 on_error: OnError = "skip", **kwargs: Any) -> None:
         if root is None:
             raise ValueError("image_text_folder needs root=<folder of images>")
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        self.on_error = on_error
+        self._bad_captions: list[Path] = []
         self.root = Path(root).expanduser()
         self.captions_file = Path(captions).expanduser() if captions else None
         self.height, self.width, self.channels, self.levels = height, width, channels, levels
@@ -302,55 +311,81 @@ class ImageTextFolderDataModule(CaptionedImageDataModule):
         if self.captions_file is None:
             files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in self.IMAGE_SUFFIXES
                            and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
-            return [(p, p.with_suffix(".txt").read_text().strip() if p.with_suffix(".txt").is_file() else None)
-                    for p in files]
+            return [(p, self._caption_file(p.with_suffix(".txt"))) for p in files]
         path = self.captions_file
         if not path.is_file():
             raise FileNotFoundError(f"image_text_folder: captions={path} does not exist")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"captions={path} is not valid UTF-8 (byte {e.start}); save it as UTF-8") from e
         if path.suffix.lower() == ".jsonl":
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            rows = []
+            for line_no, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}, line {line_no}: not valid JSON ({e})") from e
         elif path.suffix.lower() == ".csv":
-            with path.open(newline="") as f:
-                rows = list(csv.DictReader(f))
+            rows = list(csv.DictReader(text.splitlines()))
         else:
             raise ValueError(f"captions={path}: expected a .csv (columns path,caption) or .jsonl file")
         out = []
         for i, row in enumerate(rows):
-            if "path" not in row:
-                raise ValueError(f"{path}: row {i + 1} has no 'path' field (got keys {sorted(row)})")
+            if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+                got = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise ValueError(f"{path}: row {i + 1} has no 'path' string (got {got})")
             caption = row.get("caption")
             out.append((self.root / row["path"], caption.strip() if isinstance(caption, str) else None))
         return out
 
-    def _read(self, path: Path) -> np.ndarray | None:
-        from PIL import Image
-
-        try:
-            with Image.open(path) as img:
-                img = _to_mode(img, "L" if self.channels == 1 else "RGB")
-                if img.size != (self.width, self.height):
-                    img = img.resize((self.width, self.height), Image.Resampling.BILINEAR)
-                arr = np.asarray(img, dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError, EOFError):
+    def _caption_file(self, path: Path) -> str | None:
+        if not path.is_file():
             return None
-        return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        data = path.read_bytes()
+        try:
+            return data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            self._bad_captions.append(path)
+            return data.decode("utf-8", errors="replace").strip()
+
+    def _read(self, path: Path) -> np.ndarray | None:
+        try:
+            return self._read_or_raise(path)
+        except UnreadableImageError:
+            return None
+
+    def _read_or_raise(self, path: Path) -> np.ndarray:
+        if not path.is_file():
+            raise UnreadableImageError(f"{path}: no such file")
+        return read_image_file(path, height=self.height, width=self.width, channels=self.channels)
 
     def _prepare(self) -> list[str]:
-        images, captions, self.skipped = [], [], []
-        for path, caption in self._index():
+        images, captions, self.skipped, self._bad_captions = [], [], [], []
+        index = self._index()
+        for path, caption in index:
             if not caption:
                 self.skipped.append((path, "no caption"))
                 continue
-            arr = None if not path.is_file() else self._read(path)
-            if arr is None:
+            try:
+                arr = self._read_or_raise(path)
+            except UnreadableImageError as e:
+                if self.on_error == "raise":
+                    raise UnreadableImageError(f"image_text_folder: {e} (on_error=raise; set data.on_error=skip to "
+                                               "skip such files)") from e
+                log.debug("image_text_folder: %s", e)
                 self.skipped.append((path, "unreadable"))
                 continue
             images.append(arr)
             captions.append(caption)
+        if self._bad_captions:
+            log.warning("image_text_folder: %d caption file(s) are not valid UTF-8 (bad bytes replaced by U+FFFD): %s",
+                        len(self._bad_captions), ", ".join(str(p) for p in self._bad_captions[:10]))
         if self.skipped:
-            log.warning("image_text_folder: skipped %d image(s) (%d without a caption): %s", len(self.skipped),
-                        sum(r == "no caption" for _, r in self.skipped),
-                        ", ".join(f"{p.name} ({r})" for p, r in self.skipped[:20]))
+            n_none = sum(r == "no caption" for _, r in self.skipped)
+            log_skipped("image_text_folder", f"({n_none} without a caption, {len(self.skipped) - n_none} unreadable)",
+                        self.skipped, len(index), self.root, logger=log)
         if not images:
             raise ValueError(f"image_text_folder: no captioned readable images under {self.root} "
                              f"({len(self.skipped)} skipped)")
