@@ -11,6 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shlex
+import signal
+import sys
 from pathlib import Path
 
 import hydra
@@ -23,17 +26,24 @@ log = logging.getLogger("zoo.train")
 
 
 def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
-    """Train with a composed config; return a summary dict (paths, metrics, samples)."""
+    """Train with a composed config; return a summary dict (paths, metrics, samples).
+
+    Raises `zoo.resilience.Interrupted` after SIGTERM / SIGINT / SIGUSR1, once `last.ckpt` is saved."""
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from zoo import checkpoint_io, resilience
     from zoo.callbacks import ProgressBar, SampleCallback, monitoring_callbacks
     from zoo.tracking import build_logger
 
     resolved = resolve(cfg, "zoo-train")
     run_dir = Path(cfg.get("run_dir") or hydra_run_dir())
+    ckpt_dir = run_dir / "checkpoints"
     check_writable(run_dir)  # fail before any work, not after an hour
+    check_writable(ckpt_dir)
+    checkpoint_io.clean_stale_temp_files(ckpt_dir)  # debris of a save killed midway (last.ckpt itself is intact)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -42,19 +52,21 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     dm.prepare_data()
     dm.setup("fit")
     module = build_module(resolved["model"], resolved["module"], codec=dm.codec, train_config=resolved)
+    checkpoint_io.check_free_space(ckpt_dir, 2 * checkpoint_io.checkpoint_size_estimate(module))
     if cfg.compile:
         module.model.compile()  # in place: state-dict keys stay free of `_orig_mod.`
 
-    ckpt_dir = run_dir / "checkpoints"
     sample_cb = SampleCallback(run_dir / "samples", **OmegaConf.to_container(cfg.samples))
-    callbacks = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
-                        every_n_train_steps=cfg.checkpoint.every_n_steps, save_last=True, save_top_k=1,
-                        monitor="val/loss", mode="min", save_on_train_epoch_end=False),
-        sample_cb,
-        *monitoring_callbacks(OmegaConf.to_container(cfg.logger)),
-        *(extra_callbacks or []),
-    ]
+    checkpoint_cb = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
+        every_n_train_steps=cfg.checkpoint.every_n_steps, save_top_k=1, monitor="val/loss",
+        mode="min", save_on_train_epoch_end=False,
+        save_last=True,  # a full (atomic) save, not "link": a symlink swap is not atomic
+        enable_version_counter=False)  # always last.ckpt, even when the interruption save wrote it
+    guard = resilience.InterruptGuard(ckpt_dir / "last.ckpt")
+    callbacks = [checkpoint_cb, resilience.RNGState(), guard, sample_cb,
+                 *monitoring_callbacks(OmegaConf.to_container(cfg.logger)),
+                 *resilience.env_test_callbacks(), *(extra_callbacks or [])]
     logger = build_logger(OmegaConf.to_container(cfg.logger), run_dir=run_dir, name=cfg.name, config=resolved)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer)
     if trainer_kwargs.get("enable_progress_bar", True) and os.environ.get("ZOO_PLAIN_PROGRESS") is None:
@@ -62,36 +74,101 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     strategy = build_strategy(resolved["strategy"], devices=trainer_kwargs["devices"],
                               num_nodes=trainer_kwargs["num_nodes"])
     trainer = L.Trainer(**trainer_kwargs, strategy=strategy, logger=logger or False, callbacks=callbacks,
-                        default_root_dir=str(run_dir))
+                        default_root_dir=str(run_dir),
+                        plugins=[checkpoint_io.AtomicCheckpointIO(), *resilience.slurm_plugins()])
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, ckpt_dir)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    summary = {"run_dir": str(run_dir), "checkpoint": str(ckpt_dir / "last.ckpt"), "command": _command(run_dir)}
+    try:
+        with guard.handlers():
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        summary.update(_results(trainer, checkpoint_cb))
+        if trainer.is_global_zero:
+            print_interrupted(summary, guard)
+        raise resilience.Interrupted(guard.signum or signal.SIGTERM, guard.step, guard.saved) from None
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    summary = {"run_dir": str(run_dir), "checkpoint": str(ckpt_dir / "last.ckpt"), "metrics": metrics,
-               "baseline": getattr(dm, "unigram_nll", lambda: None)(), "samples": sample_cb.last}
+    summary.update(_results(trainer, checkpoint_cb), samples=sample_cb.last, samples_dir=str(sample_cb.out_dir),
+                   baseline=getattr(dm, "unigram_nll", lambda: None)())
     if trainer.is_global_zero:
         print_summary(summary)
     return summary
 
 
-def print_summary(s: dict) -> None:
+def _results(trainer, checkpoint_cb) -> dict:
+    best = checkpoint_cb.best_model_score
+    return {"metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
+            "step": trainer.global_step, "best_val_loss": float(best) if best is not None else None,
+            "best_checkpoint": checkpoint_cb.best_model_path or None}
+
+
+def _command(run_dir: Path) -> str:
+    """The command line that resumes this run: its overrides, with its run folder made explicit
+    (so a multirun job resumes in place) and any ckpt_path dropped (the default, last, resumes)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not launched through Hydra (e.g. `run(cfg)` from Python)
+        return f"zoo-train ...  (this run's overrides) run_dir={shlex.quote(str(run_dir))}"
+    keep = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "run_dir="))]
+    return " ".join(["zoo-train", *map(shlex.quote, keep), shlex.quote(f"run_dir={run_dir}")])
+
+
+def _losses(s: dict) -> str | None:
     m = s["metrics"]
-    print("\n" + "=" * 78)
-    if "val/loss" in m:
-        line = f"validation loss {m['val/loss']:.4f} nats/token (perplexity {m.get('val/ppl', float('nan')):.2f})"
-        if s["baseline"] is not None:
-            line += f"; unigram baseline {s['baseline']:.4f}"
-        print(line + f"; = {m['val/loss'] / math.log(2):.4f} bits/token")
-    if s["samples"] is not None:
-        for prompt, text in s["samples"].texts:
-            print(f"--- sample (prompt {prompt!r}) ---\n{prompt}{text}")
-        for path in [*s["samples"].images, *s["samples"].audio]:
-            print(f"sample file: {path}")
-    print(f"run folder: {s['run_dir']}\ncheckpoint: {s['checkpoint']}")
-    print(f"next: zoo-sample checkpoint={s['checkpoint']} num_samples=4")
-    print("=" * 78)
+    if "val/loss" not in m:
+        return f"train loss {m['train/loss']:.4f} nats/token" if "train/loss" in m else None
+    line = f"validation loss {m['val/loss']:.4f} nats/token ({m['val/loss'] / math.log(2):.4f} bits"
+    line += f", perplexity {m['val/ppl']:.2f})" if "val/ppl" in m else ")"
+    if s.get("best_val_loss") is not None:
+        line += f"; best {s['best_val_loss']:.4f}"
+    if s.get("baseline") is not None:
+        line += f"; unigram baseline {s['baseline']:.4f}"
+    return line
+
+
+def print_summary(s: dict) -> None:
+    """The end-of-training screen (at most ~20 lines): losses, a sample, where everything was written,
+    and the `zoo-sample` command to try next."""
+    rule = "=" * 78
+    lines = [rule, f"finished at step {s.get('step', '?')}"]
+    if (losses := _losses(s)) is not None:
+        lines.append(losses)
+    samples = s.get("samples")
+    if samples is not None and samples.texts:
+        prompt, text = samples.texts[0]
+        shown = (prompt + text).splitlines()[:4]
+        lines += ["--- sample ---", *(ln[:78] for ln in shown)]
+    if samples is not None and (samples.images or samples.audio):
+        lines.append(f"sample files: {', '.join(str(p) for p in [*samples.images, *samples.audio][:3])}")
+    lines.append(f"run folder:   {s['run_dir']}")
+    lines.append(f"checkpoint:   {s['checkpoint']}")
+    if s.get("best_checkpoint") and s["best_checkpoint"] != s["checkpoint"]:
+        lines.append(f"best:         {s['best_checkpoint']}")
+    if s.get("samples_dir") and Path(s["samples_dir"]).is_dir():
+        lines.append(f"samples:      {s['samples_dir']}")
+    lines += [f"next: zoo-sample checkpoint={s['checkpoint']} num_samples=4", rule]
+    print("\n".join(lines))
+
+
+def print_interrupted(s: dict, guard) -> None:
+    """The short screen after SIGTERM / Ctrl-C / SIGUSR1: what was saved and how to resume."""
+    from zoo.resilience import signal_name
+
+    rule = "=" * 78
+    lines = [rule, f"interrupted by {signal_name(guard.signum or signal.SIGTERM)} at step {guard.step}"]
+    if (losses := _losses(s)) is not None:
+        lines.append(losses)
+    if guard.saved:
+        lines += [f"checkpoint:   {guard.saved}", f"resume:       {s['command']}",
+                  "              (ckpt_path=last, the default, continues from this checkpoint)"]
+    else:
+        lines.append(f"nothing new saved; the previous checkpoint (if any) in {Path(s['checkpoint']).parent} "
+                     "is kept")
+    lines.append(rule)
+    print("\n".join(lines), flush=True)
 
 
 def hydra_run_dir() -> str:
@@ -102,13 +179,27 @@ def hydra_run_dir() -> str:
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
-    summary = run(cfg)
+    from zoo.checkpoint_io import CheckpointSaveError, InsufficientDiskSpace
+    from zoo.lit_module import NonFiniteLossError
+    from zoo.resilience import Interrupted
+
+    try:
+        summary = run(cfg)
+    except Interrupted as e:
+        log.warning("%s", e)
+        raise SystemExit(e.exit_code) from None  # 128 + signal: schedulers see the run was stopped
+    except (PermissionError, InsufficientDiskSpace, CheckpointSaveError, NonFiniteLossError) as e:
+        raise SystemExit(f"zoo-train: {e}") from None  # the message says what to do; no traceback
     return summary["metrics"].get("val/loss")  # the value a sweeper would optimise
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run_checked("train", _main)
+    try:
+        run_checked("train", _main)
+    except KeyboardInterrupt:  # Ctrl-C before training started (or pressed twice): nothing new to save
+        print("zoo-train: interrupted; checkpoints already written are kept", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
 
 
 if __name__ == "__main__":
