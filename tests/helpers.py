@@ -30,6 +30,51 @@ def compose_train(overrides: list[str], config_name: str = "train"):
 def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a zoo console script (`zoo-train ...`) through the current interpreter."""
     module = {"zoo-train": "zoo.train", "zoo-sample": "zoo.sample", "zoo-export": "zoo.export"}[args[0]]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # this checkout's zoo
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **(env or {})}
     return subprocess.run([sys.executable, "-m", module, *args[1:]], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+# Per model: a tiny size and a data option that needs no network (jsb_chorales reads `jsb_file`). Dropout
+# off so that runs on different numbers of processes draw the same numbers and can be compared.
+TINY_MODELS = {
+    "gpt": ["model=gpt", "data=pydoc", "model.n_layer=2", "model.n_head=2", "model.n_embd=32",
+            "model.block_size=32", "data.max_val_windows=4"],
+    "image_gpt": ["model=image_gpt", "data=digits", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
+                  "model.local_n_layer=1", "model.local_n_head=2", "model.local_n_embd=16", "model.dropout=0.0",
+                  "model.cond_dropout=0.0"],
+    "music_transformer": ["model=music_transformer", "data=jsb_chorales", "model.n_layer=2", "model.n_head=2",
+                          "model.n_embd=32", "model.block_size=32", "model.dropout=0.0", "data.max_val_windows=4"],
+    "text2image": ["model=text2image", "data=captioned_digits", "model.n_layer=1", "model.n_head=2",
+                   "model.n_embd=32", "model.local_n_layer=1", "model.local_n_head=2", "model.local_n_embd=16",
+                   "model.dropout=0.0", "model.cond_dropout=0.0", "data.num_eval=16"],
+}
+# A few quick steps on one CPU thread, nothing but checkpoints written.
+TINY_RUN = [
+    "data.batch_size=4", "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.limit_val_batches=2",
+    "trainer.log_every_n_steps=1", "trainer.accelerator=cpu", "samples.every_n_steps=0", "samples.max_new_tokens=8",
+    "samples.num_samples=1", "checkpoint.every_n_steps=2", "logger=none", "threads=1",
+]
+
+
+def jsb_file(directory: Path) -> Path:
+    """A small file in the JSB Chorales JSON layout (3 pieces of 64 four-voice steps per split)."""
+    import json
+    import random
+
+    rng = random.Random(0)
+
+    def piece() -> list[list[int]]:
+        return [[rng.randint(60, 72), rng.randint(55, 67), rng.randint(48, 60), rng.randint(36, 48)]
+                for _ in range(64)]
+
+    path = directory / "jsb.json"
+    path.write_text(json.dumps({split: [piece() for _ in range(3)] for split in ("train", "valid", "test")}))
+    return path
+
+
+def tiny_model_overrides(model: str, directory: Path) -> list[str]:
+    """Overrides for a tiny, offline, dropout-free `model` run (TINY_MODELS + TINY_RUN); files go to `directory`."""
+    extra = [f"data.path={jsb_file(directory)}"] if model == "music_transformer" else []
+    return [*TINY_MODELS[model], *TINY_RUN, *extra]

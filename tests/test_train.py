@@ -240,28 +240,7 @@ def test_cli_train_then_sample(tmp_path):
     assert r.returncode == 0 and r.stdout.count("=== sample") == 4
 
 
-def _losses(run_dir: Path) -> dict[int, float]:
-    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").read_text().splitlines()))
-    return {int(r["step"]): float(r["val/loss"]) for r in rows if r.get("val/loss")}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_process_training_matches_one_process(strategy, tmp_path):
-    """2 CPU processes with batch 4 each see exactly the examples of 1 process with batch 8
-    (zoo's BatchStream slices one global batch), so validation losses must agree."""
-    common = [*TINY, "logger=csv", "trainer.max_steps=4", "trainer.val_check_interval=2"]
-    single = run_cli(["zoo-train", *common, "data.batch_size=8", f"run_dir={tmp_path / 'one'}"], cwd=tmp_path)
-    assert single.returncode == 0, single.stderr[-3000:]
-    multi = run_cli(["zoo-train", *common, "data.batch_size=4", f"strategy={strategy}", "trainer.devices=2",
-                     f"run_dir={tmp_path / 'two'}"], cwd=tmp_path)
-    assert multi.returncode == 0, multi.stderr[-3000:]
-    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
-    assert one.keys() == two.keys() and len(one) >= 2
-    for step in one:
-        assert two[step] == pytest.approx(one[step], rel=1e-4), (step, one, two)
-    model, codec, _ = model_from_checkpoint(tmp_path / "two" / "checkpoints" / "last.ckpt")
-    assert len(generate(model, [codec.encode("a")], max_new_tokens=5, seed=0)[0]) == 5
+# DDP / FSDP against one process, sharded checkpoints, torchrun and multirun with DDP: tests/test_scale.py
 
 
 @pytest.mark.slow
@@ -303,3 +282,17 @@ def test_nonfinite_weights_are_never_written_over_a_good_checkpoint(tmp_path):
         run(compose_train([*TINY, f"run_dir={tmp_path}"]), extra_callbacks=[Poison()])
     ckpt = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 2 and torch.isfinite(ckpt["state_dict"]["model.lm_head.weight"]).all()
+
+
+def test_resuming_refuses_a_newer_or_other_model_checkpoint_before_loading_weights(tmp_path):
+    run(compose_train([*TINY, "trainer.max_steps=2", f"run_dir={tmp_path}"]))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    ckpt["zoo"]["version"] = 99
+    torch.save(ckpt, last)
+    with pytest.raises(CheckpointError, match=r"newer zoo \(checkpoint format version 99\).*Upgrade zoo"):
+        run(compose_train([*TINY, "trainer.max_steps=4", f"run_dir={tmp_path}"]))
+    ckpt["zoo"]["version"], ckpt["zoo"]["model_type"] = 1, "music_transformer"
+    torch.save(ckpt, last)
+    with pytest.raises(CheckpointError, match="holds a 'music_transformer' model but this run trains a 'gpt'"):
+        run(compose_train([*TINY, "trainer.max_steps=4", f"run_dir={tmp_path}"]))

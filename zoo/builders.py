@@ -111,13 +111,30 @@ def check_writable(directory: Path) -> None:
                               "Choose another with run_dir=PATH or fix its permissions.") from e
 
 
+def is_sharded_checkpoint(path: str | Path) -> bool:
+    """A distributed (sharded) checkpoint folder, as strategy=fsdp with save_distributed_checkpoint=true
+    writes: torch.distributed.checkpoint shards + `.metadata`, and Lightning's `meta.pt` beside them."""
+    path = Path(path)
+    return path.is_dir() and (path / ".metadata").is_file() and (path / "meta.pt").is_file()
+
+
 def resolve_ckpt_path(value: str | None, ckpt_dir: Path) -> str | None:
-    """`last` -> the run's last.ckpt when it exists (fresh start otherwise); a path must exist."""
+    """`last` -> the run's last.ckpt when it exists (fresh start otherwise); a path must exist.
+
+    A checkpoint is a `.ckpt` file, or a sharded checkpoint folder (strategy=fsdp with
+    strategy.save_distributed_checkpoint=true writes `last.ckpt/` as a folder), which resumes under
+    strategy=fsdp only; `zoo-export` turns such a folder into a single file.
+    """
     if value in (None, "", "null", "none"):
         return None
     if value == "last":
         last = ckpt_dir / "last.ckpt"
-        return str(last) if last.is_file() else None
-    if not Path(value).is_file():
-        raise FileNotFoundError(f"ckpt_path={value!r} does not exist; use a .ckpt path, 'last' or null")
+        return str(last) if last.is_file() or is_sharded_checkpoint(last) else None
+    path = Path(value)
+    if path.is_dir() and not is_sharded_checkpoint(path):
+        raise FileNotFoundError(f"ckpt_path={value!r} is a folder but not a sharded checkpoint (no .metadata and "
+                                "meta.pt in it); use a .ckpt file, a sharded checkpoint folder, 'last' or null")
+    if not path.exists():
+        raise FileNotFoundError(f"ckpt_path={value!r} does not exist; use a .ckpt path, a sharded checkpoint "
+                                "folder, 'last' or null")
     return value

@@ -42,6 +42,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
+        if (path / ".metadata").is_file():  # torch.distributed.checkpoint folder (strategy=fsdp, sharded)
+            raise CheckpointError(f"{path} is a sharded (distributed) checkpoint folder; consolidate it into one "
+                                  f"file first: zoo-export checkpoint={path} out=model.ckpt")
         raise CheckpointError(f"{path} is a folder; expected a .ckpt file written by zoo-train")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); the save was probably interrupted")

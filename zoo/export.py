@@ -2,11 +2,17 @@
 
     zoo-export checkpoint=runs/gpt_pydoc/checkpoints/last.ckpt out=exports/gpt-pydoc
     zoo-export checkpoint=... out=... dtype=bfloat16 name=my-model measure=false
+    zoo-export checkpoint=runs/NAME/checkpoints/last.ckpt out=NAME-full.ckpt   # sharded folder -> one file
 
 The folder holds `model.safetensors` (weights, no pickle; tied tensors stored once), `config.json`
 (format marker, model type and config, the resolved training config with absolute paths removed,
 the model card), `codec.json` (+ the codec's own files), `generation_config.json` (sampling defaults)
 and `README.md` (the model card, human-readable). Nothing in it refers to the machine it came from.
+
+`checkpoint` may also be a sharded checkpoint folder (strategy=fsdp with
+strategy.save_distributed_checkpoint=true): it is consolidated into full tensors first, without any
+process group. With `out=FILE.ckpt` the consolidated single-file zoo checkpoint is all that is
+written; `zoo-sample checkpoint=FILE.ckpt` and `zoo.checkpoint.model_from_checkpoint` read it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import logging
 import math
 import platform
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -135,15 +142,55 @@ def export(m: Pretrained, out: str | Path, *, dtype: str = "float16", name: str 
     return out
 
 
+# What a consolidated checkpoint keeps of a sharded one besides the weights. The optimizer state is
+# dropped: it is keyed by parameter name there (a sharded run resumes from the folder itself).
+_CONSOLIDATED_KEYS = ("zoo", "global_step", "epoch", "pytorch-lightning_version")
+
+
+def consolidate_checkpoint(folder: str | Path, out: str | Path) -> Path:
+    """Write the sharded checkpoint `folder` as one zoo `.ckpt` file `out` (full tensors on CPU).
+
+    The file holds `state_dict` (keys `model.…`, as a single-process run writes them), the zoo
+    metadata `zoo`, `global_step` and `epoch`; not the optimizer state. Runs in one process, no
+    process group needed, whatever number of ranks wrote the folder.
+    """
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    from zoo.builders import is_sharded_checkpoint
+
+    folder, out = Path(folder), Path(out)
+    if not is_sharded_checkpoint(folder):
+        raise ValueError(f"{folder} is not a sharded checkpoint folder (expected .metadata and meta.pt in it, "
+                         "as strategy=fsdp with strategy.save_distributed_checkpoint=true writes)")
+    meta = torch.load(folder / "meta.pt", map_location="cpu", weights_only=True)
+    if "zoo" not in meta:
+        raise ValueError(f"{folder} is a sharded Lightning checkpoint but not a zoo one (no 'zoo' metadata)")
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp_to_torch_save(folder, Path(tmp) / "full.pt")
+        full = torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=True)
+    state = dict(full["state_dict"])
+    ckpt = {"state_dict": state, **{k: meta[k] for k in _CONSOLIDATED_KEYS if k in meta}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, out)
+    log.info("consolidated %s (%d tensors, step %s) into %s", folder, len(state), meta.get("global_step"), out)
+    return out
+
+
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "float16", name: str | None = None,
                       measure: bool = True, hardware: str | None = None, max_batches: int | None = None,
                       card: dict[str, Any] | None = None) -> Path:
     """Export a zoo-train `.ckpt`; with `measure`, the card's metric is the exported weights' val loss.
 
     `card` adds or overrides model-card fields (e.g. train_command, hardware details)."""
+    from zoo.builders import is_sharded_checkpoint
     from zoo.checkpoint import read_checkpoint
     from zoo.hub import load_checkpoint, load_export
 
+    if is_sharded_checkpoint(checkpoint):
+        with tempfile.TemporaryDirectory() as tmp:
+            single = consolidate_checkpoint(checkpoint, Path(tmp) / "consolidated.ckpt")
+            return export_checkpoint(single, out, dtype=dtype, name=name, measure=measure, hardware=hardware,
+                                     max_batches=max_batches, card=card)
     ckpt = read_checkpoint(checkpoint)
     m = load_checkpoint(checkpoint)
     data = (m.config.get("train_config") or {}).get("data") or {}
@@ -175,6 +222,13 @@ def main() -> None:
     @hydra.main(config_path=CONF_DIR, config_name="export", version_base="1.3")
     def _main(cfg: DictConfig) -> None:
         opts = resolve(cfg, "zoo-export")
+        if str(opts["out"]).endswith(".ckpt"):  # consolidate a sharded checkpoint, nothing else
+            try:
+                path = consolidate_checkpoint(opts["checkpoint"], opts["out"])
+            except (ValueError, FileNotFoundError) as e:
+                raise SystemExit(f"zoo-export: {e}") from e
+            print(f"consolidated {opts['checkpoint']} into {path}")
+            return
         try:
             path = export_checkpoint(opts["checkpoint"], opts["out"], dtype=opts["dtype"], name=opts["name"],
                                      measure=opts["measure"], hardware=opts["hardware"], card=opts["card"])

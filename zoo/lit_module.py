@@ -18,7 +18,8 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+import torch.utils.checkpoint
+from torch import Tensor, nn
 
 from zoo.codecs.base import Codec
 from zoo.data.base import IGNORE_INDEX, Batch
@@ -26,10 +27,44 @@ from zoo.models.base import GenerativeModel
 
 log = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
+CPU_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
+FLOAT16_PRECISIONS = ("16-mixed", "16-true", "16")  # CUDA only
 
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+class _CheckpointedForward:
+    """A block's forward that recomputes its activations in backward instead of storing them.
+
+    Installed as an instance attribute, so the block stays the same module (same parameter names,
+    hence the same state-dict keys) and hooks on it (FSDP2's unshard / reshard) still run around the
+    call. Non-reentrant checkpointing (`use_reentrant=False`) supports keyword arguments, DDP, FSDP2
+    and tensors that need no grad, and restores the RNG state so that dropout masks are recomputed
+    identically. Only while training with grad enabled: decoding with a KV cache runs the block as is.
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        self.block = block
+        self.forward = type(block).forward.__get__(block)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.block.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(self.forward, *args, use_reentrant=False, **kwargs)
+        return self.forward(*args, **kwargs)
+
+
+def checkpoint_activations(block: nn.Module) -> None:
+    """Turn on activation checkpointing for `block` (in place, idempotent)."""
+    if not isinstance(vars(block).get("forward"), _CheckpointedForward):
+        block.forward = _CheckpointedForward(block)
+
+
+def _is_fully_sharded(module: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
 
 
 def lr_lambda(step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
@@ -52,6 +87,7 @@ class GenerativeModule(L.LightningModule):
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
         on_nonfinite: Literal["raise", "skip"] = "raise",
+        activation_checkpointing: bool = False,
         train_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -61,6 +97,7 @@ class GenerativeModule(L.LightningModule):
         self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
         self.on_nonfinite = on_nonfinite
+        self.activation_checkpointing = bool(activation_checkpointing)
         self.train_config = train_config or {}
         self._t_last: float | None = None
 
@@ -75,17 +112,33 @@ class GenerativeModule(L.LightningModule):
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
         return loss, int((targets != IGNORE_INDEX).sum())
 
+    def setup(self, stage: str) -> None:
+        """Refuse float16 off CUDA before any work. (On CPU Lightning swaps 16-mixed for bf16-mixed with a
+        warning; a run should not silently train in another precision than the one asked for.)"""
+        requested = str((self.train_config.get("trainer") or {}).get("precision", self.trainer.precision))
+        device = self.trainer.strategy.root_device.type
+        if device != "cuda" and (requested in FLOAT16_PRECISIONS or str(self.trainer.precision) in FLOAT16_PRECISIONS):
+            raise ValueError(f"trainer.precision={requested!r} (float16, with loss scaling) needs a CUDA GPU, but "
+                             f"this run is on {device!r}; accepted on {device!r}: {list(CPU_PRECISIONS)} "
+                             "(bf16-mixed is the 16-bit choice there)")
+
     def configure_model(self) -> None:
-        """Under ModelParallelStrategy (strategy=fsdp): shard each transformer block, then the root."""
-        if self.device_mesh is None:
+        """Called by Lightning under every strategy, before optimizers exist. Applies activation
+        checkpointing to each transformer block (`activation_checkpointing=True`), then, under
+        ModelParallelStrategy (strategy=fsdp), shards each block with FSDP2 and finally the root.
+        Neither changes module names, so checkpoints stay interchangeable between strategies."""
+        if self.activation_checkpointing:
+            for block in self.model.blocks():
+                checkpoint_activations(block)
+        if self.device_mesh is None or _is_fully_sharded(self.model):
             return
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         mesh = self.device_mesh["data_parallel"]
-        mp = None
-        if self.trainer is not None and str(self.trainer.precision).startswith("bf16"):
-            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        kwargs = {"mesh": mesh, **({"mp_policy": mp} if mp else {})}
+        kwargs: dict[str, Any] = {"mesh": mesh}
+        if self._trainer is not None and str(self._trainer.precision).startswith("bf16"):
+            # bf16 compute, gradients reduced in fp32 (bf16-mixed keeps fp32 master weights)
+            kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         for block in self.model.blocks():
             fully_shard(block, **kwargs)
         fully_shard(self.model, **kwargs)
@@ -93,17 +146,32 @@ class GenerativeModule(L.LightningModule):
     # ---- steps -------------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         loss, n = self.loss(batch)
-        if not torch.isfinite(loss):
-            where = (f"non-finite training loss {loss.item()} at step {self.global_step} "
+        reported, total = self._global_mean(loss, n)
+        if total != n:
+            # DDP/FSDP average the ranks' gradients. Weighting each rank's mean by its share of the
+            # targets makes that average the gradient of the global batch's mean, as on one process,
+            # also when ranks hold different numbers of ignored (-100) targets.
+            loss = loss * (n * self.trainer.world_size / total)
+        if not torch.isfinite(reported):  # the global value: every rank takes the same decision
+            where = (f"non-finite training loss {reported.item()} at step {self.global_step} "
                      f"(batch {batch_idx}, idx shape {tuple(batch['idx'].shape)})")
             if self.on_nonfinite == "skip":
                 log.warning("%s: step skipped (on_nonfinite=skip)", where)
                 return None
             raise NonFiniteLossError(f"{where}; the last good checkpoint is kept. Lower the learning rate, "
                                      "check the data, or set module.on_nonfinite=skip to skip such steps.")
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self._tokens = n * self.trainer.world_size
+        self.log("train/loss", reported, prog_bar=True, batch_size=total)
+        self._tokens = total
         return loss
+
+    def _global_mean(self, loss: Tensor, n: int) -> tuple[Tensor, int]:
+        """(mean loss over every rank's targets, total target count); (loss, n) on one process."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return loss.detach(), n
+        stats = torch.stack([loss.detach().float() * n, torch.tensor(float(n), device=loss.device)])
+        stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
+        total = int(stats[1].item())
+        return stats[0] / max(total, 1), total
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
         now = time.perf_counter()
@@ -160,3 +228,17 @@ class GenerativeModule(L.LightningModule):
             raise NonFiniteLossError(f"non-finite weights at step {self.global_step} in {bad[:3]}: checkpoint not "
                                      "saved, the previous one is kept. Lower the learning rate or check the data.")
         checkpoint["zoo"] = self.zoo_metadata()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming: refuse a checkpoint from a newer zoo or of another model before its weights are loaded."""
+        from zoo.checkpoint import CheckpointError, check_metadata
+
+        if "zoo" not in checkpoint:
+            raise CheckpointError("the checkpoint to resume from has no 'zoo' metadata; expected one written by "
+                                  "zoo-train (or start fresh with ckpt_path=null)")
+        if "state_dict" in checkpoint:  # a sharded (distributed) checkpoint loads its weights separately
+            check_metadata(checkpoint, source="resume checkpoint")
+        saved = checkpoint["zoo"].get("model_type")
+        if saved != self.model.model_type:
+            raise CheckpointError(f"the checkpoint to resume from holds a {saved!r} model but this run trains a "
+                                  f"{self.model.model_type!r}; pass ckpt_path=null or a matching checkpoint")

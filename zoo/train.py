@@ -14,6 +14,8 @@ import os
 import shlex
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -149,7 +151,12 @@ def print_summary(s: dict) -> None:
         lines.append(f"best:         {s['best_checkpoint']}")
     if s.get("samples_dir") and Path(s["samples_dir"]).is_dir():
         lines.append(f"samples:      {s['samples_dir']}")
-    lines += [f"next: zoo-sample checkpoint={s['checkpoint']} num_samples=4", rule]
+    if Path(s["checkpoint"]).is_dir():  # sharded (strategy.save_distributed_checkpoint=true): one file first
+        single = Path(s["checkpoint"]).with_name("last-full.ckpt")
+        lines.append(f"next: zoo-export checkpoint={s['checkpoint']} out={single}")
+        lines += [f"      zoo-sample checkpoint={single} num_samples=4", rule]
+    else:
+        lines += [f"next: zoo-sample checkpoint={s['checkpoint']} num_samples=4", rule]
     print("\n".join(lines))
 
 
@@ -177,18 +184,61 @@ def hydra_run_dir() -> str:
     return HydraConfig.get().runtime.output_dir
 
 
+_LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextmanager
+def multirun_job() -> Iterator[None]:
+    """Run one job of a Hydra multirun so that DDP works in it (docs/scaling.md, "Hydra multirun with DDP").
+
+    Lightning starts ranks 1.. as `python -m zoo.train <sys.argv[1:]> hydra.run.dir=<HydraConfig run.dir>`.
+    In a multirun, sys.argv holds the whole sweep (`-m model.n_layer=1,2`) and run.dir is the single-run
+    folder, so every child would start the sweep again, in runs/<name>: point both at this job. After
+    the job, its process group goes (its other ranks have exited), so that the next job starts its own.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        yield
+        return
+    argv, sys.argv = sys.argv, [sys.argv[0], *hc.overrides.task]
+    env = {k: os.environ.get(k) for k in _LAUNCH_ENV}
+    with read_write(hc.run):
+        hc.run.dir = hc.runtime.output_dir
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        # Lightning leaves LOCAL_RANK etc. set; the next job would take them for an external launcher
+        # (torchrun) and wait for ranks nobody starts
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        sys.argv = argv
+
+
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
+    from zoo.checkpoint import CheckpointError
     from zoo.checkpoint_io import CheckpointSaveError, InsufficientDiskSpace
     from zoo.lit_module import NonFiniteLossError
     from zoo.resilience import Interrupted
 
     try:
-        summary = run(cfg)
+        with multirun_job():
+            summary = run(cfg)
     except Interrupted as e:
         log.warning("%s", e)
         raise SystemExit(e.exit_code) from None  # 128 + signal: schedulers see the run was stopped
-    except (PermissionError, InsufficientDiskSpace, CheckpointSaveError, NonFiniteLossError) as e:
+    except (PermissionError, InsufficientDiskSpace, CheckpointSaveError, NonFiniteLossError, CheckpointError) as e:
         raise SystemExit(f"zoo-train: {e}") from None  # the message says what to do; no traceback
     return summary["metrics"].get("val/loss")  # the value a sweeper would optimise
 
