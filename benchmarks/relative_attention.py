@@ -14,9 +14,12 @@ Peers
 - `naive_shaw`: Shaw et al.'s formulation, one embedding gathered per (query, key) pair — a
   (H, T, S, D) tensor — then q · e per pair. O(T²·D) memory. Skipped where its estimated peak
   (three (H, T, T, D) tensors alive at once in forward+backward) exceeds --naive-max-gib.
-- `zoo_relative`: `relative_self_attention` — `relative_logits` (the skew) per query chunk + the
-  `relative` kernel — exactly what `MultiHeadAttention(kernel="relative")` runs between its
-  projections.
+- `zoo_relative`: `relative_self_attention` with its defaults — exactly what
+  `MultiHeadAttention(kernel="relative")` runs between its projections. On CPU in float32 that is the
+  "matmul" path: per query chunk the skew's logits, Q Kᵀ added onto them by one `baddbmm`, an in-place
+  softmax and one product with V, on the keys the chunk can see only; backward recomputes per chunk.
+- `zoo_relative_sdpa_bias`: the same with `path="kernel"` — the skew's logits handed per chunk to SDPA
+  as its float mask (the path CUDA, bfloat16 and dropout take; zoo's CPU default before issue 7).
 - `sdpa_float_mask`: SDPA with a ready-made (B, H, T, T) float mask (the causal mask as 0 / -inf,
   built before timing, no gradient): what passing any per-head additive bias costs by itself, the
   floor of the bias design before a single relative logit is computed.
@@ -61,7 +64,7 @@ from zoo.machine import cpu_name
 
 HEADS, HEAD_DIM, BATCH = 8, 64, 1
 NAIVE_ROUNDS = 2  # naive Shaw is 50-100x slower: timed in the first rounds only, its times are context
-PEERS = ("naive_shaw", "zoo_relative", "sdpa_float_mask", "causal_sdpa")
+PEERS = ("naive_shaw", "zoo_relative", "zoo_relative_sdpa_bias", "sdpa_float_mask", "causal_sdpa")
 GOALS = {
     "memory_vs_naive_at_1024": 15.0,  # issue 3: naive / zoo peak memory, at least
     "fwd_bwd_vs_sdpa_at_2048": 5.0,  # issue 3: zoo / causal SDPA time, at most
@@ -87,7 +90,11 @@ CHUNK: dict[str, int | None] = {"rows": None}  # --chunk; None: the library's de
 
 
 def zoo_relative(q: Tensor, k: Tensor, v: Tensor, er: Tensor, mask: Tensor) -> Tensor:
-    return relative_self_attention(q, k, v, er, chunk=CHUNK["rows"])  # the `relative` kernel
+    return relative_self_attention(q, k, v, er, chunk=CHUNK["rows"])  # what the `relative` kernel runs
+
+
+def zoo_relative_sdpa_bias(q: Tensor, k: Tensor, v: Tensor, er: Tensor, mask: Tensor) -> Tensor:
+    return relative_self_attention(q, k, v, er, chunk=CHUNK["rows"], path="kernel")  # skew logits as SDPA bias
 
 
 def sdpa_float_mask(q: Tensor, k: Tensor, v: Tensor, er: Tensor, mask: Tensor) -> Tensor:
@@ -99,6 +106,7 @@ def causal_sdpa(q: Tensor, k: Tensor, v: Tensor, er: Tensor, mask: Tensor) -> Te
 
 
 FUNCS: dict[str, Callable[..., Tensor]] = {"naive_shaw": naive_shaw, "zoo_relative": zoo_relative,
+                                           "zoo_relative_sdpa_bias": zoo_relative_sdpa_bias,
                                            "sdpa_float_mask": sdpa_float_mask, "causal_sdpa": causal_sdpa}
 
 
@@ -231,12 +239,24 @@ def goals(report: dict) -> list[dict]:
 
 NOTES = """\
 Reading the figures: `sdpa_float_mask` is SDPA handed a ready-made per-head float mask, i.e. the
-floor of any additive-bias scheme before a single relative logit is computed; zoo's extra cost over
-it is the one matmul Q·Erᵀ that the skew needs (issue 7: "the skew adds one matmul") plus the mask fill.
-Causal SDPA skips the masked half of the keys; zoo recovers most of that by chunking queries
-(`relative_self_attention`), each chunk an ordinary bottom-right causal call on the keys it can see.
-On CPU, SDPA's fused kernel does not return a gradient for a float mask, so training falls back to
-SDPA's math path (materialised softmax); that is where forward+backward's extra time goes. On CUDA,
+floor of any additive-bias scheme before a single relative logit is computed. Causal SDPA skips the
+masked half of the keys; zoo recovers it up to one chunk's corner by chunking queries
+(`relative_self_attention`), each chunk touching only the keys it can see.
+Why forward stays near 1.8x causal SDPA on CPU at T >= 2048 (1.44x at 1024; profile, torch 2.14.1):
+the relative term is a third matrix product as large as Q Kᵀ (every query against every distance up
+to its position, T²/2 · D per head), so exact relative attention needs 1.5x the multiply-adds of
+causal SDPA's two products. Reaching 1.5x needs the three products plus the softmax to run as
+efficiently as SDPA's fused flash kernel; here they are separate MKL calls, and the add (inside
+`baddbmm`) and the in-place softmax are extra passes over each chunk's (rows, keys) logits, which at
+T >= 2048 no longer fit in L2 (one head of 64 rows x 4096 keys is 1 MiB), so they run at memory
+speed. What would close it: a fused kernel that computes the Q·Erᵀ block beside the Q Kᵀ block inside
+the flash loop (a C++/Triton-CPU extension, or a FlexAttention variant that can read a second
+per-block product), or relative embeddings limited to L < T distances (the third product scales
+with L). Forward+backward is well inside 3x: backward recomputes each chunk (8 products per chunk
+against flash's 5, but no materialised (T, S) probabilities), which also keeps its peak memory
+below causal SDPA's here.
+On CPU, SDPA's fused kernel does not return a gradient for a float mask, so `zoo_relative_sdpa_bias`
+and `sdpa_float_mask` fall back to SDPA's math path (materialised softmax) in training. On CUDA,
 the memory-efficient kernel takes the bias and its gradient, while causal SDPA in bfloat16 runs
 FlashAttention, which no float mask can use. Timing on a shared machine: the spread column shows how
 much the rounds disagreed; the load averages say how busy the machine was."""

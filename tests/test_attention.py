@@ -108,6 +108,44 @@ def test_kv_cache_update_returns_prefix_and_reorder_selects_rows():
     assert torch.equal(cache.k[1][0, :, :2], a[1]) and torch.equal(cache.k[1][1, :, :2], a[1])
 
 
+def test_kv_cache_static_mode_writes_at_the_tensor_position_and_masks_the_rest():
+    cache = KVCache(n_layer=1, batch=1, n_head=1, max_len=5, head_dim=2, device="cpu", dtype=torch.float32)
+    cache.k[0].fill_(float("nan")), cache.v[0].fill_(float("nan"))  # what torch.empty may hold
+    a = torch.ones(1, 1, 2, 2)
+    cache.update(0, a, a)
+    cache.advance(2)
+    cache.make_static()
+    assert cache.static and int(cache.position) == 2
+    assert torch.equal(cache.k[0][:, :, 2:], torch.zeros(1, 1, 3, 2))  # the unwritten tail zeroed (0 · v, not NaN)
+    k, v = cache.update(0, a[:, :, :1] * 7, a[:, :, :1] * 8)
+    assert k.shape == (1, 1, 5, 2)  # static: the whole buffer, every step the same shape
+    assert k[0, 0, :, 0].tolist() == [1, 1, 7, 0, 0] and v[0, 0, 2, 0] == 8
+    assert cache.attention_mask(1).tolist() == [[True, True, True, False, False]]
+    assert cache.attention_mask(2).tolist() == [[True, True, True, False, False], [True, True, True, True, False]]
+    cache.advance(1)
+    assert cache.pos == 3 and int(cache.position) == 3
+
+
+@pytest.mark.parametrize("kernel", ["math", "sdpa"])
+def test_static_cache_decoding_with_rotary_equals_full(kernel):
+    from zoo.layers import RotaryEmbedding
+
+    torch.manual_seed(0)
+    m = MultiHeadAttention(32, 4, kernel=kernel).eval()
+    rot = RotaryEmbedding(8, 64)
+    x = torch.randn(2, 20, 32)
+    with torch.no_grad():
+        full = m(x, rotary=rot)
+        cache = KVCache(1, 2, 4, 32, 8, device="cpu", dtype=torch.float32)
+        parts = [m(x[:, :5], cache=cache, rotary=rot)]
+        cache.advance(5)
+        cache.make_static()
+        for t in range(5, 20):
+            parts.append(m(x[:, t:t + 1], cache=cache, rotary=rot))
+            cache.advance(1)
+    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-5, atol=1e-6)
+
+
 def test_cross_attention_shapes_and_missing_context():
     torch.manual_seed(0)
     m = MultiHeadAttention(32, 4, cross=True)

@@ -170,6 +170,45 @@ def test_cached_decoding_equals_full_recomputation(position: str, kernel: str) -
     torch.testing.assert_close(torch.stack(got, 1), full[:, prompt_len - 1:], atol=ATOL, rtol=RTOL)
 
 
+@pytest.mark.parametrize("position", ["learned", "rotary", "none"])
+@pytest.mark.parametrize("kernel", ["math", "sdpa", "relative"])
+def test_static_decode_step_equals_full_recomputation(position: str, kernel: str) -> None:
+    """decode_step_static (the fixed-shape step that compile=True compiles), run eagerly here, over a cache
+    longer than the sequence (its tail stays masked): same logits as recomputing the whole prefix."""
+    model = tiny_gpt(position=position, kernel=kernel, std=0.2)
+    prompt_len, steps = 9, 30
+    idx = torch.randint(0, 97, (2, prompt_len + steps), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        full = model(idx)
+        cache = model.new_cache(2, 64)
+        got = [model.prefill(idx[:, :prompt_len], cache=cache)]
+        for t in range(prompt_len, prompt_len + steps):
+            got.append(model.decode_step_static(idx[:, t:t + 1], cache=cache))
+    assert cache.static and cache.pos == int(cache.position) == prompt_len + steps
+    torch.testing.assert_close(torch.stack(got, 1), full[:, prompt_len - 1:], atol=ATOL, rtol=RTOL)
+
+
+def test_static_decode_step_past_the_cache_is_an_error() -> None:
+    model = tiny_gpt()
+    cache = model.new_cache(1, 4)
+    with torch.no_grad():
+        model.prefill(torch.zeros(1, 4, dtype=torch.long), cache=cache)
+        with pytest.raises(ValueError, match="sequence of 5 tokens exceeds block_size=96 or the cache's 4"):
+            model.decode_step_static(torch.zeros(1, 1, dtype=torch.long), cache=cache)
+
+
+@pytest.mark.slow
+def test_compiled_generate_gives_the_same_greedy_tokens() -> None:
+    """generate(compile=True): the torch.compile'd fixed-shape step, batch 2, prompts of two lengths, and a
+    second call with another prompt length reusing the compiled step (same bucketed cache length)."""
+    model = tiny_gpt(std=0.2, n_layer=1, position="rotary")
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12]]
+    for extra in (0, 2):
+        rows = [p + [1] * extra for p in prompts]
+        want = generate(model, rows, temperature=0, max_new_tokens=20)
+        assert generate(model, rows, temperature=0, max_new_tokens=20, compile=True) == want
+
+
 @pytest.mark.parametrize("kernel", ["math", "sdpa"])
 @pytest.mark.parametrize("position", ["learned", "rotary"])
 def test_chunked_prefill_equals_full_forward(kernel: str, position: str) -> None:

@@ -72,18 +72,66 @@ def test_relative_logits_equal_explicit_gather(t, s, h, d, n):
 
 @pytest.mark.parametrize(("t", "s", "h", "d", "n"), CASES)
 @pytest.mark.parametrize("chunk", [None, 5])
-def test_forward_and_gradients_equal_naive_shaw(t, s, h, d, n, chunk):
+@pytest.mark.parametrize("path", ["matmul", "kernel"])
+def test_forward_and_gradients_equal_naive_shaw(t, s, h, d, n, chunk, path):
+    """Both paths, T = 1 / 7 / 64 with chunks of 5 rows (T not a multiple), cached (S > T), L < and > S."""
     torch.manual_seed(t * 1000 + s * 10 + n)
     q, k, v = (randn(2, h, t if i == 0 else s, d, requires_grad=True) for i in range(3))
     er = randn(h, n, d, requires_grad=True)
     grad_out = randn(2, h, t, d)
-    got = relative_self_attention(q, k, v, er, chunk=chunk)
+    got = relative_self_attention(q, k, v, er, chunk=chunk, path=path)
     want = oracle_attention(q, k, v, er)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     grads = torch.autograd.grad(got, (q, k, v, er), grad_out)
     grads_want = torch.autograd.grad(want, (q, k, v, er), grad_out)
     for name, g, w in zip(["q", "k", "v", "er"], grads, grads_want):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10, msg=lambda m, name=name: f"d{name}: {m}")
+
+
+def test_matmul_path_blocks_of_one_head_equal_oracle(monkeypatch):
+    """The matmul path's head groups (here one head per block: MATMUL_BLOCK_BYTES forced down) and row
+    chunks (3 rows, T = 10 not a multiple) change nothing, forward or backward."""
+    import zoo.attention
+
+    monkeypatch.setattr(zoo.attention, "MATMUL_BLOCK_BYTES", 1)
+    torch.manual_seed(3)
+    q, k, v = (randn(2, 3, 10 if i == 0 else 13, 8, requires_grad=True) for i in range(3))
+    er = randn(3, 6, 8, requires_grad=True)
+    got = relative_self_attention(q, k, v, er, chunk=3, path="matmul")
+    want = oracle_attention(q, k, v, er)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    grad_out = randn(*got.shape)
+    for g, w in zip(torch.autograd.grad(got, (q, k, v, er), grad_out),
+                    torch.autograd.grad(want, (q, k, v, er), grad_out)):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+
+
+def test_float32_paths_agree_forward_and_backward():
+    """fp32 on CPU: the default (matmul) path against the SDPA-bias path, values and gradients."""
+    torch.manual_seed(4)
+    q, k, v = (torch.randn(2, 4, 75, 16, requires_grad=True) for _ in range(3))
+    er = (torch.randn(4, 50, 16) * 0.25).requires_grad_()
+    outs, grads = [], []
+    for path in ("auto", "kernel"):
+        out = relative_self_attention(q, k, v, er, chunk=32, path=path)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out, (q, k, v, er), torch.ones_like(out)))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_path_requirements_are_errors():
+    q = torch.randn(1, 2, 5, 4)
+    er = torch.randn(2, 4, 4)
+    with pytest.raises(ValueError, match="path='matmul' needs a CPU float32/float64 input, dropout_p=0"):
+        relative_self_attention(q, q, q, er, dropout_p=0.1, path="matmul")
+    with pytest.raises(ValueError, match="dtype torch.bfloat16"):
+        relative_self_attention(*(x.bfloat16() for x in (q, q, q, er)), path="matmul")
+    with pytest.raises(ValueError, match="path must be 'auto', 'matmul' or 'kernel', got 'fast'"):
+        relative_self_attention(q, q, q, er, path="fast")
+    out = relative_self_attention(*(x.bfloat16() for x in (q, q, q, er)))  # auto: the kernel path takes it
+    assert out.dtype == torch.bfloat16 and out.shape == q.shape
 
 
 def test_float32_forward_close_to_float64_oracle():
@@ -168,6 +216,23 @@ def test_cached_decoding_with_default_chunking(monkeypatch):
     for start in range(0, 30, 11):
         parts.append(m(x[:, start:start + 11], cache=cache))
         cache.advance(parts[-1].shape[1])
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("step", [1, 3])
+def test_static_cache_decoding_equals_full_recomputation(step):
+    """The fixed-shape (compilable) path: relative logits gathered by distance over the whole buffers."""
+    m = mha(n=7, seed=5)
+    x = randn(2, 25, 32)
+    full = m(x)
+    cache = KVCache(1, 2, 4, 32, 8, device="cpu", dtype=F64)  # longer than needed: the tail stays masked
+    parts = [m(x[:, :4], cache=cache)]  # prefill on the ordinary cache, then switch
+    cache.advance(4)
+    cache.make_static()
+    for start in range(4, 25, step):
+        parts.append(m(x[:, start:start + step], cache=cache))
+        cache.advance(parts[-1].shape[1])
+    assert cache.pos == 25 and int(cache.position) == 25
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-10, atol=1e-10)
 
 

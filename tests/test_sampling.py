@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from zoo.attention import KVCache
+from zoo.layers import linear_weights_in_out
 from zoo.models.base import GenerativeModel
 from zoo.models.gpt import GPT, GPTConfig
 from zoo.sampling import SamplingConfig, apply_repetition_penalty, filter_logits, generate
@@ -250,6 +251,29 @@ def test_too_long_and_bad_requests_are_errors() -> None:
         generate(model, [[]], max_new_tokens=3)
     with pytest.raises(ValueError, match="guidance_scale needs both `cond` and `uncond`"):
         generate(model, [[1]], guidance_scale=2.0)
+    with pytest.raises(ValueError, match="compile=True compiles the cached decode step; it needs use_cache=True"):
+        generate(model, [[1]], compile=True, use_cache=False)
+    with pytest.raises(ValueError, match="compile=True needs a model with a fixed-shape decode step .* "
+                                         "ClassConditionalGPT has none: use compile=False"):
+        generate(ClassConditionalGPT(), [[1]], max_new_tokens=2, compile=True, cond=torch.tensor([0]))
+
+
+def test_linear_weights_in_out_same_outputs_then_restored() -> None:
+    """The CPU decoding layout: (in, out) weight copies inside the block, the model untouched after it."""
+    model = tiny_gpt()
+    idx = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(0))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        want = model(idx)
+        with linear_weights_in_out(model):
+            linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+            assert linears and all("forward" in m.__dict__ for m in linears)
+            got = model(idx)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert model.lm_head.weight is model.transformer.wte.weight  # still tied
 
 
 # --- classifier-free guidance -------------------------------------------------------------------------

@@ -7,6 +7,9 @@ are checkpoint format: GPT-2 weights import key for key.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -71,6 +74,58 @@ class MLP(nn.Module):
         return self.dropout(h) if self.dropout.p > 0 else h
 
 
+def _linear_in_out(weight_in_out: Tensor, bias: Tensor | None, x: Tensor) -> Tensor:
+    """nn.Linear's x Wᵀ + b from a contiguous (in, out) copy of W: x (..., in) -> (..., out)."""
+    x2 = x.reshape(-1, x.shape[-1])  # (N, in)
+    y = torch.mm(x2, weight_in_out) if bias is None else torch.addmm(bias, x2, weight_in_out)
+    return y.view(*x.shape[:-1], weight_in_out.shape[1])
+
+
+@contextlib.contextmanager
+def linear_weights_in_out(model: nn.Module, *, keep: bool = False) -> Iterator[None]:
+    """Inside the block, every plain `nn.Linear` of `model` multiplies by a contiguous (in, out) copy of its weight.
+
+    Why: in token-by-token decoding every product has one row per sequence, and on CPU (MKL) x @ W over
+    W stored (in, out) ran about twice as fast as nn.Linear's x @ Wᵀ over its (out, in) parameter
+    (benchmarks/gpt_cpu.md; Hugging Face's GPT-2 Conv1D stores (in, out) for the same reason). Parameters,
+    state dict and hooks are untouched; tied weights are copied once. Results equal nn.Linear's up to
+    floating-point rounding (the same `addmm` as Conv1D). Inference only: nothing here carries a gradient
+    to the parameters. Does nothing for a model compiled in place (patching its modules would invalidate
+    its compiled graphs) and leaves subclasses of nn.Linear (quantised, adapters) alone.
+
+    keep=False drops the copies made here on exit (one more set of Linear weights in memory meanwhile); keep=True
+    keeps them on the modules for the next block, refreshed only when a weight changes (its data pointer
+    or version counter): a compiled step traced through these forwards then finds the same objects
+    every call and does not recompile (zoo.sampling's compile=True); the memory stays allocated.
+    """
+    if any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules()):
+        yield
+        return
+    patched: list[nn.Linear] = []
+    copies: dict[int, Tensor] = {}
+    try:
+        for m in model.modules():
+            if type(m) is not nn.Linear or "forward" in m.__dict__:
+                continue
+            w = m.weight
+            stamp = (w.data_ptr(), w._version, None if m.bias is None else (m.bias.data_ptr(), m.bias._version))
+            kept = m.__dict__.get("_in_out_forward")
+            if kept is not None and kept[0] == stamp:
+                forward = kept[1]
+            else:
+                if id(w) not in copies:
+                    copies[id(w)] = w.detach().t().contiguous()  # (in, out)
+                forward = functools.partial(_linear_in_out, copies[id(w)], m.bias)
+                if keep:
+                    m.__dict__["_in_out_forward"] = (stamp, forward)
+            m.forward = forward
+            patched.append(m)
+        yield
+    finally:
+        for m in patched:
+            del m.forward  # copies kept by an earlier keep=True block stay kept: a compiled step relies on them
+
+
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(ln_1(x)) [+ cross_attn(ln_cross(x), context)] + mlp(ln_2(x))."""
 
@@ -127,11 +182,17 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
+        """`offset` is an int, or a 0-d int64 tensor (static-cache decoding: no Python int that changes,
+        so a compiled step does not recompile per position; the table bound is then not checked)."""
         t = x.shape[-2]
-        if offset + t > self.cos.shape[0]:
-            raise ValueError(f"position {offset + t} is past the rotary table of {self.cos.shape[0]}")
-        cos = self.cos[offset:offset + t].to(x.dtype)  # (T, D/2)
-        sin = self.sin[offset:offset + t].to(x.dtype)
+        if isinstance(offset, Tensor):
+            at = offset.view(1) if t == 1 else offset + torch.arange(t, device=offset.device)
+            cos, sin = self.cos.index_select(0, at).to(x.dtype), self.sin.index_select(0, at).to(x.dtype)
+        else:
+            if offset + t > self.cos.shape[0]:
+                raise ValueError(f"position {offset + t} is past the rotary table of {self.cos.shape[0]}")
+            cos = self.cos[offset:offset + t].to(x.dtype)  # (T, D/2)
+            sin = self.sin[offset:offset + t].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D/2) each
         return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)

@@ -9,6 +9,7 @@ Training convention: `logits[:, t]` predicts `idx[:, t + 1]` (the datamodule shi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -115,6 +116,27 @@ class GPT(GenerativeModel):
             x = x[:, -1:]
         return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
 
+    def decode_step_static(self, idx: Tensor, *, cache: KVCache, compile: bool = False) -> Tensor:
+        """`decode_step` with the same tensor shapes at every position; returns next-token logits (B, V).
+
+        idx (B, T) holds the new tokens (T = 1 when decoding). The cache is switched to static mode
+        (`KVCache.make_static`): attention runs over the whole (B, H, max_len, D) buffers with the unwritten
+        keys masked and the position is a tensor, so with `compile=True` the step goes through one
+        `torch.compile`d graph that is compiled once per (batch, cache length, dtype, model structure) and
+        reused for every position and every later call with the same shapes. Inference only (no dropout).
+        Results equal `decode_step`'s up to floating-point rounding (masked keys add exact zeros; the
+        compiled kernels may sum in another order).
+        """
+        t = idx.shape[1]
+        end = cache.pos + t
+        if end > min(self.config.block_size, cache.max_len):
+            raise ValueError(f"sequence of {end} tokens exceeds block_size={self.config.block_size} or the "
+                             f"cache's {cache.max_len} positions")
+        cache.make_static()
+        logits = (_compiled_static_step() if compile else _static_step)(self, idx, cache)
+        cache.advance(t)
+        return logits
+
     @classmethod
     def from_hf_config(cls, hf: dict[str, Any], **overrides: Any) -> GPTConfig:
         """Map a Hugging Face GPT2Config dict (`config.to_dict()` or config.json) onto GPTConfig.
@@ -170,3 +192,31 @@ class GPT(GenerativeModel):
         with torch.no_grad():
             for k, v in sd.items():
                 own[k].copy_(v)
+
+
+def _static_step(model: GPT, idx: Tensor, cache: KVCache) -> Tensor:
+    """GPT.forward for T new tokens on a static cache (`GPT.decode_step_static`), logits of the last (B, V).
+
+    A plain function of (model, idx, cache), not a method, so that one compiled graph serves every GPT
+    of the same structure and no compiled object holds a model alive.
+    """
+    x = model.transformer.wte(idx)  # (B, T, C)
+    if model.config.position == "learned":
+        x = x + model.transformer.wpe(cache.positions(idx.shape[1]))  # (T, C) broadcast over B
+    for block in model.transformer.h:
+        x = block(x, cache=cache, rotary=model.rotary)
+    return model.lm_head(model.transformer.ln_f(x[:, -1]))  # (B, V)
+
+
+_COMPILED_STEP: list = []  # the lazily built torch.compile of _static_step (compiling is not free)
+
+
+def _compiled_static_step() -> Callable[[GPT, Tensor, KVCache], Tensor]:
+    if not _COMPILED_STEP:
+        # dynamic=False: every step has the same shapes by construction; a new batch size or cache length
+        # compiles a new specialised graph rather than a slower shape-generic one. The graphs are also
+        # specialised to the model's (in, out) weight copies (zoo.layers.linear_weights_in_out), so each
+        # model compiles once; past torch._dynamo's recompile_limit (8 per process) the step runs uncompiled
+        # with a warning (fullgraph=True would make that a hard error).
+        _COMPILED_STEP.append(torch.compile(_static_step, dynamic=False))
+    return _COMPILED_STEP[0]
