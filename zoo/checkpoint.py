@@ -54,7 +54,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         reason = unpickler_reason(str(e))
-        if reason.startswith("Unsupported global"):
+        if "GLOBAL " in reason:
             name = re.search(r"GLOBAL (\S+)", reason)
             raise CheckpointError(
                 f"refused to load {path}: it contains objects other than tensors and plain data "
@@ -80,6 +80,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def unpickler_reason(message: str) -> str:
     """The useful line of torch's weights-only refusal (its advice to retry unsafely is left out)."""
+    globals_ = [ln.strip() for ln in message.splitlines() if "GLOBAL " in ln]  # a forbidden object, any wording
+    if globals_:
+        return globals_[0].split(". Please use")[0]
     _, _, tail = message.partition("WeightsUnpickler error:")
     lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
     return lines[0].split(". Please use")[0] if lines else message.splitlines()[0]
