@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from zoo.bench import common, main, run_suite
+from zoo.bench import common, run_command, run_suite
 from zoo.bench import peers as P
 from zoo.bench.report import goals
 
@@ -136,7 +136,7 @@ def test_goals_read_met_and_not_met_off_the_rows():
 
 
 def test_tiny_suite_writes_json_and_markdown(tmp_path, capsys):
-    report = main(["--tiny", "--rounds", "2", "--out", str(tmp_path)])
+    report = run_command(["--tiny", "--rounds", "2", "--out", str(tmp_path)])
     on_disk = json.loads((tmp_path / "suite_cpu.json").read_text())
     assert on_disk["config"]["mode"] == "tiny" and on_disk["config"]["sections"] == list(common.SECTIONS)
     for key in ("machine", "versions", "load_before", "load_after", "wall_s", "rows", "goals", "context", "command"):
