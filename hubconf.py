@@ -4,8 +4,10 @@
     m = torch.hub.load("/path/to/zoo", "gpt_pydoc", source="local")
     print(m.generate("The with statement", max_new_tokens=80))
 
-Each returns a `zoo.hub.Pretrained`: `.model` (nn.Module, eval mode), `.codec`, `.generate(...)`.
-Every shipped file is checked against its sha256 before loading; nothing is unpickled.
+Each returns a `zoo.hub.Pretrained`: `.model` (nn.Module, eval mode), `.codec`, `.generate(...)`;
+`help(zoo.load)` documents the names, how to sample each member, devices, dtypes and errors.
+Every shipped file is checked against its sha256 before loading; nothing is unpickled. `device`
+("cpu", "cuda", ...) and `dtype` (None = float32, or e.g. torch.bfloat16) are passed to `zoo.load`.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def image_gpt_digits(device: str = "cpu", dtype: Any = None) -> Any:
 
 def music_transformer_bach(device: str = "cpu", dtype: Any = None) -> Any:
     """Music Transformer (relative attention, 0.97 M params) trained on music21's Bach chorales as
-    performance events (val 1.494 nats/event). `m.generate(out="bach.mid")` writes a MIDI file."""
+    performance events (val 1.494 nats/event). `m.generate(max_new_tokens=512, out="bach.mid")` returns
+    a pretty_midi.PrettyMIDI and writes a MIDI file; `primer="song.mid"` continues one."""
     return _load("music-transformer-bach", device, dtype)
 
 

@@ -1,10 +1,33 @@
-"""zoo: a PyTorch Lightning model zoo of generative transformers.
+"""zoo: a PyTorch Lightning model zoo of generative transformers on one attention core.
 
     import zoo
-    zoo.list_models()
-    m = zoo.load("gpt-pydoc"); print(m.generate("The with statement", max_new_tokens=80))
+    zoo.list_models()                         # pretrained names
+    m = zoo.load("gpt-pydoc")                 # help(zoo.load): names, sampling per member, devices, errors
+    print(m.generate("The with statement", max_new_tokens=80))
 
-`load` and `list_models` live in `zoo.hub`, imported on first use so that `import zoo` stays fast.
+Entry points (console scripts, configured by Hydra from conf/):
+    zoo-train    zoo.train    train any member: `zoo-train experiment=image_gpt_digits`, `--cfg job`, `-m` sweeps
+    zoo-sample   zoo.sample   sample a .ckpt, an exported folder or a pretrained name
+    zoo-export   zoo.export   a .ckpt -> safetensors folder + model card that `zoo.load` reads
+    zoo-bench    zoo.bench    speed and memory report (benchmarks/)
+    torch.hub    hubconf.py   one entry point per pretrained checkpoint
+
+Map of the package:
+    attention.py     the shared core: MultiHeadAttention, kernels math (reference) / sdpa / relative, KV cache
+    layers.py        pre-norm Block, MLP, norms, position embeddings
+    models/          one file per member (pure PyTorch, config dataclass + `register`): gpt, image_gpt,
+                     music_transformer, text2image; models/base.py: the registry and `build_model`
+    sampling.py      the one generation loop: temperature, top-k/p, min-p, repetition penalty, guidance
+    codecs/          text (char, byte, BPE), image patches, MIDI events, captions: exact round trips
+    data/            LightningDataModules with deterministic, resumable batch streams; download + sha256
+    lit_module.py    GenerativeModule: loss, optimizer groups, schedule, logging
+    callbacks.py     samples during training (RENDERERS by codec type), progress bar, monitoring
+    tracking.py      loggers: csv, tensorboard, W&B (online or offline)
+    hub.py export.py pretrained registry (`load`) and `zoo-export`; shipped weights in zoo/hub/<name>/
+    train.py sample.py   entry points, the only Hydra importers
+
+`load` and `list_models` come from `zoo.hub`, imported on first use so that `import zoo` stays fast.
+Guides: README.md, docs/configuration.md, docs/adding_a_model.md.
 """
 
 from __future__ import annotations
@@ -14,15 +37,14 @@ from typing import Any
 __all__ = ["list_models", "load"]
 
 
-def load(name_or_path: Any, device: Any = "cpu", dtype: Any = None, path: Any = None) -> Any:
-    """`zoo.hub.load`: a pretrained model by name, exported folder, `.ckpt` path or GPT-2 folder."""
-    from zoo.hub import load as _load
+def __getattr__(name: str) -> Any:
+    """`zoo.load` and `zoo.list_models` are `zoo.hub`'s own functions (so `help(zoo.load)` is the guide)."""
+    if name in __all__:
+        from zoo import hub
 
-    return _load(name_or_path, device=device, dtype=dtype, path=path)
+        return getattr(hub, name)
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
 
 
-def list_models() -> list[str]:
-    """`zoo.hub.list_models`: the names `zoo.load` accepts."""
-    from zoo.hub import list_models as _list_models
-
-    return _list_models()
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -8,10 +8,14 @@
     zoo.load("exports/gpt_pydoc")                       # a folder written by zoo-export
     zoo.load("gpt2", path="~/models/gpt2")              # a Hugging Face GPT-2 folder, converted
 
-An entry's files live in a folder inside the package (`zoo/hub/<name>/`) or behind a URL prefix; URL
-files are downloaded once into `$ZOO_CACHE/hub/<name>/` and every file is checked against its pinned
-sha256 before use, so an offline machine runs from the cache. Loading never unpickles untrusted data:
-exported weights are safetensors, `.ckpt` files and `pytorch_model.bin` are read with weights_only=True.
+`help(zoo.load)` is the user's guide (names, what comes back, how to sample each member, devices,
+files and errors). An entry's files live in a folder inside the package (`zoo/hub/<name>/`) or behind
+a URL prefix; URL files are downloaded once into `$ZOO_CACHE/hub/<name>/` and every file is checked
+against its pinned sha256 before use, so an offline machine runs from the cache. Loading never
+unpickles untrusted data: exported weights are safetensors, `.ckpt` files and `pytorch_model.bin` are
+read with weights_only=True. To publish a new checkpoint: `zoo-export`, copy the folder to
+`zoo/hub/<name>/`, add an `Entry` below with the files' sha256, and a function in hubconf.py
+(docs/adding_a_model.md).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,7 @@ class Entry:
     prefix; `files` maps each file of the exported folder to its sha256. `card` summarises the model
     card of the folder's config.json / README.md (data, data_license, steps, hardware, train_command,
     metric, metric_value); the metric is re-measured by `zoo.export.measure_loss(zoo.load(name))`.
+    `summary` is the one line `help(zoo.load)` shows for it.
     """
 
     name: str
@@ -55,6 +61,7 @@ class Entry:
     location: str
     files: dict[str, str]
     card: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
 
     @property
     def is_url(self) -> bool:
@@ -70,6 +77,7 @@ class Entry:
 REGISTRY: dict[str, Entry] = {e.name: e for e in (
     Entry(
         name="gpt-pydoc",
+        summary="character-level GPT (1.8 M params, context 128 chars) on Python's pydoc topics",
         model_type="gpt",
         location="gpt-pydoc",
         files={
@@ -92,6 +100,7 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
     ),
     Entry(
         name="image-gpt-digits",
+        summary="class-conditional patch image GPT (0.47 M) on 8x8 digits, 17 grey levels",
         model_type="image_gpt",
         location="image-gpt-digits",
         files={
@@ -114,6 +123,7 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
     ),
     Entry(
         name="music-transformer-bach",
+        summary="Music Transformer, relative attention (0.97 M) on Bach chorales (MIDI events)",
         model_type="music_transformer",
         location="music-transformer-bach",
         files={
@@ -136,6 +146,7 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
     ),
     Entry(
         name="text2image-digits",
+        summary='text-to-image decoder (0.40 M): "a 3 on the left and a 7 on the right" -> 8x16',
         model_type="text2image",
         location="text2image-digits",
         files={
@@ -164,19 +175,28 @@ def list_models() -> list[str]:
     return sorted(REGISTRY) + ["gpt2"]
 
 
+def describe_models() -> str:
+    """One line per name `load` accepts: summary and re-measured validation loss (generated from REGISTRY)."""
+    lines = []
+    for name in sorted(REGISTRY):
+        e = REGISTRY[name]
+        metric = e.card.get("metric_value")
+        lines.append(f"{name:<24}{e.summary or e.model_type}" + (f"; val {metric:.3f} nats/token" if metric else ""))
+    lines.append(f"{'gpt2':<24}a Hugging Face GPT-2 folder you already have (path=...), converted; no download")
+    return "\n".join(lines)
+
+
 # ---- the loaded object --------------------------------------------------------------------------
 @dataclass
 class Pretrained:
-    """A model ready to sample: the network (eval mode), its codec and generation defaults.
+    """A model ready to sample, as returned by `zoo.load`.
 
-    `generate` dispatches on the codec; keyword options are `zoo.sampling.SamplingConfig` fields
-    (temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, seed) over the defaults.
-      text:  generate(prompt="", max_new_tokens=..., num_samples=1, stop=()) -> prompt + continuation
-             (str; a list of num_samples strings when num_samples > 1)
-      image: generate(labels=None, num_samples=1, guidance=None, out=None) -> images (N, C, H, W),
-             one row of num_samples per label (None = every class); `out` writes a PNG grid
-      music: generate(primer=None, max_new_tokens=..., out=None) -> pretty_midi.PrettyMIDI; `out`
-             writes a .mid file
+    Attributes: `model` (the `nn.Module`, eval mode), `codec` (tokens <-> text / images / MIDI; None
+    for a GPT-2 folder without vocab files), `generation` (the checkpoint's sampling defaults, from
+    generation_config.json), `config` (model type, model config and, for zoo runs, the resolved
+    training config), `name` and `card` (the model card: data, licence, steps, hardware, metric).
+    `m(idx, cond=None)` gives logits (B, T, V) for token ids (B, T) without gradients;
+    `m.to(device, dtype)` moves it; `m.generate(...)` samples (see its help).
     """
 
     model: torch.nn.Module
@@ -189,6 +209,13 @@ class Pretrained:
     @property
     def model_type(self) -> str:
         return getattr(self.model, "model_type", type(self.model).__name__)
+
+    def __repr__(self) -> str:  # one line: the dataclass default would print the module tree and configs
+        p = next(self.model.parameters(), None)
+        n = sum(q.numel() for q in self.model.parameters())
+        where = f", device={p.device}, dtype={str(p.dtype).removeprefix('torch.')}" if p is not None else ""
+        codec = getattr(self.codec, "type_name", None)
+        return f"Pretrained(name={self.name!r}, model_type={self.model_type!r}, params={n:,}, codec={codec!r}{where})"
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Pretrained:
         self.model.to(device=device, dtype=dtype)
@@ -210,6 +237,33 @@ class Pretrained:
         return opts
 
     def generate(self, prompt: Any = None, **options: Any) -> Any:
+        """Sample from the model; what `prompt` means and what comes back depend on the member.
+
+        Keyword options common to every member override the checkpoint's defaults (`.generation`):
+        max_new_tokens, temperature (0 = greedy), top_k, top_p, min_p, repetition_penalty, seed
+        (`zoo.sampling.SamplingConfig`); an unknown option raises TypeError listing the accepted ones.
+
+        text (gpt-pydoc, gpt2):
+            generate(prompt="", *, num_samples=1, stop=(), **options) -> str
+            prompt + continuation; a list of num_samples strings when num_samples > 1. `stop`: strings
+            that end a sample. The default max_new_tokens fits the context; longer slides a window.
+        image (image-gpt-digits):
+            generate(labels=None, *, num_samples=1, guidance=None, out=None, **options) -> Tensor
+            float images in [0, 1], (len(labels) * num_samples, C, H, W), num_samples per label;
+            labels: class ids or names (None = every class); guidance: classifier-free guidance scale
+            (1 = none, 2 gives class-typical digits; None = the checkpoint's default, see .generation);
+            out: a PNG grid, one row per label.
+        captions (text2image-digits):
+            generate(captions, *, num_samples=1, guidance=None, out=None, **options) -> Tensor
+            float images in [0, 1], (len(captions) * num_samples, C, H, W); a caption string or a list;
+            "" or None is the unconditional prompt; guidance as for images; out: a PNG grid, one row per
+            caption.
+        music (music-transformer-bach):
+            generate(primer=None, *, out=None, **options) -> pretty_midi.PrettyMIDI
+            primer: a .mid file to continue (None = from the start); out: writes a .mid file. Longer
+            than the context, a window slides. Audio and pictures: zoo.music_render.render_wav(pm,
+            "x.wav") and zoo.music_render.piano_roll_png(pm, "x.png").
+        """
         kind = getattr(self.codec, "type_name", None)
         if kind in ("char", "byte", "bpe"):
             return self._generate_text(prompt or "", **options)
@@ -289,12 +343,50 @@ class Pretrained:
 # ---- loading ------------------------------------------------------------------------------------
 def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
          path: str | Path | None = None) -> Pretrained:
-    """Load a pretrained model by registered name, exported folder, `.ckpt` file or Hugging Face GPT-2.
+    """Load a pretrained zoo model, ready to sample: `m = zoo.load(name_or_path); m.generate(...)`.
 
-    `path` points a registered name at local files instead of its registered location (still
-    sha256-verified), and gives "gpt2" its Hugging Face folder (or weights file inside one).
-    `dtype` (e.g. torch.float32 or "bfloat16") casts the weights; None gives float32 (fp16/bf16 exports
-    are upcast: half precision is slow on CPU).
+    Names (`zoo.list_models()`):
+      {registry}
+
+    name_or_path may also be
+      * a zoo-train checkpoint, e.g. "runs/gpt_pydoc/checkpoints/last.ckpt" (read with weights_only=True);
+      * a folder written by zoo-export (model.safetensors, config.json, codec.json, generation_config.json);
+      * a Hugging Face GPT-2 folder (config.json with model_type "gpt2", model.safetensors or
+        pytorch_model.bin, vocab.json + merges.txt), or "gpt2" with path=FOLDER: converted to zoo's GPT
+        and a byte-level BPE codec, logits equal to transformers' GPT2LMHeadModel. Nothing is downloaded.
+    `path` also points a registered name at your own copy of its files (still sha256-verified).
+
+    Returns a `zoo.hub.Pretrained`: `.model` (nn.Module in eval mode on `device`), `.codec`,
+    `.generation` (sampling defaults), `.config`, `.card` (model card), `.generate(...)`, and
+    `m(idx)` -> logits (B, T, V).
+
+    Sampling each member (options: max_new_tokens, temperature, top_k, top_p, min_p,
+    repetition_penalty, seed; details in help(zoo.hub.Pretrained.generate)):
+      text      zoo.load("gpt-pydoc").generate("The with statement", max_new_tokens=80, top_k=40) -> str
+                (num_samples=4 -> list[str]; stop=("\\n\\n",) ends a sample at a blank line)
+      image     zoo.load("image-gpt-digits").generate(labels=[3, 7], num_samples=8, guidance=2.0,
+                out="digits.png") -> Tensor (16, 1, 8, 8) in [0, 1]; labels=None: every class
+      captions  zoo.load("text2image-digits").generate(["a 3 on the left and a 7 on the right"],
+                num_samples=8, guidance=3.0, out="grid.png") -> Tensor (8, 1, 8, 16); "" = unconditional
+                (guidance: 1 = none; left out, the checkpoint's default in m.generation)
+      music     zoo.load("music-transformer-bach").generate(max_new_tokens=512, out="bach.mid")
+                -> pretty_midi.PrettyMIDI; primer="song.mid" continues a file
+
+    Devices and dtype: `device` is "cpu" (default), "cuda", "cuda:1" or a torch.device; `dtype=None`
+    gives float32 (the shipped float16 weights are upcast: half precision is slow on CPU);
+    torch.bfloat16 or "bfloat16" casts. `m.to(device, dtype)` moves it later.
+
+    Files and cache: shipped names are read from the installed package (zoo/hub/<name>/); an entry
+    with a URL location downloads once into $ZOO_CACHE/hub/<name>/ ($ZOO_CACHE defaults to
+    ~/.cache/zoo) and then works offline. Every registered file is checked against its pinned sha256.
+
+    Errors (all subclasses of ValueError, each message says what to do):
+      HubError        unknown name (lists the registered ones), missing file, a folder that is not an
+                      export, weights that do not fit the config, "gpt2" without path=, a bad dtype
+      ChecksumError   (zoo.data.download) a file's sha256 differs from the pinned one: truncated,
+                      corrupt or another checkpoint; delete it and load again, or reinstall zoo
+      CheckpointError (zoo.checkpoint) a .ckpt that is empty, truncated or not a zoo checkpoint; a
+                      pickle that would run code is refused (HubError for GPT-2 .bin files)
     """
     name = str(name_or_path)
     if name in REGISTRY:
@@ -320,6 +412,10 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
         return load_checkpoint(p, device=device, dtype=dtype)
     raise HubError(f"{name!r} is neither a registered pretrained model nor an existing file or folder; "
                    f"registered: {list_models()}; or give a .ckpt file or a folder written by zoo-export")
+
+
+if load.__doc__:  # None under python -OO
+    load.__doc__ = load.__doc__.replace("{registry}", textwrap.indent(describe_models(), " " * 6).strip())
 
 
 def _gpt2_pretrained(path: Path, name: str) -> Pretrained:
@@ -479,8 +575,13 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
             return load_file(path, device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        from zoo.checkpoint import unpickler_reason
+
+        reason = unpickler_reason(str(e))
+        if "GLOBAL " not in reason:
+            raise HubError(f"cannot read {path}: the file is truncated or corrupt ({reason})") from e
         raise HubError(f"refused to load {path}: it holds objects other than tensors and plain data, which "
-                       f"could run code when unpickled ({str(e).splitlines()[0]})") from e
+                       f"could run code when unpickled ({reason})") from e
     except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as e:
         raise HubError(f"cannot read {path}: the file is truncated or corrupt ({e})") from e
 

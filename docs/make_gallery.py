@@ -1,0 +1,93 @@
+"""Regenerate docs/gallery/: one sample from each shipped checkpoint, as shown in the README.
+
+    python docs/make_gallery.py                 # writes docs/gallery/ (about a minute on one CPU thread)
+    python docs/make_gallery.py --out /tmp/g    # anywhere else
+
+Everything comes from `zoo.load(name).generate(...)` with fixed seeds, so a rerun with the same weights
+and torch version reproduces the files. The folder is kept small (README-sized pictures, a short clip):
+the .wav is only written when it stays under `MAX_WAV_BYTES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+import zoo
+
+log = logging.getLogger("make_gallery")
+
+GALLERY = Path(__file__).resolve().parent / "gallery"
+MAX_WAV_BYTES = 300_000
+WAV_RATE = 8_000  # Hz: enough for a sine-synth chorale, keeps the clip small
+TEXT_PROMPTS = ("The with statement", "The assert statement", "Class definitions")
+DIGIT_LABELS = list(range(10))
+CAPTIONS = ("a 3 on the left and a 7 on the right", "a 9 on the left and a 0 on the right",
+            "a 4 on the left and a 2 on the right", "a 5 on the left", "a 6 on the right")
+
+
+def gpt_text(out: Path) -> Path:
+    m = zoo.load("gpt-pydoc")
+    parts = ["# gpt-pydoc samples", "",
+             "`zoo.load(\"gpt-pydoc\").generate(prompt, max_new_tokens=100, temperature=0.8, top_k=40, seed=0)`", ""]
+    for prompt in TEXT_PROMPTS:
+        text = m.generate(prompt, max_new_tokens=100, temperature=0.8, top_k=40, seed=0)
+        parts += [f"prompt `{prompt}`:", "", "```text", text, "```", ""]
+    path = out / "gpt_pydoc.md"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def digit_grid(out: Path) -> Path:
+    path = out / "image_gpt_digits.png"
+    zoo.load("image-gpt-digits").generate(labels=DIGIT_LABELS, num_samples=8, guidance=2.0, seed=0, out=path)
+    return path
+
+
+def caption_grid(out: Path) -> list[Path]:
+    path = out / "text2image_digits.png"
+    zoo.load("text2image-digits").generate(list(CAPTIONS), num_samples=8, guidance=3.0, seed=0, out=path)
+    legend = out / "text2image_digits.txt"
+    legend.write_text("rows, top to bottom (guidance 3, 8 samples each):\n" + "".join(f"{c}\n" for c in CAPTIONS))
+    return [path, legend]
+
+
+def music(out: Path) -> list[Path]:
+    from zoo.music_render import piano_roll_png, render_wav, write_midi
+
+    pm = zoo.load("music-transformer-bach").generate(max_new_tokens=512, seed=0)
+    paths = [write_midi(pm, out / "music_transformer_bach.mid"),
+             piano_roll_png(pm, out / "music_transformer_bach.png")]
+    clip = pm  # a chorale opening: cut to the first 12 seconds so the clip stays small
+    end = 12.0
+    for inst in clip.instruments:
+        inst.notes = [n for n in inst.notes if n.start < end]
+        for n in inst.notes:
+            n.end = min(n.end, end)
+    wav = render_wav(clip, out / "music_transformer_bach.wav", sample_rate=WAV_RATE)
+    if wav.stat().st_size > MAX_WAV_BYTES:
+        log.warning("%s is %d bytes (> %d): not kept", wav, wav.stat().st_size, MAX_WAV_BYTES)
+        wav.unlink()
+    else:
+        paths.append(wav)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=GALLERY, help="output folder (default docs/gallery)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = [gpt_text(args.out), digit_grid(args.out), *caption_grid(args.out), *music(args.out)]
+    for p in written:
+        print(f"{p}  ({p.stat().st_size:,} bytes)")
+    return written
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    main()
