@@ -18,7 +18,8 @@ import yaml
 from helpers import compose_train
 from omegaconf import OmegaConf
 
-from zoo.callbacks import ProgressBar, SampleSet, grad_norm, human_count
+from zoo.callbacks import SampleSet, grad_norm
+from zoo.progress import ProgressBar, human_count
 from zoo.tracking import build_logger, log_media
 from zoo.train import run
 
@@ -329,18 +330,18 @@ def test_progress_bar_counts_optimizer_steps_from_the_resumed_step():
 
 
 def test_progress_bar_of_a_resumed_run_starts_at_the_resumed_step(tmp_path, monkeypatch):
-    import zoo.callbacks
+    import zoo.progress
 
     seen = []
 
-    class Recording(zoo.callbacks.ProgressBar):
+    class Recording(zoo.progress.ProgressBar):
         def on_train_batch_end(self, trainer, *args) -> None:
             super().on_train_batch_end(trainer, *args)
             (task,) = [t for t in self.progress.tasks if t.id == self.train_progress_bar_id]
             seen.append((int(task.completed), task.total, self.get_metrics(trainer, trainer.lightning_module)))
 
     monkeypatch.delenv("ZOO_PLAIN_PROGRESS", raising=False)  # zoo-train adds its rich bar
-    monkeypatch.setattr(zoo.callbacks, "ProgressBar", Recording)
+    monkeypatch.setattr(zoo.progress, "ProgressBar", Recording)
     run(member_cfg("gpt_pydoc", tmp_path / "run", "logger=none", "samples.every_n_steps=0"))
     assert [(c, t) for c, t, _ in seen] == [(1, 2), (2, 2)]
     seen.clear()

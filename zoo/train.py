@@ -37,7 +37,8 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from zoo import checkpoint_io, resilience
-    from zoo.callbacks import ProgressBar, SampleCallback, monitoring_callbacks
+    from zoo.callbacks import SampleCallback, monitoring_callbacks
+    from zoo.progress import ProgressBar
     from zoo.tracking import build_logger
 
     resolved = resolve(cfg, "zoo-train")
