@@ -315,3 +315,36 @@ def test_interrupted_screen_says_how_to_resume(capsys):
     assert any("resume:       zoo-train model.n_layer=2" in line for line in lines)
     print_summary({"metrics": {}, "run_dir": "r", "checkpoint": "r/last.ckpt", "samples": None})
     assert "next: zoo-sample checkpoint=r/last.ckpt" in capsys.readouterr().out
+
+
+# ---- sharded (folder) checkpoints: strategy=fsdp with save_distributed_checkpoint=true ----------------
+
+def _folder_ckpt(path: Path, tag: str) -> None:
+    path.mkdir(parents=True)
+    (path / "shard0").write_text(tag)
+    (path / "meta.pt").write_text(tag)
+
+
+def test_sharded_folder_swap_replaces_whole_folders_and_recovers_from_a_kill_between_renames(tmp_path):
+    from zoo.builders import resolve_ckpt_path
+    from zoo.checkpoint_io import recover_sharded, sharded_old_path, sharded_tmp_path, swap_in_folder
+
+    last = tmp_path / "last.ckpt"
+    _folder_ckpt(last, "old")
+    _folder_ckpt(sharded_tmp_path(last), "new")
+    swap_in_folder(last)
+    assert (last / "shard0").read_text() == "new" and (last / "meta.pt").read_text() == "new"
+    assert not sharded_tmp_path(last).exists() and not sharded_old_path(last).exists()
+
+    # killed while the ranks were writing: the half-written temporary folder goes, last.ckpt stays
+    (sharded_tmp_path(last) / "partial").parent.mkdir()
+    (sharded_tmp_path(last) / "partial").write_text("torn")
+    recover_sharded(last)
+    assert not sharded_tmp_path(last).exists() and (last / "shard0").read_text() == "new"
+
+    # killed between the two renames: the previous checkpoint is aside and comes back on the next start
+    last.rename(sharded_old_path(last))
+    _folder_ckpt(sharded_tmp_path(last), "newer")
+    resolve_ckpt_path("last", tmp_path)
+    assert (last / "shard0").read_text() == "new" and not sharded_tmp_path(last).exists()
+    assert not sharded_old_path(last).exists()

@@ -192,6 +192,7 @@ def test_fsdp_sharded_checkpoint_resumes_like_one_process_and_exports(tmp_path):
     two_process_cli("gpt", "fsdp", tmp_path, tmp_path / "first", *sharded, "trainer.max_steps=2")
     folder = tmp_path / "first" / "checkpoints" / "last.ckpt"
     assert is_sharded_checkpoint(folder) and resolve_ckpt_path("last", folder.parent) == str(folder)
+    assert not list(folder.parent.glob(".*sharded-*"))  # written aside, swapped in whole, nothing left over
     two_process_cli("gpt", "fsdp", tmp_path, tmp_path / "resumed", *sharded, f"ckpt_path={folder}")
     worst = assert_same_curve(tmp_path / "one", [tmp_path / "first", tmp_path / "resumed"])
     print(f"fsdp resumed vs one process: max relative loss difference {worst:.2e}")

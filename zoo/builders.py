@@ -90,13 +90,13 @@ def build_strategy(cfg: dict[str, Any], *, devices: Any = 1, num_nodes: int = 1)
 
         return DDPStrategy(**cfg)
     if name == "fsdp":
-        from lightning.pytorch.strategies import ModelParallelStrategy
+        from zoo.checkpoint_io import atomic_model_parallel_strategy
 
         if not isinstance(devices, int) or devices < 1:
             raise ValueError(f"strategy=fsdp needs an explicit number of devices, got trainer.devices={devices!r}")
         cfg.setdefault("data_parallel_size", devices * num_nodes)
         cfg.setdefault("tensor_parallel_size", 1)
-        return ModelParallelStrategy(**cfg)
+        return atomic_model_parallel_strategy(**cfg)
     raise ValueError(f"unknown strategy {name!r}; accepted: {list(STRATEGIES)}")
 
 
@@ -128,7 +128,10 @@ def resolve_ckpt_path(value: str | None, ckpt_dir: Path) -> str | None:
     if value in (None, "", "null", "none"):
         return None
     if value == "last":
+        from zoo.checkpoint_io import recover_sharded
+
         last = ckpt_dir / "last.ckpt"
+        recover_sharded(last)  # a kill during a sharded save may have left the previous one aside
         return str(last) if last.is_file() or is_sharded_checkpoint(last) else None
     path = Path(value)
     if path.is_dir() and not is_sharded_checkpoint(path):

@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import Tensor
 
 from zoo.codecs.base import Codec
@@ -107,7 +108,7 @@ class SampleCallback(L.Callback):
         renderer = get_renderer(codec.type_name) if codec is not None else None
         if not trainer.is_global_zero or renderer is None:
             return None
-        if trainer.strategy.__class__.__name__ == "ModelParallelStrategy":
+        if isinstance(trainer.strategy, ModelParallelStrategy):
             return None  # sharded parameters: sample from the saved checkpoint with zoo-sample instead
         self.out_dir.mkdir(parents=True, exist_ok=True)
         step = trainer.global_step

@@ -11,7 +11,8 @@ Temporary files of a killed writer are removed by `clean_stale_temp_files` on th
 a new `stepN.ckpt` and the temporary `last.ckpt` exist beside the old ones).
 
 Sharded checkpoints (strategy=fsdp with `save_distributed_checkpoint=true`) are folders written by
-torch.distributed.checkpoint, not by this CheckpointIO.
+torch.distributed.checkpoint on every rank: `AtomicModelParallelStrategy` writes each into a fresh
+temporary folder and swaps it in with renames (`swap_in_folder`), so those are never torn either.
 """
 
 from __future__ import annotations
@@ -134,6 +135,70 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options=storage_options)
         atomic_torch_save(checkpoint, path)
+
+# ---- sharded (folder) checkpoints -------------------------------------------------------------
+
+SHARDED_TMP, SHARDED_OLD = ".sharded-tmp", ".sharded-old"  # .<name>.sharded-tmp / .<name>.sharded-old
+
+
+def sharded_tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{SHARDED_TMP}")
+
+
+def sharded_old_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{SHARDED_OLD}")
+
+
+def swap_in_folder(path: Path) -> None:
+    """Make the finished folder `sharded_tmp_path(path)` the checkpoint at `path`, atomically enough that
+    a kill at any moment leaves a complete checkpoint: at `path`, or (between the two renames only) at
+    `sharded_old_path(path)`, which `recover_sharded` puts back on the next start."""
+    tmp, old = sharded_tmp_path(path), sharded_old_path(path)
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_sharded(path: Path) -> None:
+    """Undo what a kill during a sharded save left: the unfinished temporary folder goes; a previous
+    checkpoint moved aside (kill between `swap_in_folder`'s renames) comes back to `path`."""
+    shutil.rmtree(sharded_tmp_path(path), ignore_errors=True)
+    old = sharded_old_path(path)
+    if old.is_dir():
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.replace(old, path)
+            except FileNotFoundError:  # another rank of this run restored it first
+                return
+            log.info("restored the sharded checkpoint %s moved aside by an interrupted save", path)
+
+
+def atomic_model_parallel_strategy(**kwargs: Any) -> Any:
+    """Lightning's ModelParallelStrategy (FSDP2) whose sharded folder checkpoints are written to a
+    temporary folder by all ranks, then swapped in by rank 0 (`swap_in_folder`)."""
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    class AtomicModelParallelStrategy(ModelParallelStrategy):
+        def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
+            if not self._save_distributed_checkpoint or storage_options is not None or "://" in str(filepath):
+                return super().save_checkpoint(checkpoint, filepath, storage_options)  # one file: CheckpointIO
+            path = Path(self.broadcast(str(filepath)))
+            if self.global_rank == 0:
+                recover_sharded(path)
+            self.barrier("zoo_sharded_save_start")
+            super().save_checkpoint(checkpoint, sharded_tmp_path(path))
+            self.barrier("zoo_sharded_save_written")
+            if self.global_rank == 0:
+                swap_in_folder(path)
+            self.barrier("zoo_sharded_save_done")
+
+    return AtomicModelParallelStrategy(**kwargs)
+
 
 # ---- disk space -------------------------------------------------------------------------------
 
