@@ -50,7 +50,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.attention import relative_self_attention
+from zoo.bench.common import cpu_peak_bytes
 from zoo.machine import cpu_name
 
 HEADS, HEAD_DIM, BATCH = 8, 64, 1
@@ -150,19 +150,7 @@ def peak_bytes(name: str, inputs: list[Tensor], device: torch.device) -> int:
         step(name, inputs, "fwd+bwd")
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step(name, inputs, "fwd+bwd")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "trace.json")
-        prof.export_chrome_trace(path)
-        with open(path) as f:
-            trace = json.load(f)
-    events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    memory = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
-    # "Total Allocated" is the running sum of allocations minus frees since the profiler started.
-    return max([0] + [int(e["args"]["Total Allocated"]) for e in memory])
+    return cpu_peak_bytes(lambda: step(name, inputs, "fwd+bwd"))
 
 
 def naive_estimate_gib(t: int, dtype: torch.dtype) -> float:

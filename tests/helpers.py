@@ -78,3 +78,17 @@ def tiny_model_overrides(model: str, directory: Path) -> list[str]:
     """Overrides for a tiny, offline, dropout-free `model` run (TINY_MODELS + TINY_RUN); files go to `directory`."""
     extra = [f"data.path={jsb_file(directory)}"] if model == "music_transformer" else []
     return [*TINY_MODELS[model], *TINY_RUN, *extra]
+
+
+def jsb_fixture(folder: Path, steps: int = 64) -> Path:
+    """`folder/jsb.json`: a small file in the JSB Chorales JSON layout (3 pieces per split of `steps`
+    4-voice 16th-note steps), for tests that must not need ../shared."""
+    import json
+    import random
+
+    rng = random.Random(0)
+    piece = lambda: [[rng.randint(60, 72), rng.randint(55, 67), rng.randint(48, 60), rng.randint(36, 48)]
+                     for _ in range(steps)]
+    path = folder / "jsb.json"
+    path.write_text(json.dumps({split: [piece() for _ in range(3)] for split in ("train", "valid", "test")}))
+    return path

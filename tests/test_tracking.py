@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import random
 import re
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import compose_train
+from helpers import compose_train, jsb_fixture
 from omegaconf import OmegaConf
 
 from zoo.callbacks import SampleSet, grad_norm
@@ -37,18 +36,8 @@ MEMBERS = {  # experiment -> its extra overrides (data kept offline and small)
 }
 
 
-def jsb_fixture(tmp_path: Path) -> Path:
-    """A small file in the JSB Chorales JSON layout (pieces of 4-voice 16th-note steps)."""
-    rng = random.Random(0)
-    piece = lambda: [[rng.randint(60, 72), rng.randint(55, 67), rng.randint(48, 60), rng.randint(36, 48)]
-                     for _ in range(32)]
-    path = tmp_path / "jsb.json"
-    path.write_text(json.dumps({split: [piece() for _ in range(3)] for split in ("train", "valid", "test")}))
-    return path
-
-
 def member_cfg(experiment: str, run_dir: Path, *extra: str):
-    data = [f"data.path={jsb_fixture(run_dir.parent)}"] if experiment.endswith("jsb") else []
+    data = [f"data.path={jsb_fixture(run_dir.parent, steps=32)}"] if experiment.endswith("jsb") else []
     return compose_train([f"experiment={experiment}", *SMALL, *MEMBERS[experiment], *data, f"run_dir={run_dir}",
                           *extra])
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import CONF, TINY, compose_train, run_cli
+from helpers import CONF, TINY, compose_train, jsb_fixture, run_cli
 from omegaconf import OmegaConf
 
 from zoo.builders import build_data, build_module, build_strategy, instantiate
@@ -90,19 +90,6 @@ def tiny_overrides(base: list[str], tmp_path: Path) -> list[str]:
     if cfg.data.name == "bach_chorales":
         keep.append("data.max_files=6")
     return keep
-
-
-def jsb_fixture(tmp_path: Path) -> Path:
-    """A small file in the JSB Chorales JSON layout (pieces of 4-voice 16th-note steps)."""
-    import json
-    import random
-
-    rng = random.Random(0)
-    piece = lambda: [[rng.randint(60, 72), rng.randint(55, 67), rng.randint(48, 60), rng.randint(36, 48)]
-                     for _ in range(64)]
-    path = tmp_path / "jsb.json"
-    path.write_text(json.dumps({split: [piece() for _ in range(3)] for split in ("train", "valid", "test")}))
-    return path
 
 
 @pytest.mark.parametrize("experiment", experiments())

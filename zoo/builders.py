@@ -25,16 +25,21 @@ def instantiate(cfg: dict[str, Any], *, section: str, drop: tuple[str, ...] = ("
         raise ValueError(f"{section}: missing `_target_` (the class to build)")
     for key in drop:
         cfg.pop(key, None)
-    module_name, _, attr = target.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"{section}._target_={target!r} cannot be imported: {e}") from e
+    cls = import_target(target, section=section)
     accepted = accepted_kwargs(cls)
     unknown = sorted(set(cfg) - accepted) if accepted is not None else []
     if unknown:
         raise ValueError(f"unknown {section} key(s) {unknown} for {target}; accepted: {sorted(accepted)}")
     return cls(**cfg)
+
+
+def import_target(target: str, *, section: str) -> Any:
+    """The object a dotted `_target_` names ("package.module.Class"); ValueError naming the key otherwise."""
+    module_name, _, attr = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"{section}._target_={target!r} cannot be imported: {e}") from e
 
 
 def accepted_kwargs(cls: type) -> set[str] | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import inspect
 import re
 import sys
@@ -184,11 +183,12 @@ def _check_data(data: Mapping[str, Any], model_config: Any) -> None:
     if not isinstance(target, str) or "." not in target:
         raise ConfigError(f"data._target_={target!r}: expected the data module's class, e.g. "
                           "zoo.data.text.PydocDataModule")
-    module_name, _, attr = target.rpartition(".")
+    from zoo.builders import import_target
+
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"data._target_={target!r} cannot be imported: {e}") from None
+        cls = import_target(target, section="data")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     params = _signature_params(cls)
     if params is not None:
         _reject_unknown("data", values, set(params))

@@ -14,10 +14,7 @@ forward+backward (CPU: the profiler's allocator events; CUDA: `max_memory_alloca
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.attention import relative_self_attention
-from zoo.bench.common import Row, Sizes, interleaved, median, ratio_stats, skipped, sync
+from zoo.bench.common import Row, Sizes, cpu_peak_bytes, interleaved, median, ratio_stats, skipped, sync
 
 
 def naive_shaw(q: Tensor, k: Tensor, v: Tensor, er: Tensor) -> Tensor:
@@ -77,18 +74,7 @@ def peak_bytes(name: str, inputs: list[Tensor], device: torch.device) -> int:
         _call(name, inputs, "fwd+bwd")
         sync(device)
         return torch.cuda.max_memory_allocated(device) - base
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        _call(name, inputs, "fwd+bwd")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "trace.json")
-        prof.export_chrome_trace(path)
-        with open(path) as f:
-            trace = json.load(f)
-    events = trace["traceEvents"] if isinstance(trace, dict) else trace
-    memory = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
-    return max([0] + [int(e["args"]["Total Allocated"]) for e in memory])  # running allocated - freed
+    return cpu_peak_bytes(lambda: _call(name, inputs, "fwd+bwd"))
 
 
 def check_same(inputs: list[Tensor], t: int, naive: bool) -> float:

@@ -247,3 +247,23 @@ def load_average() -> float | None:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
+
+
+def cpu_peak_bytes(fn: Callable[[], Any]) -> int:
+    """Peak CPU bytes allocated by `fn()` above what was live before it, from torch.profiler's memory
+    events ("Total Allocated" is the running sum of allocations minus frees since the profiler started)."""
+    import json
+    import tempfile
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    memory = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
+    return max([0] + [int(e["args"]["Total Allocated"]) for e in memory])
