@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "python -m pip install -e .": ("setup", ""),
     'python -m pip install -e ".[test]"': ("setup", "test"),
     'python -m pip install -e ".[slurm]"': ("setup", "slurm"),
+    'python -m pip install -e ".[image,music]"': ("setup", "image,music"),
     "python -m pytest": ("tool", "the test suite itself"),
     # quick path 1: pretrained, by name
     'zoo-sample checkpoint=gpt-pydoc prompt="The assert statement" top_p=0.9': ("sample", ""),
@@ -124,6 +125,14 @@ PLACEHOLDERS = {"path/to/hf-gpt2-folder": "hf_gpt2", "path/to/zoo": "repo"}
 TINY_TRAIN = [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2", "checkpoint.every_n_steps=2",
               "data.max_files=6", "data.num_eval=8"]
 SAMPLE_CAP = 24  # max_new_tokens for every zoo-sample command
+
+
+def _importable(module: str) -> bool:
+    """find_spec without its ModuleNotFoundError when a parent package (here `hydra_plugins`) is absent."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def pyproject() -> dict:
@@ -390,7 +399,7 @@ def _compose_with_hydra(overrides: list[str]):
 @pytest.mark.parametrize("cmd", commands("compose"))
 def test_compose_only_command(cmd):
     assert COMMANDS[cmd][1], f"say why {cmd!r} is composition-only and where it runs"
-    if "hydra/launcher=submitit" in cmd and importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
+    if "hydra/launcher=submitit" in cmd and not _importable("hydra_plugins.hydra_submitit_launcher"):
         pytest.skip("needs the [slurm] extra (hydra-submitit-launcher)")
     check_composes(cmd)
 
@@ -413,9 +422,23 @@ def test_pending_command(cmd):
 @pytest.mark.parametrize("cmd", commands("setup"))
 def test_setup_command_names_an_existing_extra(cmd):
     project = pyproject()["project"]
-    extra = COMMANDS[cmd][1]
-    assert extra == "" or extra in project["optional-dependencies"], f"{cmd}: no [{extra}] extra in pyproject.toml"
+    for extra in filter(None, COMMANDS[cmd][1].split(",")):
+        assert extra in project["optional-dependencies"], f"{cmd}: no [{extra}] extra in pyproject.toml"
     assert {"zoo-train", "zoo-sample", "zoo-export"} <= set(project["scripts"])
+
+
+def test_extras_are_installed_before_use():
+    """A command that needs an extra (tests/test_install.py proves which) comes after a set-up command that
+    installs it: the README works when followed top to bottom on a fresh machine (issue 13)."""
+    from test_install import NEEDS_EXTRA
+
+    installed: set[str] = set()
+    for cmd in readme_commands():
+        if COMMANDS.get(cmd, ("",))[0] == "setup":
+            installed |= set(filter(None, COMMANDS[cmd][1].split(",")))
+        for override, extra in NEEDS_EXTRA.items():
+            if override in cmd.split():
+                assert extra in installed, f"README: `{cmd}` needs the [{extra}] extra, not installed before it"
 
 
 @pytest.mark.parametrize("cmd", commands("tool"))

@@ -181,11 +181,18 @@ def parameter_counts(module: torch.nn.Module) -> tuple[int, int]:
 
 
 def model_summary_text(module: L.LightningModule, max_depth: int = 3) -> str:
-    """Lightning's layer table (names, types, parameter counts) followed by the module tree."""
+    """A layer table (name, type, parameters, mode) followed by the module tree. Lightning's own table
+    also has a FLOPs column, which reads 0 without an example input: it is left out."""
     from lightning.pytorch.utilities.model_summary import ModelSummary
 
     try:
-        table = str(ModelSummary(module, max_depth=max_depth))
+        summary = ModelSummary(module, max_depth=max_depth)
+        rows = [("Name", "Type", "Params", "Mode")]
+        rows += [(n, t, f"{p:,}", "train" if m else "eval") for n, t, p, m in
+                 zip(summary.layer_names, summary.layer_types, summary.param_nums, summary.training_modes)]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+        table += f"\ntotal {summary.total_parameters:,} parameters, {summary.trainable_parameters:,} trainable"
     except Exception as e:  # a convenience (it may not know a strategy's sharded modules); the tree follows
         table = f"(layer table unavailable: {e})"
     return f"{table}\n\n{module.model if hasattr(module, 'model') else module}\n"
@@ -205,7 +212,7 @@ class ModelSummaryLogger(L.Callback):
         run_dir = Path(trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "model_summary.txt").write_text(text)
-        log.info("model: %s parameters (%s trainable)", f"{total:,}", f"{trainable:,}")
+        log.debug("model: %s parameters (%s trainable)", f"{total:,}", f"{trainable:,}")  # zoo-train prints it
         counts = {"params/total": total, "params/trainable": trainable}
         for logger in trainer.loggers:
             _log_model_info(logger, counts, text, trainer.global_step)

@@ -13,20 +13,14 @@ zoo knows, or weights that do not fit the model the metadata describes (RELIABIL
 
 from __future__ import annotations
 
-import pickle
-import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from zoo.checkpoint_io import CheckpointError, safe_load
 from zoo.codecs.base import Codec, codec_from_dict
 from zoo.models.base import GenerativeModel, build_model
-
-
-class CheckpointError(ValueError):
-    pass
 
 
 def supported_version() -> int:
@@ -46,29 +40,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"{path} is a sharded (distributed) checkpoint folder; consolidate it into one "
                                   f"file first: zoo-export checkpoint={path} out=model.ckpt")
         raise CheckpointError(f"{path} is a folder; expected a .ckpt file written by zoo-train")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); the save was probably interrupted")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the errors below say it all
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        reason = unpickler_reason(str(e))
-        if "GLOBAL " in reason:
-            name = re.search(r"GLOBAL (\S+)", reason)
-            raise CheckpointError(
-                f"refused to load {path}: it contains objects other than tensors and plain data "
-                f"({name.group(1) if name else reason}), which could run code when unpickled. zoo checkpoints "
-                "never hold such objects: the file was not written by zoo-train or was tampered with") from e
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt, or not a "
-                              f"checkpoint ({reason})") from e
-    except MemoryError as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: it claims more memory than available; the file is "
-                              "corrupt or not a checkpoint") from e
-    except Exception as e:  # noqa: BLE001 - the weights-only unpickler runs no code; any failure = bad file
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt "
-                              f"({type(e).__name__}: {detail})") from e
+    ckpt = safe_load(path)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
     if "zoo" not in ckpt:
@@ -76,16 +48,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                               "expected a checkpoint written by zoo-train")
     check_metadata(ckpt, source=path)
     return ckpt
-
-
-def unpickler_reason(message: str) -> str:
-    """The useful line of torch's weights-only refusal (its advice to retry unsafely is left out)."""
-    globals_ = [ln.strip() for ln in message.splitlines() if "GLOBAL " in ln]  # a forbidden object, any wording
-    if globals_:
-        return globals_[0].split(". Please use")[0]
-    _, _, tail = message.partition("WeightsUnpickler error:")
-    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
-    return lines[0].split(". Please use")[0] if lines else message.splitlines()[0]
 
 
 def check_metadata(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> None:

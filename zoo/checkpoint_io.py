@@ -20,8 +20,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pickle
+import re
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,10 @@ TMP_MARK = ".tmp-"  # temporary checkpoint files: .<name>.tmp-<pid>
 # Test hook: seconds to sleep after each 64 KiB written, so a test can SIGKILL a process mid-save.
 SLOW_WRITE_ENV = "ZOO_TEST_CHECKPOINT_WRITE_DELAY"
 _CHUNK = 1 << 16
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file and what is wrong."""
 
 
 class CheckpointSaveError(OSError):
@@ -127,9 +134,61 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def unpickler_reason(message: str) -> str:
+    """The useful line of torch's weights-only refusal (its advice to retry unsafely is left out)."""
+    globals_ = [ln.strip() for ln in message.splitlines() if "GLOBAL " in ln]  # a forbidden object, any wording
+    if globals_:
+        return globals_[0].split(". Please use")[0]
+    _, _, tail = message.partition("WeightsUnpickler error:")
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    return lines[0].split(". Please use")[0] if lines else message.splitlines()[0]
+
+
+def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)`: tensors and plain containers only, so a crafted pickle cannot
+    run code. Every way the file can be wrong (empty, truncated, junk, a forbidden object) is one
+    `CheckpointError` naming the file; the only way checkpoints are read in zoo (resume, sample, export, hub)."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); the save was probably interrupted")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the errors below say it all
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = unpickler_reason(str(e))
+        if "GLOBAL " in reason:
+            name = re.search(r"GLOBAL (\S+)", reason)
+            raise CheckpointError(
+                f"refused to load {path}: it contains objects other than tensors and plain data "
+                f"({name.group(1) if name else reason}), which could run code when unpickled. zoo checkpoints "
+                "never hold such objects: the file was not written by zoo-train or was tampered with") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt, or not a "
+                              f"checkpoint ({reason})") from e
+    except MemoryError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: it claims more memory than available; the file is "
+                              "corrupt or not a checkpoint") from e
+    except Exception as e:  # noqa: BLE001 - the weights-only unpickler runs no code; any failure = bad file
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt "
+                              f"({type(e).__name__}: {detail})") from e
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning CheckpointIO whose local saves are atomic (see `atomic_torch_save`); remote URLs
-    (`s3://...`) fall back to Lightning's own writer. Loading is Lightning's."""
+    (`s3://...`) fall back to Lightning's own writer. Loading (resume) is always weights-only: local
+    files through `safe_load`, remote ones through Lightning with `weights_only=True`."""
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        ckpt = safe_load(path, map_location=map_location or "cpu")
+        if not isinstance(ckpt, dict):
+            raise CheckpointError(f"{path} is not a Lightning checkpoint (it holds a {type(ckpt).__name__})")
+        return ckpt
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):

@@ -388,3 +388,27 @@ def _describe(hint: Any) -> str:
         return "a mapping of keys"
     return getattr(hint, "__name__", str(hint))
 
+
+
+# Lightning's INFO lines ("GPU available: False", "💡 Tip: ... litlogger", "`Trainer.fit` stopped") and the
+# deprecation Lightning's own code triggers in torch's pytree; none of them is something the user can act on.
+_THIRD_PARTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+_QUIET_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+                   r"Checkpoint directory .* exists and is not empty")  # resuming: of course it is
+
+
+def quiet_console() -> None:
+    """One line per message on the console (issue 13): Lightning's loggers lose their own handler (which
+    printed every line a second time beside Hydra's) and speak from WARNING up, through the root handlers
+    Hydra set up from conf/hydra/job_logging; warnings raised inside third-party code by our calls are
+    filtered. Called first thing by each entry point's Hydra main."""
+    import logging
+    import warnings
+
+    for name in _THIRD_PARTY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.WARNING)
+    for pattern in _QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)

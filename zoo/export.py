@@ -217,10 +217,11 @@ def main() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from zoo.cli import CONF_DIR, resolve, run_checked
+    from zoo.cli import CONF_DIR, quiet_console, resolve, run_checked
 
     @hydra.main(config_path=CONF_DIR, config_name="export", version_base="1.3")
     def _main(cfg: DictConfig) -> None:
+        quiet_console()
         opts = resolve(cfg, "zoo-export")
         if str(opts["out"]).endswith(".ckpt"):  # consolidate a sharded checkpoint, nothing else
             try:

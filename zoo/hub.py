@@ -575,7 +575,7 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
             return load_file(path, device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        from zoo.checkpoint import unpickler_reason
+        from zoo.checkpoint_io import unpickler_reason
 
         reason = unpickler_reason(str(e))
         if "GLOBAL " not in reason:

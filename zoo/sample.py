@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from zoo.cli import CONF_DIR, resolve, run_checked
+from zoo.cli import CONF_DIR, quiet_console, resolve, run_checked
 
 COMMANDS = {  # codec type -> "module:function"
     "char": "zoo.sample:text_command",
@@ -56,6 +56,7 @@ def text_command(model: Any, codec: Any, opts: dict[str, Any]) -> None:
 
 @hydra.main(config_path=CONF_DIR, config_name="sample", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
+    quiet_console()
     from zoo.hub import load_any
 
     opts = resolve(cfg, "zoo-sample")

@@ -15,7 +15,9 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 if TYPE_CHECKING:
@@ -46,12 +48,37 @@ def build_logger(cfg: dict[str, Any], *, run_dir: Path, name: str,
     if kind == "none":
         return None
     if kind == "csv":
-        return CSVLogger(save_dir=run_dir, name="csv", version="")
+        return ResumableCSVLogger(save_dir=run_dir, name="csv", version="")
     if kind == "tensorboard":
         return TensorBoardLogger(save_dir=run_dir, name="tensorboard", version="", default_hp_metric=False)
     if kind == "wandb":
         return _wandb_logger(cfg, run_dir=run_dir, name=name, config=config)
     raise ValueError(f"unknown logger kind {kind!r}; accepted: {list(LOGGER_KINDS)}")
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv ("Previous log files in this directory will be
+    deleted"), so a resumed run lost its history: this one keeps the rows and appends, reading the existing
+    header so that a new column rewrites the file with every old row kept."""
+
+    def _check_log_dir_exists(self) -> None:
+        import csv
+
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = sorted(next(csv.reader(f), []))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """CSVLogger whose `runs/<name>/csv/metrics.csv` survives a resume (rows appended, none deleted)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 class ZooWandbLogger(WandbLogger):

@@ -22,7 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.builders import build_data, build_module, build_strategy, check_writable, resolve_ckpt_path
-from zoo.cli import CONF_DIR, resolve, run_checked
+from zoo.cli import CONF_DIR, quiet_console, resolve, run_checked
 
 log = logging.getLogger("zoo.train")
 
@@ -37,7 +37,8 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from zoo import checkpoint_io, resilience
-    from zoo.callbacks import SampleCallback, monitoring_callbacks
+    from zoo.callbacks import SampleCallback, monitoring_callbacks, parameter_counts
+    from zoo.checkpoint_io import CheckpointError
     from zoo.progress import ProgressBar
     from zoo.tracking import build_logger
 
@@ -56,6 +57,10 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     dm.setup("fit")
     module = build_module(resolved["model"], resolved["module"], codec=dm.codec, train_config=resolved)
     checkpoint_io.check_free_space(ckpt_dir, 2 * checkpoint_io.checkpoint_size_estimate(module))
+    total, trainable = parameter_counts(module)
+    trained = f"{trainable:,} trainable" if trainable != total else "all trainable"
+    log.info("zoo-train: %s (%s parameters, %s) on %s for %s steps -> %s", module.model.model_type,
+             f"{total:,}", trained, resolved["data"].get("name", "data"), cfg.trainer.max_steps, run_dir)
     if cfg.compile:
         module.model.compile()  # in place: state-dict keys stay free of `_orig_mod.`
 
@@ -85,7 +90,12 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     summary = {"run_dir": str(run_dir), "checkpoint": str(ckpt_dir / "last.ckpt"), "command": _command(run_dir)}
     try:
         with guard.handlers():
-            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+            # weights_only: resuming never unpickles code, whatever Lightning's default (issue 13)
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+    except CheckpointError as e:
+        if ckpt_path is None:
+            raise
+        raise CheckpointError(f"cannot resume: {e}. {_resume_advice(Path(ckpt_path))}") from None
     except SIGTERMException:
         summary.update(_results(trainer, checkpoint_cb))
         if trainer.is_global_zero:
@@ -97,6 +107,13 @@ def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     if trainer.is_global_zero:
         print_summary(summary)
     return summary
+
+
+def _resume_advice(bad: Path) -> str:
+    """What to do about a checkpoint that cannot be resumed from: an older one of the same run, or a fresh start."""
+    others = sorted((p for p in bad.parent.glob("step*.ckpt") if p != bad), key=lambda p: p.stat().st_mtime)
+    older = f"resume from an earlier one with ckpt_path={others[-1]}, or " if others else ""
+    return f"Move the file aside and {older}start fresh with ckpt_path=null"
 
 
 def _results(trainer, checkpoint_cb) -> dict:
@@ -228,8 +245,12 @@ def multirun_job() -> Iterator[None]:
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
+    import lightning.pytorch  # noqa: F401 - importing it sets its loggers up; quiet_console then adjusts them
+
+    quiet_console()
     from zoo.checkpoint import CheckpointError
     from zoo.checkpoint_io import CheckpointSaveError, InsufficientDiskSpace
+    from zoo.data.download import MissingExtra
     from zoo.lit_module import NonFiniteLossError
     from zoo.resilience import Interrupted
 
@@ -239,7 +260,8 @@ def _main(cfg: DictConfig) -> float | None:
     except Interrupted as e:
         log.warning("%s", e)
         raise SystemExit(e.exit_code) from None  # 128 + signal: schedulers see the run was stopped
-    except (PermissionError, InsufficientDiskSpace, CheckpointSaveError, NonFiniteLossError, CheckpointError) as e:
+    except (PermissionError, InsufficientDiskSpace, CheckpointSaveError, NonFiniteLossError, CheckpointError,
+            MissingExtra) as e:
         raise SystemExit(f"zoo-train: {e}") from None  # the message says what to do; no traceback
     return summary["metrics"].get("val/loss")  # the value a sweeper would optimise
 

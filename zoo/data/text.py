@@ -122,7 +122,9 @@ class TextDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         path = self.cache_path
         if (path / _META).is_file():
-            log.info("%s: reusing tokens cached in %s", self.name, path)
+            if not getattr(self, "_reported_cache", False):  # Lightning calls prepare_data again in fit
+                log.info("%s: reusing tokens cached in %s", self.name, path)
+                self._reported_cache = True
             return
         docs = self.documents()
         if isinstance(self.codec_spec, str):

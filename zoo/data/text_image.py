@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 from zoo.codecs.image import ImagePatchCodec
 from zoo.codecs.text_image import OnLong, TextImageCodec
 from zoo.data.base import Batch, BatchStream, stream_length
+from zoo.data.download import need
 from zoo.data.image import OnError, UnreadableImageError, log_skipped, read_image_file, stratified_split
 
 log = logging.getLogger(__name__)
@@ -209,9 +210,8 @@ class CaptionedDigitsDataModule(_SyntheticCaptions):
         return " and ".join(parts)
 
     def _prepare(self) -> list[str]:
-        from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
-
-        d = load_digits()
+        # bundled with scikit-learn: no download
+        d = need("sklearn.datasets", "image", "data=captioned_digits (scikit-learn's 8x8 digits)").load_digits()
         images = torch.from_numpy(np.asarray(d.images, dtype=np.uint8))  # (1797, 8, 8) in 0..16
         labels = torch.from_numpy(np.asarray(d.target, dtype=np.int64))
         parts = stratified_split(labels, (0.1, 0.1), self.split_seed)
