@@ -109,7 +109,7 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
 
     Builds nothing heavy: the model's config dataclass is instantiated (which runs its validation)
     but no model; codec-derived fields left null (`vocab_size: null`, ...) are checked after the data
-    is loaded, by `zoo.builders.build_module`.
+    is loaded, by `zoo.training.builders.build_module`.
     """
     for section in ("model", "data", "module", "trainer"):
         if not isinstance(cfg.get(section), Mapping):
@@ -122,7 +122,7 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
     if isinstance(cfg.get("samples"), Mapping):
         _check_samples(cfg["samples"])
     if isinstance(cfg.get("strategy"), Mapping):
-        from zoo.builders import STRATEGIES
+        from zoo.training.builders import STRATEGIES
 
         name = cfg["strategy"].get("name", "auto")
         if name not in STRATEGIES:
@@ -161,7 +161,7 @@ def _check_model(model: Mapping[str, Any]) -> Any:
     kwargs = {}
     for name, value in values.items():
         if value is None and not _conforms(None, hints[name]):
-            continue  # null = taken from the data's codec (zoo.builders.build_module), checked after loading
+            continue  # null = taken from the data's codec (zoo.training.builders.build_module), checked after loading
         _check_value(f"model.{name}", value, hints[name])
         kwargs[name] = value
     for name, f in fields.items():  # required fields left null: a placeholder stands in for the codec's value
@@ -183,7 +183,7 @@ def _check_data(data: Mapping[str, Any], model_config: Any) -> None:
     if not isinstance(target, str) or "." not in target:
         raise ConfigError(f"data._target_={target!r}: expected the data module's class, e.g. "
                           "zoo.data.text.PydocDataModule")
-    from zoo.builders import import_target
+    from zoo.training.builders import import_target
 
     try:
         cls = import_target(target, section="data")
@@ -226,10 +226,10 @@ def _check_range(key: str, value: Any) -> None:
 
 # ------------------------------------------------------------------ module, trainer, samples
 def _check_module(module: Mapping[str, Any]) -> None:
-    from zoo.lit_module import GenerativeModule
+    from zoo.training.module import GenerativeModule
 
     params = _signature_params(GenerativeModule) or {}
-    for internal in ("model", "codec", "train_config"):  # passed by zoo.builders, not by the config
+    for internal in ("model", "codec", "train_config"):  # passed by zoo.training.builders, not by the config
         params.pop(internal, None)
     _check_section("module", module, params)
     checks = {"lr": (lambda v: v > 0, "> 0"), "weight_decay": (lambda v: v >= 0, ">= 0"),
@@ -255,8 +255,8 @@ def _check_trainer(trainer: Mapping[str, Any]) -> None:
 
 
 def _check_samples(samples: Mapping[str, Any]) -> None:
-    from zoo.callbacks import SampleCallback
     from zoo.sampling import SamplingConfig
+    from zoo.training.callbacks import SampleCallback
 
     init = SampleCallback.__init__  # its own keywords; the rest (**sampling) go to SamplingConfig
     init_hints = typing.get_type_hints(init)
@@ -304,7 +304,7 @@ def _name_keys(section: str, message: str, values: Mapping[str, Any]) -> str:
 
 def _signature_params(cls: type) -> dict[str, tuple[Any, bool]] | None:
     """{keyword: (type hint, required)} that `cls(...)` accepts, following `**kwargs` up the class
-    hierarchy (as zoo.builders.accepted_kwargs); None when some constructor takes arbitrary keywords."""
+    hierarchy (as zoo.training.builders.accepted_kwargs); None when some constructor takes arbitrary keywords."""
     params: dict[str, tuple[Any, bool]] = {}
     for klass in cls.__mro__:
         init = vars(klass).get("__init__")

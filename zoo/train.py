@@ -21,8 +21,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.builders import build_data, build_module, build_strategy, check_writable, resolve_ckpt_path
 from zoo.cli import CONF_DIR, resolve, run_checked
+from zoo.training.builders import build_data, build_module, build_strategy, check_writable, resolve_ckpt_path
 
 log = logging.getLogger("zoo.train")
 
@@ -30,16 +30,16 @@ log = logging.getLogger("zoo.train")
 def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     """Train with a composed config; return a summary dict (paths, metrics, samples).
 
-    Raises `zoo.resilience.Interrupted` after SIGTERM / SIGINT / SIGUSR1, once `last.ckpt` is saved."""
+    Raises `zoo.training.resilience.Interrupted` after SIGTERM / SIGINT / SIGUSR1, once `last.ckpt` is saved."""
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from zoo import checkpoint_io, resilience
-    from zoo.callbacks import SampleCallback, monitoring_callbacks
-    from zoo.progress import ProgressBar
-    from zoo.tracking import build_logger
+    from zoo.training import checkpoint_io, resilience
+    from zoo.training.callbacks import SampleCallback, monitoring_callbacks
+    from zoo.training.progress import ProgressBar
+    from zoo.training.tracking import build_logger
 
     resolved = resolve(cfg, "zoo-train")
     run_dir = Path(cfg.get("run_dir") or hydra_run_dir())
@@ -163,7 +163,7 @@ def print_summary(s: dict) -> None:
 
 def print_interrupted(s: dict, guard) -> None:
     """The short screen after SIGTERM / Ctrl-C / SIGUSR1: what was saved and how to resume."""
-    from zoo.resilience import signal_name
+    from zoo.training.resilience import signal_name
 
     rule = "=" * 78
     lines = [rule, f"interrupted by {signal_name(guard.signum or signal.SIGTERM)} at step {guard.step}"]
@@ -228,10 +228,10 @@ def multirun_job() -> Iterator[None]:
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
-    from zoo.checkpoint import CheckpointError
-    from zoo.checkpoint_io import CheckpointSaveError, InsufficientDiskSpace
-    from zoo.lit_module import NonFiniteLossError
-    from zoo.resilience import Interrupted
+    from zoo.training.checkpoint import CheckpointError
+    from zoo.training.checkpoint_io import CheckpointSaveError, InsufficientDiskSpace
+    from zoo.training.module import NonFiniteLossError
+    from zoo.training.resilience import Interrupted
 
     try:
         with multirun_job():

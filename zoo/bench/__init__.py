@@ -56,7 +56,7 @@ def check_device(device: str) -> torch.device:
 
 
 def machine(device: torch.device) -> dict[str, Any]:
-    from zoo.machine import cpu_name
+    from zoo.bench.common import cpu_name
 
     cpu = f"{cpu_name()}, {os.cpu_count()} logical CPUs"
     name = f"{torch.cuda.get_device_name(device)} (host: {cpu})" if device.type == "cuda" else cpu

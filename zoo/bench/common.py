@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -131,7 +132,17 @@ def median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 
 
-# ---- the machine's own peak ------------------------------------------------------------------------
+# ---- the machine: its CPU, its own peak ------------------------------------------------------------------------
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def matmul_peak_fn(n: int, dtype: torch.dtype, device: torch.device | str,
                    reps: int = 1) -> tuple[Callable[[], Any], float]:
     """A call doing `reps` (n, n) @ (n, n) products in `dtype`, and its FLOPs (reps * 2 n^3)."""

@@ -2,7 +2,7 @@
 
 The model is the shipped `image-gpt-digits` (8x8 digits, 2x2 patches: 16 patches of 4 tokens, 0.47 M
 parameters) through `zoo.load`; where it cannot be loaded (or in tiny mode), a random ImageGPT of the
-same geometry and size. One call samples whole images with `zoo.image_samples.sample_tokens`
+same geometry and size. One call samples whole images with `zoo.members.image.sample_tokens`
 (temperature 1, fixed seed, class-conditional), `use_cache=True` vs `use_cache=False` (recomputing the
 prefix at every token); the gate: greedy, both give the same tokens.
 """
@@ -44,7 +44,7 @@ def load_model(s: Sizes, device: torch.device) -> tuple[Any, Any, str]:
 
 
 def run(s: Sizes, device: torch.device) -> tuple[list[Row], dict[str, Any]]:
-    from zoo.image_samples import sample_tokens
+    from zoo.members.image import sample_tokens
 
     model, codec, desc = load_model(s, device)
     rows: list[Row] = []

@@ -38,7 +38,7 @@ from zoo.bench.common import (
     sync,
 )
 from zoo.bench.gpt import TrainStep, autocast, make_batch
-from zoo.lit_module import GenerativeModule, lr_lambda
+from zoo.training.module import GenerativeModule, lr_lambda
 
 WARMUP_STEPS = 2  # untimed steps at the start of both loops
 

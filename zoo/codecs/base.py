@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 CODEC_FILE = "codec.json"
+IGNORE_INDEX = -100  # a target position the loss skips (F.cross_entropy's ignore_index)
 _REGISTRY: dict[str, type[Codec]] = {}
 
 

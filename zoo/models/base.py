@@ -19,8 +19,8 @@ from typing import Any, Literal, get_args, get_origin
 import torch
 from torch import Tensor, nn
 
-from zoo.attention import KVCache
-from zoo.layers import Block
+from zoo.core.attention import KVCache
+from zoo.core.layers import Block
 
 
 def validate_choices(config: Any) -> None:

@@ -67,7 +67,7 @@ def build_module(model_cfg: dict[str, Any], module_cfg: dict[str, Any], *, codec
     Model fields left null in the config are taken from the codec attribute of the same name
     (`vocab_size`, and for images e.g. `num_classes`), so data and model cannot disagree.
     """
-    from zoo.lit_module import GenerativeModule
+    from zoo.training.module import GenerativeModule
 
     model_cfg = dict(model_cfg)
     model_type = model_cfg.pop("type", None)
@@ -95,7 +95,7 @@ def build_strategy(cfg: dict[str, Any], *, devices: Any = 1, num_nodes: int = 1)
 
         return DDPStrategy(**cfg)
     if name == "fsdp":
-        from zoo.checkpoint_io import atomic_model_parallel_strategy
+        from zoo.training.checkpoint_io import atomic_model_parallel_strategy
 
         if not isinstance(devices, int) or devices < 1:
             raise ValueError(f"strategy=fsdp needs an explicit number of devices, got trainer.devices={devices!r}")
@@ -133,7 +133,7 @@ def resolve_ckpt_path(value: str | None, ckpt_dir: Path) -> str | None:
     if value in (None, "", "null", "none"):
         return None
     if value == "last":
-        from zoo.checkpoint_io import recover_sharded
+        from zoo.training.checkpoint_io import recover_sharded
 
         last = ckpt_dir / "last.ckpt"
         recover_sharded(last)  # a kill during a sharded save may have left the previous one aside

@@ -13,13 +13,12 @@ import netrc
 import os
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-if TYPE_CHECKING:
-    from zoo.callbacks import SampleSet
+from zoo.members.base import SampleSet
 
 log = logging.getLogger(__name__)
 LOGGER_KINDS = ("wandb", "csv", "tensorboard", "none")

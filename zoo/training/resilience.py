@@ -8,7 +8,7 @@
   resumed run draws the same dropout masks as an uninterrupted one.
 * `LossTrace` — a per-step trace switched on by environment variables, for the kill-and-resume tests.
 
-How checkpoint files themselves survive faults is `zoo.checkpoint_io`.
+How checkpoint files themselves survive faults is `zoo.training.checkpoint_io`.
 
 Signal handling follows Lightning 2.6: its `_SignalConnector` turns SIGTERM into
 `trainer.received_sigterm`, and the loops raise `SIGTERMException` once the current batch is done
