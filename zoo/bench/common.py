@@ -9,16 +9,19 @@ min-max spread; absolute figures (medians) are context only.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 SECTIONS = ("gpt", "decode", "attention", "image")
 
@@ -263,11 +266,6 @@ def load_average() -> float | None:
 def cpu_peak_bytes(fn: Callable[[], Any]) -> int:
     """Peak CPU bytes allocated by `fn()` above what was live before it, from torch.profiler's memory
     events ("Total Allocated" is the running sum of allocations minus frees since the profiler started)."""
-    import json
-    import tempfile
-
-    from torch.profiler import ProfilerActivity, profile
-
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     with tempfile.TemporaryDirectory() as tmp:

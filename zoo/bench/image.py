@@ -14,21 +14,20 @@ from typing import Any
 
 import torch
 
+import zoo
 from zoo.bench.common import Row, Sizes, interleaved, median, ratio_stats, skipped
+from zoo.codecs.image import ImagePatchCodec
+from zoo.models.image_gpt import ImageGPT, ImageGPTConfig
+from zoo.sampling import sample_tokens
 
 log = logging.getLogger(__name__)
 
 
 def load_model(s: Sizes, device: torch.device) -> tuple[Any, Any, str]:
     """(model, codec, description); falls back to a random model of the digits geometry."""
-    from zoo.codecs.image import ImagePatchCodec
-    from zoo.models.image_gpt import ImageGPT, ImageGPTConfig
-
     why = "tiny mode"
     if s.image_model != "random":
         try:
-            import zoo
-
             m = zoo.load(s.image_model, device=device)
             return m.model.eval(), m.codec, f"{s.image_model} (shipped weights)"
         except Exception as e:  # noqa: BLE001 - any failure: fall back, and say why
@@ -44,8 +43,6 @@ def load_model(s: Sizes, device: torch.device) -> tuple[Any, Any, str]:
 
 
 def run(s: Sizes, device: torch.device) -> tuple[list[Row], dict[str, Any]]:
-    from zoo.members.image import sample_tokens
-
     model, codec, desc = load_model(s, device)
     rows: list[Row] = []
     context: dict[str, Any] = {"model": desc, "tokens_per_image": codec.tokens_per_image,

@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -78,8 +79,6 @@ class ShapesReader:
         g = torch.Generator().manual_seed(10_000 + seed)  # renders apart from the training stream's
 
         def renders(n: int) -> tuple[Tensor, Tensor]:
-            import numpy as np
-
             ids = [i for i in range(len(self.layouts)) for _ in range(n)]
             images = np.stack([dm.render(self.layouts[i], g, "train") for i in ids])
             return torch.from_numpy(images).float(), torch.tensor(ids)

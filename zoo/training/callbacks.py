@@ -18,7 +18,9 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 
 from zoo.members import SampleSet, get_renderer
 from zoo.sampling import SamplingConfig
@@ -74,8 +76,6 @@ def grad_norm(parameters: Iterable[Tensor]) -> Tensor | None:
     FSDP2 gradients are DTensor shards: their norm is reduced over the device mesh (`full_tensor`, a
     collective, so every rank must call this), giving every rank the norm of the whole gradient.
     """
-    from torch.distributed.tensor import DTensor
-
     plain: list[Tensor] = []
     sharded: list[Tensor] = []
     for p in parameters:
@@ -127,8 +127,6 @@ def parameter_counts(module: torch.nn.Module) -> tuple[int, int]:
 
 def model_summary_text(module: L.LightningModule, max_depth: int = 3) -> str:
     """Lightning's layer table (names, types, parameter counts) followed by the module tree."""
-    from lightning.pytorch.utilities.model_summary import ModelSummary
-
     try:
         table = str(ModelSummary(module, max_depth=max_depth))
     except Exception as e:  # a convenience (it may not know a strategy's sharded modules); the tree follows

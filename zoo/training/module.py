@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from zoo.codecs.base import IGNORE_INDEX, Codec
 from zoo.data.base import Batch
@@ -62,8 +63,6 @@ def checkpoint_activations(block: nn.Module) -> None:
 
 
 def _is_fully_sharded(module: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
     return isinstance(module, FSDPModule)
 
 
@@ -132,8 +131,6 @@ class GenerativeModule(L.LightningModule):
                 checkpoint_activations(block)
         if self.device_mesh is None or _is_fully_sharded(self.model):
             return
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
         mesh = self.device_mesh["data_parallel"]
         kwargs: dict[str, Any] = {"mesh": mesh}
         if self._trainer is not None and str(self._trainer.precision).startswith("bf16"):

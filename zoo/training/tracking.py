@@ -15,6 +15,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -137,7 +139,6 @@ def _log_wandb(logger: WandbLogger, samples: SampleSet, step: int) -> None:
 
 
 def _log_tensorboard(logger: TensorBoardLogger, samples: SampleSet, step: int) -> None:
-    import numpy as np
     from PIL import Image
 
     writer = logger.experiment
@@ -152,8 +153,6 @@ def _log_tensorboard(logger: TensorBoardLogger, samples: SampleSet, step: int) -
             writer.add_text(f"samples/image_{i}_caption", samples.caption(path), global_step=step)
     for i, path in enumerate(samples.audio):
         import soundfile
-        import torch
-
         wave, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (n, channels)
         mono = torch.from_numpy(wave.mean(axis=1)).clamp(-1, 1)[None]  # (1, n), as add_audio expects
         writer.add_audio(f"samples/audio_{i}", mono, global_step=step, sample_rate=rate)
