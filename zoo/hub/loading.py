@@ -318,7 +318,7 @@ def resolve_entry(entry: Entry, path: str | Path | None = None) -> Path:
 
 def load_export(folder: str | Path, device: str | torch.device = "cpu",
                 dtype: torch.dtype | str | None = None) -> Pretrained:
-    """Rebuild a model from a folder written by `zoo.export.export` (safetensors, no pickle)."""
+    """Rebuild a model from a folder written by `zoo.hub.export.export` (safetensors, no pickle)."""
     folder = Path(folder)
     missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE) if not (folder / f).is_file()]
     if missing:
