@@ -51,7 +51,7 @@ import torch.nn.functional as F
 import transformers
 from torch import Tensor
 
-from zoo.machine import cpu_name
+from zoo.bench.common import cpu_name
 from zoo.models.gpt import GPT
 from zoo.sampling import generate
 
@@ -253,7 +253,7 @@ def markdown(report: dict) -> str:
         "In decoding the one-row matrix products dominate on both sides. On this CPU (MKL) x @ W runs about "
         "twice as fast with W stored (in, out), HF's Conv1D layout, as with nn.Linear's (out, in): "
         "`zoo.sampling.generate` therefore multiplies by (in, out) copies of every Linear weight while it "
-        "decodes on CPU (`zoo.layers.linear_weights_in_out`; parameters and checkpoints unchanged), the LM "
+        "decodes on CPU (`zoo.core.layers.linear_weights_in_out`; parameters and checkpoints unchanged), the LM "
         "head included (HF's stays (out, in)). Around the products zoo spends less per token: a "
         "preallocated KV cache written in place, where HF's DynamicCache concatenates every layer every "
         "step, no per-step mask construction or logits-processor chain, no no-op dropout calls. "

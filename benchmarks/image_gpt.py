@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.machine import cpu_name
+from zoo.bench.common import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"bpd": 1.85, "guided_accuracy": 0.95, "cache_speedup": 5.0}
@@ -55,8 +55,8 @@ def train(experiment: str, overrides: list[str], run_dir: Path, threads: int) ->
     """Train an experiment through zoo.train.run; return the best-on-validation model and timings."""
     from hydra import compose, initialize_config_dir
 
-    from zoo.checkpoint import model_from_checkpoint
     from zoo.train import run
+    from zoo.training.checkpoint import model_from_checkpoint
 
     args = [f"experiment={experiment}", f"run_dir={run_dir}", "logger=none", f"threads={threads}",
             "trainer.enable_progress_bar=false", *overrides]
@@ -93,7 +93,7 @@ def score(model, codec, dm, clf, *, seed: int = 0) -> dict:
 
 def cache_speed(model, codec, batches: list[int], rounds: int = 3) -> list[dict]:
     """Tokens/s of whole-image sampling with and without the KV cache (interleaved rounds, median)."""
-    from zoo.image_samples import sample_tokens
+    from zoo.members.image import sample_tokens
 
     rows = []
     for b in batches:
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     from zoo.data.image import DigitsDataModule, Mnist5kDataModule
     from zoo.eval import classifier_accuracy, classifier_fid, independent_pixel_bits_per_dim, train_classifier
-    from zoo.image_io import save_grid_png
+    from zoo.members.image_io import save_grid_png
 
     started, load_before = time.perf_counter(), round(os.getloadavg()[0], 2)
     report: dict = {}

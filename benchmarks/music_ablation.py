@@ -47,11 +47,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from zoo.data.base import IGNORE_INDEX, BatchStream
+from zoo.bench.common import cpu_name
+from zoo.codecs.base import IGNORE_INDEX
+from zoo.data.base import BatchStream
 from zoo.data.music import BachChoralesDataModule, JSBChoralesDataModule, MusicDataModule
-from zoo.lit_module import lr_lambda
-from zoo.machine import cpu_name
 from zoo.models.music_transformer import MusicTransformer, MusicTransformerConfig
+from zoo.training.module import lr_lambda
 
 SIZE = dict(n_layer=4, n_head=4, n_embd=128, dropout=0.0)
 BLOCK = 256
@@ -73,7 +74,7 @@ def build(vocab: int, block: int, arm: dict[str, Any], seed: int) -> MusicTransf
 
 
 def train(model: MusicTransformer, dm: MusicDataModule, steps: int, batch_size: int, seed: int) -> dict[str, Any]:
-    """zoo-train's optimisation recipe (zoo/lit_module.py) in a plain loop over the datamodule's stream."""
+    """zoo-train's optimisation recipe (zoo/training/module.py) in a plain loop over the datamodule's stream."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": RECIPE["weight_decay"]},
                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],

@@ -58,9 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from zoo.attention import relative_self_attention
-from zoo.bench.common import cpu_peak_bytes
-from zoo.machine import cpu_name
+from zoo.bench.common import cpu_name, cpu_peak_bytes
+from zoo.core.attention import relative_self_attention
 
 HEADS, HEAD_DIM, BATCH = 8, 64, 1
 NAIVE_ROUNDS = 2  # naive Shaw is 50-100x slower: timed in the first rounds only, its times are context

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 
 from zoo.data.text_image import CaptionedDigitsDataModule, CaptionedShapesDataModule
 from zoo.eval.faithfulness import DigitsReader, ShapesReader, caption_bits, faithfulness
-from zoo.lit_module import lr_lambda
+from zoo.members.text2image import caption_grid
 from zoo.models.text2image import Text2Image, Text2ImageConfig
-from zoo.text2image_samples import caption_grid
+from zoo.training.module import lr_lambda
 
 HERE = Path(__file__).resolve().parent
 MODEL = dict(n_layer=3, n_head=4, n_embd=96, local_n_layer=1, local_n_head=2, local_n_embd=48, dropout=0.1,

@@ -56,7 +56,7 @@ def caption_grid(out: Path) -> list[Path]:
 
 
 def music(out: Path) -> list[Path]:
-    from zoo.music_render import piano_roll_png, render_wav, write_midi
+    from zoo.members.music_render import piano_roll_png, render_wav, write_midi
 
     pm = zoo.load("music-transformer-bach").generate(max_new_tokens=512, seed=0)
     paths = [write_midi(pm, out / "music_transformer_bach.mid"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zoo.attention import (
+from zoo.core.attention import (
     KERNELS,
     KVCache,
     MultiHeadAttention,
@@ -128,7 +128,7 @@ def test_kv_cache_static_mode_writes_at_the_tensor_position_and_masks_the_rest()
 
 @pytest.mark.parametrize("kernel", ["math", "sdpa"])
 def test_static_cache_decoding_with_rotary_equals_full(kernel):
-    from zoo.layers import RotaryEmbedding
+    from zoo.core.layers import RotaryEmbedding
 
     torch.manual_seed(0)
     m = MultiHeadAttention(32, 4, kernel=kernel).eval()

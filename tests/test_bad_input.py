@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from zoo.checkpoint import CheckpointError, check_metadata, model_from_checkpoint, read_checkpoint
 from zoo.codecs.midi import MidiError, notes_to_midi
 from zoo.codecs.text import CharCodec
 from zoo.data.image import ImageFolderDataModule, UnreadableImageError
@@ -27,8 +26,14 @@ from zoo.data.music import MidiFolderDataModule
 from zoo.data.text import TextFilesDataModule
 from zoo.data.text_image import ImageTextFolderDataModule
 from zoo.hub import HubError, load, load_gpt2
-from zoo.lit_module import CHECKPOINT_VERSION
 from zoo.models.gpt import GPT, GPTConfig
+from zoo.training.checkpoint import (
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    check_metadata,
+    model_from_checkpoint,
+    read_checkpoint,
+)
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -176,7 +181,7 @@ def test_crafted_pickle_payload_is_real_but_zoo_never_runs_it(tmp_path):
     with pytest.raises(CheckpointError, match=r"protocol5.ckpt: the file is truncated or corrupt, or not a "
                                               r"checkpoint \(Unsupported operand"):
         read_checkpoint(newer)
-    # Hugging Face GPT-2 weights (pytorch_model.bin) are read with the same guard (zoo.hub)
+    # Hugging Face GPT-2 weights (pytorch_model.bin) are read with the same guard (zoo.hub.gpt2)
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 8,

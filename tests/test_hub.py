@@ -15,9 +15,9 @@ from helpers import ROOT, TINY, compose_train
 
 import zoo
 from zoo import hub
-from zoo.checkpoint import CheckpointError
 from zoo.data.download import ChecksumError, file_sha256
-from zoo.export import export, export_checkpoint, measure_loss
+from zoo.hub.export import export, export_checkpoint, measure_loss
+from zoo.training.checkpoint import CheckpointError
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from zoo.codecs.base import codec_from_dict, load_codec
 from zoo.codecs.image import ImagePatchCodec, bits_per_dim
-from zoo.image_io import auto_upscale, image_grid, save_grid_png
+from zoo.members.image_io import auto_upscale, image_grid, save_grid_png
 
 
 def reference_tokens(x: torch.Tensor, p: int) -> list[int]:

@@ -12,16 +12,16 @@ from helpers import compose_train, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 
-from zoo.builders import build_data
-from zoo.checkpoint import model_from_checkpoint
 from zoo.codecs.image import ImagePatchCodec
 from zoo.data.image import DigitsDataModule
 from zoo.eval import bits_per_dim, classifier_fid, independent_pixel_bits_per_dim, train_classifier
 from zoo.eval.classifier import classifier_accuracy
-from zoo.image_samples import parse_labels, sample_command, sample_tokens
+from zoo.members.image import parse_labels, sample_command, sample_tokens
 from zoo.models.image_gpt import ImageGPT, ImageGPTConfig
 from zoo.sampling import generate
 from zoo.train import run
+from zoo.training.builders import build_data
+from zoo.training.checkpoint import model_from_checkpoint
 
 LEVELS = 7
 # (patch tokens P, patches N, local layers): a patch model, a pixel model without and with a local stack

@@ -2,7 +2,7 @@
 
 The signal tests run a real `zoo-train` subprocess, signal it while it trains, rerun the same
 command and compare the per-step trace (loss, learning rate, batch checksum; written by
-zoo.resilience.LossTrace) with an uninterrupted run: equal step for step, with dropout on so that the
+zoo.training.resilience.LossTrace) with an uninterrupted run: equal step for step, with dropout on so that the
 RNG state matters.
 """
 
@@ -20,17 +20,17 @@ import pytest
 import torch
 from helpers import TINY, compose_train
 
-from zoo import checkpoint_io, resilience
-from zoo.checkpoint import read_checkpoint
-from zoo.checkpoint_io import (
+from zoo.train import print_interrupted, print_summary, run
+from zoo.training import checkpoint_io, resilience
+from zoo.training.checkpoint import read_checkpoint
+from zoo.training.checkpoint_io import (
     CheckpointSaveError,
     atomic_torch_save,
     check_free_space,
     checkpoint_size_estimate,
     clean_stale_temp_files,
 )
-from zoo.resilience import RNGState, capture_rng, restore_rng
-from zoo.train import print_interrupted, print_summary, run
+from zoo.training.resilience import RNGState, capture_rng, restore_rng
 
 # Dropout on: resuming must restore the RNG, not only weights, optimizer and data position.
 RESUME = [*TINY, "model.dropout=0.1", "trainer.max_steps=10", "trainer.val_check_interval=4",
@@ -326,8 +326,8 @@ def _folder_ckpt(path: Path, tag: str) -> None:
 
 
 def test_sharded_folder_swap_replaces_whole_folders_and_recovers_from_a_kill_between_renames(tmp_path):
-    from zoo.builders import resolve_ckpt_path
-    from zoo.checkpoint_io import recover_sharded, sharded_old_path, sharded_tmp_path, swap_in_folder
+    from zoo.training.builders import resolve_ckpt_path
+    from zoo.training.checkpoint_io import recover_sharded, sharded_old_path, sharded_tmp_path, swap_in_folder
 
     last = tmp_path / "last.ckpt"
     _folder_ckpt(last, "old")

@@ -1,4 +1,4 @@
-"""PerformanceCodec (MIDI <-> events) and zoo.music_render: layout, exact round trips, robustness."""
+"""PerformanceCodec (MIDI <-> events) and zoo.members.music_render: layout, exact round trips, robustness."""
 
 from __future__ import annotations
 
@@ -323,7 +323,7 @@ def test_render_midi_wav_piano_roll_and_mel(tmp_path, codec):
     soundfile = pytest.importorskip("soundfile")
     from PIL import Image
 
-    from zoo.music_render import mel_spectrogram, piano_roll_image, piano_roll_png, render_wav, write_midi
+    from zoo.members.music_render import mel_spectrogram, piano_roll_image, piano_roll_png, render_wav, write_midi
 
     pm = codec.decode(codec.encode(FIXTURES["melody"]))
     assert codec.encode(write_midi(pm, tmp_path / "a" / "m.mid")) == codec.encode(pm)

@@ -23,9 +23,9 @@ from PIL import Image
 
 from zoo.codecs.jsb import JSBGridCodec
 from zoo.codecs.midi import PerformanceCodec, load_midi, notes_to_midi
+from zoo.members.music import ids_to_midi, sample_command
 from zoo.models.base import MODELS, build_model
 from zoo.models.music_transformer import MusicTransformer, MusicTransformerConfig
-from zoo.music_samples import ids_to_midi, sample_command
 from zoo.sampling import SamplingConfig, generate, generate_sliding
 from zoo.train import run
 

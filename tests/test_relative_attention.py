@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from zoo.attention import (
+from zoo.core.attention import (
     KERNELS,
     KVCache,
     MultiHeadAttention,
@@ -91,9 +91,9 @@ def test_forward_and_gradients_equal_naive_shaw(t, s, h, d, n, chunk, path):
 def test_matmul_path_blocks_of_one_head_equal_oracle(monkeypatch):
     """The matmul path's head groups (here one head per block: MATMUL_BLOCK_BYTES forced down) and row
     chunks (3 rows, T = 10 not a multiple) change nothing, forward or backward."""
-    import zoo.attention
+    import zoo.core.attention
 
-    monkeypatch.setattr(zoo.attention, "MATMUL_BLOCK_BYTES", 1)
+    monkeypatch.setattr(zoo.core.attention, "MATMUL_BLOCK_BYTES", 1)
     torch.manual_seed(3)
     q, k, v = (randn(2, 3, 10 if i == 0 else 13, 8, requires_grad=True) for i in range(3))
     er = randn(3, 6, 8, requires_grad=True)
@@ -204,10 +204,10 @@ def test_cached_decoding_equals_full_recomputation(n, step):
 
 def test_cached_decoding_with_default_chunking(monkeypatch):
     """The module's default chunk rule (here forced down to 4-row chunks) keeps cache equivalence."""
-    import zoo.attention
+    import zoo.core.attention
 
-    monkeypatch.setattr(zoo.attention, "RELATIVE_CHUNK_BYTES", {"cpu": 1})
-    monkeypatch.setattr(zoo.attention, "MIN_RELATIVE_CHUNK", 4)
+    monkeypatch.setattr(zoo.core.attention, "RELATIVE_CHUNK_BYTES", {"cpu": 1})
+    monkeypatch.setattr(zoo.core.attention, "MIN_RELATIVE_CHUNK", 4)
     m = mha(n=9)
     x = randn(2, 30, 32)
     full = m(x)

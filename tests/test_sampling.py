@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from zoo.attention import KVCache
-from zoo.layers import linear_weights_in_out
+from zoo.core.attention import KVCache
+from zoo.core.layers import linear_weights_in_out
 from zoo.models.base import GenerativeModel
 from zoo.models.gpt import GPT, GPTConfig
 from zoo.sampling import SamplingConfig, apply_repetition_penalty, filter_logits, generate

@@ -26,9 +26,9 @@ import torch
 from helpers import ROOT, TINY_MODELS, compose_train, run_cli, tiny_model_overrides
 from omegaconf import OmegaConf
 
-from zoo.builders import build_data, build_module, is_sharded_checkpoint, resolve_ckpt_path
-from zoo.layers import Block
-from zoo.lit_module import GenerativeModule
+from zoo.core.layers import Block
+from zoo.training.builders import build_data, build_module, is_sharded_checkpoint, resolve_ckpt_path
+from zoo.training.module import GenerativeModule
 
 MODELS = sorted(TINY_MODELS)
 
@@ -113,7 +113,7 @@ def test_activation_checkpointing_and_fsdp_keep_loss_gradients_and_keys(model, t
 
 
 def test_sharded_checkpoint_paths_are_recognised_and_bad_ones_named(tmp_path):
-    from zoo.export import consolidate_checkpoint
+    from zoo.hub.export import consolidate_checkpoint
 
     ckpt_dir = tmp_path / "checkpoints"
     (ckpt_dir / "last.ckpt").mkdir(parents=True)
@@ -182,10 +182,10 @@ def test_fsdp_sharded_checkpoint_resumes_like_one_process_and_exports(tmp_path):
     """gpt under FSDP2 on 2 processes, activation checkpointing on, sharded checkpoints: 2 steps, then a
     second run resumes from the sharded folder for 2 more. Its loss curve is the 1-process curve, and the
     folder consolidates into one file whose weights are the 1-process run's and that samples."""
-    from zoo.checkpoint import model_from_checkpoint, read_checkpoint
-    from zoo.export import consolidate_checkpoint, export_checkpoint
     from zoo.hub import load_export
+    from zoo.hub.export import consolidate_checkpoint, export_checkpoint
     from zoo.sampling import generate
+    from zoo.training.checkpoint import model_from_checkpoint, read_checkpoint
 
     one_process("gpt", tmp_path, tmp_path / "one")
     sharded = ["module.activation_checkpointing=true", "strategy.save_distributed_checkpoint=true"]
@@ -253,7 +253,7 @@ def test_hydra_multirun_with_ddp_writes_each_job_to_its_own_folder(tmp_path):
     assert [c.parents[1].name for c in jobs] == ["0", "1"], jobs
     assert not (tmp_path / "runs").exists()  # no child fell back to the single-run folder
     assert not list(tmp_path.glob("multirun/*/*/*/multirun")) and len(list(tmp_path.glob("multirun/*/*"))) == 1
-    from zoo.checkpoint import model_from_checkpoint
+    from zoo.training.checkpoint import model_from_checkpoint
 
     layers = [model_from_checkpoint(c)[0].config.n_layer for c in jobs]
     assert layers == [1, 2]
@@ -317,7 +317,7 @@ def test_compile_in_place_keeps_checkpoint_keys(tmp_path, monkeypatch):
     """compile=true compiles the model in place: the checkpoint has the uncompiled model's keys (no
     `_orig_mod.`) and loads into an uncompiled model. Dynamo traces for real; the "eager" backend skips
     Inductor's C++ code generation (2+ minutes here), which has no bearing on module names."""
-    from zoo.checkpoint import model_from_checkpoint, read_checkpoint
+    from zoo.training.checkpoint import model_from_checkpoint, read_checkpoint
 
     compile_in_place = torch.nn.Module.compile
     compiled = []

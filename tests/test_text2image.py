@@ -11,17 +11,16 @@ import torch.nn.functional as F
 from helpers import compose_train, run_cli
 from PIL import Image
 
-from zoo.checkpoint import model_from_checkpoint
-from zoo.codecs.base import codec_from_dict
+from zoo.codecs.base import IGNORE_INDEX, codec_from_dict
 from zoo.codecs.image import ImagePatchCodec
 from zoo.codecs.text_image import TextImageCodec
-from zoo.data.base import IGNORE_INDEX
 from zoo.data.text_image import CaptionedDigitsDataModule, CaptionedShapesDataModule, ImageTextFolderDataModule
-from zoo.image_io import auto_upscale
+from zoo.members.image_io import auto_upscale
+from zoo.members.text2image import sample_command, sample_images
 from zoo.models.text2image import Text2Image, Text2ImageConfig
 from zoo.sampling import generate
-from zoo.text2image_samples import sample_command, sample_images
 from zoo.train import run
+from zoo.training.checkpoint import model_from_checkpoint
 
 TINY_T2I = [
     "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.local_n_layer=1", "model.local_n_head=2",

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from zoo.codecs.text import BPECodec, CharCodec
+from zoo.members.text import generate_text
 from zoo.models import GPT, GPTConfig
-from zoo.text_generation import generate_text
 
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 20
 

@@ -17,10 +17,11 @@ import yaml
 from helpers import compose_train, jsb_fixture
 from omegaconf import OmegaConf
 
-from zoo.callbacks import SampleSet, grad_norm
-from zoo.progress import ProgressBar, human_count
-from zoo.tracking import build_logger, log_media
+from zoo.members import SampleSet
 from zoo.train import run
+from zoo.training.callbacks import grad_norm
+from zoo.training.progress import ProgressBar, human_count
+from zoo.training.tracking import build_logger, log_media
 
 SMALL = [  # the tiniest run of each member that still validates and samples (every 2 steps)
     "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "trainer.max_steps=2", "trainer.val_check_interval=2",
@@ -92,7 +93,7 @@ def summary_type(experiment: str) -> str:
 
 
 def model_params(summary: dict) -> list[torch.Tensor]:
-    from zoo.checkpoint import model_from_checkpoint
+    from zoo.training.checkpoint import model_from_checkpoint
 
     return list(model_from_checkpoint(summary["checkpoint"])[0].parameters())
 
@@ -321,18 +322,19 @@ def test_progress_bar_counts_optimizer_steps_from_the_resumed_step():
 
 
 def test_progress_bar_of_a_resumed_run_starts_at_the_resumed_step(tmp_path, monkeypatch):
-    import zoo.progress
+    import zoo.train
+    import zoo.training.progress
 
     seen = []
 
-    class Recording(zoo.progress.ProgressBar):
+    class Recording(zoo.training.progress.ProgressBar):
         def on_train_batch_end(self, trainer, *args) -> None:
             super().on_train_batch_end(trainer, *args)
             (task,) = [t for t in self.progress.tasks if t.id == self.train_progress_bar_id]
             seen.append((int(task.completed), task.total, self.get_metrics(trainer, trainer.lightning_module)))
 
     monkeypatch.delenv("ZOO_PLAIN_PROGRESS", raising=False)  # zoo-train adds its rich bar
-    monkeypatch.setattr(zoo.progress, "ProgressBar", Recording)
+    monkeypatch.setattr(zoo.train, "ProgressBar", Recording)  # the name zoo.train.run builds its bar from
     run(member_cfg("gpt_pydoc", tmp_path / "run", "logger=none", "samples.every_n_steps=0"))
     assert [(c, t) for c, t, _ in seen] == [(1, 2), (2, 2)]
     seen.clear()

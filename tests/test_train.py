@@ -12,11 +12,11 @@ import torch
 from helpers import CONF, TINY, compose_train, jsb_fixture, run_cli
 from omegaconf import OmegaConf
 
-from zoo.builders import build_data, build_module, build_strategy, instantiate
-from zoo.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
 from zoo.sampling import generate
-from zoo.tracking import build_logger
 from zoo.train import run
+from zoo.training.builders import build_data, build_module, build_strategy, instantiate
+from zoo.training.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
+from zoo.training.tracking import build_logger
 
 GROUPS = ["model", "data", "precision", "strategy", "logger", "trainer"]
 
@@ -241,7 +241,7 @@ def test_cli_multirun_writes_each_job_to_its_own_folder(tmp_path):
 
 
 def test_nonfinite_loss_stops_with_step_and_keeps_the_last_good_checkpoint(tmp_path):
-    from zoo.lit_module import NonFiniteLossError
+    from zoo.training.module import NonFiniteLossError
 
     class Poison(L.Callback):  # corrupt the weights before step 3's forward (step 2's checkpoint is written)
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -257,7 +257,7 @@ def test_nonfinite_loss_stops_with_step_and_keeps_the_last_good_checkpoint(tmp_p
 
 
 def test_nonfinite_weights_are_never_written_over_a_good_checkpoint(tmp_path):
-    from zoo.lit_module import NonFiniteLossError
+    from zoo.training.module import NonFiniteLossError
 
     class Poison(L.Callback):  # the step-4 update "diverges": weights turn NaN before step 4's checkpoint
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

@@ -12,19 +12,22 @@ Entry points (console scripts, configured by Hydra from conf/):
     zoo-bench    zoo.bench    speed and memory report (benchmarks/)
     torch.hub    hubconf.py   one entry point per pretrained checkpoint
 
-Map of the package:
-    attention.py     the shared core: MultiHeadAttention, kernels math (reference) / sdpa / relative, KV cache
-    layers.py        pre-norm Block, MLP, norms, position embeddings
+Map of the package, by layer (low -> high; a module imports only its own layer and lower ones,
+models and codecs never each other, eval never data; tests/test_layers.py enforces it, and no cycles):
+    core/            attention.py: MultiHeadAttention, kernels math (reference) / sdpa / relative, KV cache;
+                     layers.py: pre-norm Block, MLP, norms, position embeddings
     models/          one file per member (pure PyTorch, config dataclass + `register`): gpt, image_gpt,
                      music_transformer, text2image; models/base.py: the registry and `build_model`
-    sampling.py      the one generation loop: temperature, top-k/p, min-p, repetition penalty, guidance
     codecs/          text (char, byte, BPE), image patches, MIDI events, captions: exact round trips
     data/            LightningDataModules with deterministic, resumable batch streams; download + sha256
-    lit_module.py    GenerativeModule: loss, optimizer groups, schedule, logging
-    callbacks.py     samples during training (RENDERERS by codec type), progress bar, monitoring
-    tracking.py      loggers: csv, tensorboard, W&B (online or offline)
-    hub.py export.py pretrained registry (`load`) and `zoo-export`; shipped weights in zoo/hub/<name>/
-    train.py sample.py   entry points, the only Hydra importers
+    sampling.py      the one generation loop: temperature, top-k/p, min-p, repetition penalty, guidance
+    eval/            bits/dim, classifiers, FID features, caption faithfulness
+    members/         one module per modality (text, image, music, text2image): how samples are drawn,
+                     rendered and saved; base.py: SampleSet and the renderer registry
+    training/        module.py GenerativeModule, callbacks, tracking (loggers), progress, resilience,
+                     checkpoint_io (atomic writes), checkpoint (reading), builders
+    hub/             registry, loading (`load`, `Pretrained`), gpt2 import, export; shipped weights in zoo/hub/<name>/
+    train.py sample.py export.py cli.py, bench/   entry points, the only Hydra importers
 
 `load` and `list_models` come from `zoo.hub`, imported on first use so that `import zoo` stays fast.
 Guides: README.md, docs/configuration.md, docs/adding_a_model.md.

@@ -11,7 +11,7 @@ Lightning's constructor signatures and type hints): unknown keys, wrong types (`
 `data.batch_size=1.5`), values outside a `Literal` (`model.kernel=flash`), non-positive sizes,
 contradictions the config dataclass rejects (`n_embd` not divisible by `n_head`) and a data block
 longer than the model's position table. Each error names the key (`model.n_layer`), the value
-received and what would be accepted. Plain dicts in, no Hydra needed (library code may call it).
+received and what would be accepted. Plain dicts in (an entry-point helper: library code does not import it).
 """
 
 from __future__ import annotations
@@ -27,15 +27,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from zoo.models.base import MODELS
+from zoo.sampling import SamplingConfig
+
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# LIGHTNING_NOTE: the zoo-train checks import Lightning (and the training modules, which need it) inside
+# the functions that use them: importing Lightning takes seconds, and zoo-sample, which shares this
+# module, never needs it.
 
 
 def check_overrides(config_name: str, argv: list[str]) -> str | None:
     """Return an error message for the first override that names an unknown key, else None."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-
     args = [a for a in argv if "=" in a and not a.startswith(("-", "+", "~", "hydra."))]
     keys = [a.split("=", 1)[0] for a in args]
     is_group = [(Path(CONF_DIR) / k.replace(".", "/")).is_dir() for k in keys]  # e.g. model=gpt
@@ -75,9 +82,6 @@ def resolve(cfg, command: str) -> dict:
     For zoo-train the result also passes `check_train_config`, so a bad value stops the run here,
     before any data loading or model allocation, with a message naming the key (SystemExit).
     """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import MissingMandatoryValue
-
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as e:
@@ -109,7 +113,7 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
 
     Builds nothing heavy: the model's config dataclass is instantiated (which runs its validation)
     but no model; codec-derived fields left null (`vocab_size: null`, ...) are checked after the data
-    is loaded, by `zoo.builders.build_module`.
+    is loaded, by `zoo.training.builders.build_module`.
     """
     for section in ("model", "data", "module", "trainer"):
         if not isinstance(cfg.get(section), Mapping):
@@ -122,7 +126,7 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
     if isinstance(cfg.get("samples"), Mapping):
         _check_samples(cfg["samples"])
     if isinstance(cfg.get("strategy"), Mapping):
-        from zoo.builders import STRATEGIES
+        from zoo.training.builders import STRATEGIES  # Lightning: see LIGHTNING_NOTE
 
         name = cfg["strategy"].get("name", "auto")
         if name not in STRATEGIES:
@@ -147,9 +151,6 @@ def _check_top_level(cfg: Mapping[str, Any]) -> None:
 
 # ------------------------------------------------------------------ model
 def _check_model(model: Mapping[str, Any]) -> Any:
-    import zoo.models  # noqa: F401  (registers every model)
-    from zoo.models.base import MODELS
-
     values = dict(model)
     model_type = values.pop("type", None)
     if model_type not in MODELS:
@@ -161,7 +162,7 @@ def _check_model(model: Mapping[str, Any]) -> Any:
     kwargs = {}
     for name, value in values.items():
         if value is None and not _conforms(None, hints[name]):
-            continue  # null = taken from the data's codec (zoo.builders.build_module), checked after loading
+            continue  # null = taken from the data's codec (zoo.training.builders.build_module), checked after loading
         _check_value(f"model.{name}", value, hints[name])
         kwargs[name] = value
     for name, f in fields.items():  # required fields left null: a placeholder stands in for the codec's value
@@ -183,7 +184,7 @@ def _check_data(data: Mapping[str, Any], model_config: Any) -> None:
     if not isinstance(target, str) or "." not in target:
         raise ConfigError(f"data._target_={target!r}: expected the data module's class, e.g. "
                           "zoo.data.text.PydocDataModule")
-    from zoo.builders import import_target
+    from zoo.training.builders import import_target  # Lightning: see LIGHTNING_NOTE
 
     try:
         cls = import_target(target, section="data")
@@ -226,10 +227,10 @@ def _check_range(key: str, value: Any) -> None:
 
 # ------------------------------------------------------------------ module, trainer, samples
 def _check_module(module: Mapping[str, Any]) -> None:
-    from zoo.lit_module import GenerativeModule
+    from zoo.training.module import GenerativeModule  # Lightning: see LIGHTNING_NOTE
 
     params = _signature_params(GenerativeModule) or {}
-    for internal in ("model", "codec", "train_config"):  # passed by zoo.builders, not by the config
+    for internal in ("model", "codec", "train_config"):  # passed by zoo.training.builders, not by the config
         params.pop(internal, None)
     _check_section("module", module, params)
     checks = {"lr": (lambda v: v > 0, "> 0"), "weight_decay": (lambda v: v >= 0, ">= 0"),
@@ -243,7 +244,7 @@ def _check_module(module: Mapping[str, Any]) -> None:
 
 
 def _check_trainer(trainer: Mapping[str, Any]) -> None:
-    import lightning as L
+    import lightning as L  # see LIGHTNING_NOTE
 
     params = _signature_params(L.Trainer) or {}
     for internal in ("strategy", "logger", "callbacks", "default_root_dir", "plugins"):  # set by zoo.train
@@ -255,8 +256,7 @@ def _check_trainer(trainer: Mapping[str, Any]) -> None:
 
 
 def _check_samples(samples: Mapping[str, Any]) -> None:
-    from zoo.callbacks import SampleCallback
-    from zoo.sampling import SamplingConfig
+    from zoo.training.callbacks import SampleCallback  # Lightning: see LIGHTNING_NOTE
 
     init = SampleCallback.__init__  # its own keywords; the rest (**sampling) go to SamplingConfig
     init_hints = typing.get_type_hints(init)
@@ -304,7 +304,7 @@ def _name_keys(section: str, message: str, values: Mapping[str, Any]) -> str:
 
 def _signature_params(cls: type) -> dict[str, tuple[Any, bool]] | None:
     """{keyword: (type hint, required)} that `cls(...)` accepts, following `**kwargs` up the class
-    hierarchy (as zoo.builders.accepted_kwargs); None when some constructor takes arbitrary keywords."""
+    hierarchy (as zoo.training.builders.accepted_kwargs); None when some constructor takes arbitrary keywords."""
     params: dict[str, tuple[Any, bool]] = {}
     for klass in cls.__mro__:
         init = vars(klass).get("__init__")

@@ -3,36 +3,28 @@
     zoo-sample checkpoint=runs/gpt_pydoc/checkpoints/last.ckpt prompt="The assert statement" top_p=0.9
     zoo-sample checkpoint=PATH prompts='["def ", "import"]' num_samples=2 stop='["\\n\\n"]' seed=0
 
-Each domain provides a command `(model, codec, options) -> None`, chosen by the checkpoint's codec.
+Each member provides a command `(model, codec, options) -> None`, chosen by the checkpoint's codec.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
+import zoo.members
 from zoo.cli import CONF_DIR, quiet_console, resolve, run_checked
+from zoo.hub import load_any
+from zoo.members.text import generate_text
 
-COMMANDS = {  # codec type -> "module:function"
-    "char": "zoo.sample:text_command",
-    "byte": "zoo.sample:text_command",
-    "bpe": "zoo.sample:text_command",
-    "image_patch": "zoo.image_samples:sample_command",
-    "midi_performance": "zoo.music_samples:sample_command",
-    "jsb_grid": "zoo.music_samples:sample_command",
-    "text_image": "zoo.text2image_samples:sample_command",
-}
 TEXT_ONLY = ("labels", "primer", "rows", "render_audio", "out", "guidance")
 
 
 def text_command(model: Any, codec: Any, opts: dict[str, Any]) -> None:
-    from zoo.text_generation import generate_text
-
     for key in TEXT_ONLY:
         if opts.pop(key, None) not in (None, True, False, []):
             raise SystemExit(f"zoo-sample: `{key}` does not apply to a text model")
@@ -54,11 +46,20 @@ def text_command(model: Any, codec: Any, opts: dict[str, Any]) -> None:
         print(f"=== sample {i} (prompt {p!r})\n{p}{t}\n")
 
 
+COMMANDS: dict[str, Callable[[Any, Any, dict[str, Any]], None]] = {  # codec type -> command
+    "char": text_command,
+    "byte": text_command,
+    "bpe": text_command,
+    "image_patch": zoo.members.image.sample_command,
+    "text_image": zoo.members.text2image.sample_command,
+    "midi_performance": zoo.members.music.sample_command,
+    "jsb_grid": zoo.members.music.sample_command,
+}
+
+
 @hydra.main(config_path=CONF_DIR, config_name="sample", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
     quiet_console()
-    from zoo.hub import load_any
-
     opts = resolve(cfg, "zoo-sample")
     try:
         model, codec, _ = load_any(opts.pop("checkpoint"), device=opts.pop("device"))
@@ -67,8 +68,7 @@ def _main(cfg: DictConfig) -> None:
     kind = codec.type_name if codec is not None else None
     if kind not in COMMANDS:
         raise SystemExit(f"zoo-sample: no sampling command for codec {kind!r}; known: {sorted(COMMANDS)}")
-    module_name, func = COMMANDS[kind].split(":")
-    getattr(importlib.import_module(module_name), func)(model, codec, opts)
+    COMMANDS[kind](model, codec, opts)
 
 
 def main() -> None:

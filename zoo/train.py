@@ -19,10 +19,25 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+import lightning as L
+import torch
+import torch.distributed as dist
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf, read_write
 
-from zoo.builders import build_data, build_module, build_strategy, check_writable, resolve_ckpt_path
 from zoo.cli import CONF_DIR, quiet_console, resolve, run_checked
+from zoo.data.download import MissingExtra
+from zoo.training import checkpoint_io, resilience
+from zoo.training.builders import build_data, build_module, build_strategy, check_writable, resolve_ckpt_path
+from zoo.training.callbacks import SampleCallback, monitoring_callbacks, parameter_counts
+from zoo.training.checkpoint_io import CheckpointError, CheckpointSaveError, InsufficientDiskSpace
+from zoo.training.module import NonFiniteLossError
+from zoo.training.progress import ProgressBar
+from zoo.training.resilience import Interrupted, signal_name
+from zoo.training.tracking import build_logger
 
 log = logging.getLogger("zoo.train")
 
@@ -30,18 +45,7 @@ log = logging.getLogger("zoo.train")
 def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     """Train with a composed config; return a summary dict (paths, metrics, samples).
 
-    Raises `zoo.resilience.Interrupted` after SIGTERM / SIGINT / SIGUSR1, once `last.ckpt` is saved."""
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from zoo import checkpoint_io, resilience
-    from zoo.callbacks import SampleCallback, monitoring_callbacks, parameter_counts
-    from zoo.checkpoint_io import CheckpointError
-    from zoo.progress import ProgressBar
-    from zoo.tracking import build_logger
-
+    Raises `zoo.training.resilience.Interrupted` after SIGTERM / SIGINT / SIGUSR1, once `last.ckpt` is saved."""
     resolved = resolve(cfg, "zoo-train")
     run_dir = Path(cfg.get("run_dir") or hydra_run_dir())
     ckpt_dir = run_dir / "checkpoints"
@@ -127,8 +131,6 @@ def _command(run_dir: Path) -> str:
     """The command line that resumes this run: its overrides, with its run folder made explicit
     (so a multirun job resumes in place) and any ckpt_path dropped (the default, last, resumes)."""
     try:
-        from hydra.core.hydra_config import HydraConfig
-
         overrides = list(HydraConfig.get().overrides.task)
     except ValueError:  # not launched through Hydra (e.g. `run(cfg)` from Python)
         return f"zoo-train ...  (this run's overrides) run_dir={shlex.quote(str(run_dir))}"
@@ -180,8 +182,6 @@ def print_summary(s: dict) -> None:
 
 def print_interrupted(s: dict, guard) -> None:
     """The short screen after SIGTERM / Ctrl-C / SIGUSR1: what was saved and how to resume."""
-    from zoo.resilience import signal_name
-
     rule = "=" * 78
     lines = [rule, f"interrupted by {signal_name(guard.signum or signal.SIGTERM)} at step {guard.step}"]
     if (losses := _losses(s)) is not None:
@@ -197,8 +197,6 @@ def print_interrupted(s: dict, guard) -> None:
 
 
 def hydra_run_dir() -> str:
-    from hydra.core.hydra_config import HydraConfig
-
     return HydraConfig.get().runtime.output_dir
 
 
@@ -214,10 +212,6 @@ def multirun_job() -> Iterator[None]:
     folder, so every child would start the sweep again, in runs/<name>: point both at this job. After
     the job, its process group goes (its other ranks have exited), so that the next job starts its own.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import read_write
-
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
         yield
@@ -229,8 +223,6 @@ def multirun_job() -> Iterator[None]:
     try:
         yield
     finally:
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
         # Lightning leaves LOCAL_RANK etc. set; the next job would take them for an external launcher
@@ -245,15 +237,7 @@ def multirun_job() -> Iterator[None]:
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
-    import lightning.pytorch  # noqa: F401 - importing it sets its loggers up; quiet_console then adjusts them
-
     quiet_console()
-    from zoo.checkpoint import CheckpointError
-    from zoo.checkpoint_io import CheckpointSaveError, InsufficientDiskSpace
-    from zoo.data.download import MissingExtra
-    from zoo.lit_module import NonFiniteLossError
-    from zoo.resilience import Interrupted
-
     try:
         with multirun_job():
             summary = run(cfg)

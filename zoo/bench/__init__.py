@@ -22,7 +22,10 @@ from typing import Any
 
 import torch
 
-from zoo.bench.common import SECTIONS, Row, Sizes, load_average, sizes
+from zoo.bench import attention, decode, gpt, image, lightning_loop
+from zoo.bench.common import SECTIONS, Row, Sizes, cpu_name, load_average, sizes
+from zoo.bench.peers import import_litgpt_model
+from zoo.bench.report import goals, table, write
 
 __all__ = ["main", "run_suite"]
 
@@ -56,8 +59,6 @@ def check_device(device: str) -> torch.device:
 
 
 def machine(device: torch.device) -> dict[str, Any]:
-    from zoo.machine import cpu_name
-
     cpu = f"{cpu_name()}, {os.cpu_count()} logical CPUs"
     name = f"{torch.cuda.get_device_name(device)} (host: {cpu})" if device.type == "cuda" else cpu
     return {"name": name, "threads": torch.get_num_threads(), "device": device.type}
@@ -65,8 +66,6 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 def run_section(name: str, s: Sizes, device: torch.device) -> tuple[list[Row], dict[str, Any]]:
     if name == "gpt":
-        from zoo.bench import gpt, lightning_loop
-
         rows, ctx = gpt.run(s, device)
         for precision in s.lightning_precisions:
             rows.append(lightning_loop.overhead(s, device, precision))
@@ -76,16 +75,10 @@ def run_section(name: str, s: Sizes, device: torch.device) -> tuple[list[Row], d
             ctx |= ctx2
         return rows, ctx
     if name == "decode":
-        from zoo.bench import decode
-
         return decode.run(s, device)
     if name == "attention":
-        from zoo.bench import attention
-
         return attention.run(s, device)
     if name == "image":
-        from zoo.bench import image
-
         return image.run(s, device)
     raise ValueError(f"unknown section {name!r}; accepted: {', '.join(SECTIONS)}")
 
@@ -134,9 +127,6 @@ def run_suite(*, mode: str = "full", device: str = "cpu", only: tuple[str, ...] 
 
 def _report(command: str, dev: torch.device, mode: str, only: tuple[str, ...], s: Sizes, rows: list[Row],
             context: dict[str, Any], load_before: float | None, started: float) -> dict[str, Any]:
-    from zoo.bench.peers import import_litgpt_model
-    from zoo.bench.report import goals
-
     lit, why = import_litgpt_model() if "gpt" in only else (None, "not used")
     report: dict[str, Any] = {
         "command": command, "machine": machine(dev),
@@ -160,8 +150,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def run_command(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse `zoo-bench` arguments, run the suite, print the table and goals, write JSON + Markdown."""
-    from zoo.bench.report import table, write
-
     ap = argparse.ArgumentParser(prog="zoo-bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds and smaller sizes (a few minutes on CPU)")
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: seconds, meaningless figures

@@ -2,7 +2,7 @@
 
 One attention call, batch 1, `attn_heads` heads of `attn_head_dim`, max_relative_position = T (every
 distance has an embedding, the paper's setting), float32. Peers:
-- `zoo relative`: `zoo.attention.relative_self_attention` (skew + the `relative` kernel), exactly what
+- `zoo relative`: `zoo.core.attention.relative_self_attention` (skew + the `relative` kernel), exactly what
   `MultiHeadAttention(kernel="relative")` runs between its projections; whatever version is installed.
 - `naive Shaw`: one embedding gathered per (query, key) pair, a (H, T, S, D) tensor (Shaw et al. 2018),
   O(T^2 D) memory: only for T <= `attn_naive_max_t`.
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from zoo.attention import relative_self_attention
 from zoo.bench.common import Row, Sizes, cpu_peak_bytes, interleaved, median, ratio_stats, skipped, sync
+from zoo.core.attention import relative_self_attention
 
 
 def naive_shaw(q: Tensor, k: Tensor, v: Tensor, er: Tensor) -> Tensor:

@@ -9,15 +9,19 @@ min-max spread; absolute figures (medians) are context only.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 SECTIONS = ("gpt", "decode", "attention", "image")
 
@@ -131,7 +135,17 @@ def median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 
 
-# ---- the machine's own peak ------------------------------------------------------------------------
+# ---- the machine: its CPU, its own peak ------------------------------------------------------------------------
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def matmul_peak_fn(n: int, dtype: torch.dtype, device: torch.device | str,
                    reps: int = 1) -> tuple[Callable[[], Any], float]:
     """A call doing `reps` (n, n) @ (n, n) products in `dtype`, and its FLOPs (reps * 2 n^3)."""
@@ -252,11 +266,6 @@ def load_average() -> float | None:
 def cpu_peak_bytes(fn: Callable[[], Any]) -> int:
     """Peak CPU bytes allocated by `fn()` above what was live before it, from torch.profiler's memory
     events ("Total Allocated" is the running sum of allocations minus frees since the profiler started)."""
-    import json
-    import tempfile
-
-    from torch.profiler import ProfilerActivity, profile
-
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,7 @@
 
 The model is the shipped `image-gpt-digits` (8x8 digits, 2x2 patches: 16 patches of 4 tokens, 0.47 M
 parameters) through `zoo.load`; where it cannot be loaded (or in tiny mode), a random ImageGPT of the
-same geometry and size. One call samples whole images with `zoo.image_samples.sample_tokens`
+same geometry and size. One call samples whole images with `zoo.members.image.sample_tokens`
 (temperature 1, fixed seed, class-conditional), `use_cache=True` vs `use_cache=False` (recomputing the
 prefix at every token); the gate: greedy, both give the same tokens.
 """
@@ -14,21 +14,20 @@ from typing import Any
 
 import torch
 
+import zoo
 from zoo.bench.common import Row, Sizes, interleaved, median, ratio_stats, skipped
+from zoo.codecs.image import ImagePatchCodec
+from zoo.models.image_gpt import ImageGPT, ImageGPTConfig
+from zoo.sampling import sample_tokens
 
 log = logging.getLogger(__name__)
 
 
 def load_model(s: Sizes, device: torch.device) -> tuple[Any, Any, str]:
     """(model, codec, description); falls back to a random model of the digits geometry."""
-    from zoo.codecs.image import ImagePatchCodec
-    from zoo.models.image_gpt import ImageGPT, ImageGPTConfig
-
     why = "tiny mode"
     if s.image_model != "random":
         try:
-            import zoo
-
             m = zoo.load(s.image_model, device=device)
             return m.model.eval(), m.codec, f"{s.image_model} (shipped weights)"
         except Exception as e:  # noqa: BLE001 - any failure: fall back, and say why
@@ -44,8 +43,6 @@ def load_model(s: Sizes, device: torch.device) -> tuple[Any, Any, str]:
 
 
 def run(s: Sizes, device: torch.device) -> tuple[list[Row], dict[str, Any]]:
-    from zoo.image_samples import sample_tokens
-
     model, codec, desc = load_model(s, device)
     rows: list[Row] = []
     context: dict[str, Any] = {"model": desc, "tokens_per_image": codec.tokens_per_image,

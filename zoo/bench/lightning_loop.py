@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import lightning as L
 import torch
 
 from zoo.bench import peers as P
@@ -38,7 +39,7 @@ from zoo.bench.common import (
     sync,
 )
 from zoo.bench.gpt import TrainStep, autocast, make_batch
-from zoo.lit_module import GenerativeModule, lr_lambda
+from zoo.training.module import GenerativeModule, lr_lambda
 
 WARMUP_STEPS = 2  # untimed steps at the start of both loops
 
@@ -65,8 +66,6 @@ def _optimizer(module: GenerativeModule, max_steps: int) -> tuple[torch.optim.Op
 
 def overhead(s: Sizes, device: torch.device, precision: str) -> Row:
     """Row: per-round Lightning step time / plain step time (1.03 = 3% overhead)."""
-    import lightning as L
-
     arch = dict(n_layer=s.n_layer, n_head=s.n_head, n_embd=s.n_embd, block_size=s.block_size,
                 vocab_size=s.vocab_size)
     model = P.zoo_gpt(**arch, activation="gelu_tanh", seed=4).to(device)

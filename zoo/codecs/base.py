@@ -8,12 +8,14 @@ extra files) carry everything needed to decode samples, with no absolute paths.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 CODEC_FILE = "codec.json"
+IGNORE_INDEX = -100  # a target position the loss skips (F.cross_entropy's ignore_index)
 _REGISTRY: dict[str, type[Codec]] = {}
 
 
@@ -78,8 +80,6 @@ def codec_from_dict(state: dict[str, Any], source: str = "codec state") -> Codec
 
 def _import_all() -> list[str]:
     """Import the codec modules so their classes register; return the import errors (missing extras)."""
-    import importlib
-
     errors = []
     for mod in ("text", "midi", "jsb", "image", "text_image"):
         try:

@@ -28,10 +28,9 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from zoo.codecs.base import Codec, codec_from_dict
+from zoo.codecs.base import IGNORE_INDEX, Codec, codec_from_dict
 from zoo.codecs.image import ImagePatchCodec
 from zoo.codecs.text import TextCodec, build_text_codec
-from zoo.data.base import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 

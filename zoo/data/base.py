@@ -23,8 +23,6 @@ from torch import Tensor
 Batch = dict[str, Tensor]
 MakeBatch = Callable[[torch.Generator, int], Batch]  # (generator, global batch size) -> batch
 
-IGNORE_INDEX = -100
-
 
 def _world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():

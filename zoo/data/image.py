@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -461,8 +462,6 @@ def read_image_file(path: Path, *, height: int, width: int, channels: int,
     `ImageMismatchError` for a size/channel mismatch when `on_mismatch="reject"`. Pillow's warnings
     about corrupt metadata are logged at DEBUG level, not shown.
     """
-    import warnings
-
     from PIL import Image
 
     expected = (width, height)

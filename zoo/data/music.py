@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from zoo.codecs.base import Codec
+from zoo.codecs.base import IGNORE_INDEX, Codec
 from zoo.codecs.jsb import JSBGridCodec, grid_array
 from zoo.codecs.midi import (
     END,
@@ -62,7 +62,7 @@ from zoo.codecs.midi import (
     stretch_notes,
     transpose_notes,
 )
-from zoo.data.base import IGNORE_INDEX, Batch, BatchStream, stream_length
+from zoo.data.base import Batch, BatchStream, stream_length
 from zoo.data.download import cache_root, download, need
 
 log = logging.getLogger(__name__)

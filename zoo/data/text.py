@@ -24,6 +24,7 @@ import sysconfig
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from pydoc_data.topics import topics
 from typing import Any, ClassVar, Literal
 
 import lightning as L
@@ -243,8 +244,6 @@ class PydocDataModule(TextDataModule):
     name: ClassVar[str] = "pydoc"
 
     def load_documents(self) -> list[str]:
-        from pydoc_data.topics import topics
-
         return [topics[key] for key in sorted(topics)]
 
 

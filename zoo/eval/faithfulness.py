@@ -16,24 +16,28 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from zoo.data.text_image import CaptionedDigitsDataModule, CaptionedShapesDataModule, Layout
 from zoo.eval.classifier import ImageClassifier, predict, train_classifier
 from zoo.models.text2image import Text2Image
-from zoo.text2image_samples import sample_images
+from zoo.sampling import sample_images
 
 log = logging.getLogger(__name__)
+Layout = tuple  # one caption's attributes, as zoo.data.text_image writes them: (left | None, right | None), ...
 BLANK = 10  # the digits reader's class for an empty half
 
 
 class DigitsReader:
-    """Reads (left, right) digits (None = empty half) from (N, 1, 8, 16) float images in [0, 1]."""
+    """Reads (left, right) digits (None = empty half) from (N, 1, 8, 16) float images in [0, 1].
 
-    def __init__(self, dm: CaptionedDigitsDataModule, *, epochs: int = 30, seed: int = 0) -> None:
+    `dm`: a set-up captioned_digits data module (its `pools` of digit images and `splits`)."""
+
+    def __init__(self, dm: Any, *, epochs: int = 30, seed: int = 0) -> None:
         def halves(split: str) -> tuple[Tensor, Tensor]:
             images = torch.cat(dm.pools[split]).float()[:, None] / 16
             labels = torch.cat([torch.full((len(p),), c) for c, p in enumerate(dm.pools[split])])
@@ -44,6 +48,10 @@ class DigitsReader:
         levels, captions = dm.splits["test"]
         layouts = [_digits_layout(c) for c in captions]
         self.accuracy = layout_accuracy(self.read(levels.float() / 16), layouts)
+
+    @staticmethod
+    def parse(caption: str) -> Layout:
+        return _digits_layout(caption)
 
     def read(self, images: Tensor) -> list[Layout]:
         left, right = predict(self.classifier, images[..., :8]), predict(self.classifier, images[..., 8:])
@@ -62,15 +70,15 @@ def _digits_layout(caption: str) -> Layout:
 
 
 class ShapesReader:
-    """Reads (size, colour, kind, side) from (N, 3, 12, 12) float images in [0, 1]."""
+    """Reads (size, colour, kind, side) from (N, 3, 12, 12) float images in [0, 1].
 
-    def __init__(self, dm: CaptionedShapesDataModule, *, per_layout: int = 60, epochs: int = 15, seed: int = 0) -> None:
+    `dm`: a set-up captioned_shapes data module (its `layouts()`, `render` and `splits`)."""
+
+    def __init__(self, dm: Any, *, per_layout: int = 60, epochs: int = 15, seed: int = 0) -> None:
         self.layouts = dm.layouts()
         g = torch.Generator().manual_seed(10_000 + seed)  # renders apart from the training stream's
 
         def renders(n: int) -> tuple[Tensor, Tensor]:
-            import numpy as np
-
             ids = [i for i in range(len(self.layouts)) for _ in range(n)]
             images = np.stack([dm.render(self.layouts[i], g, "train") for i in ids])
             return torch.from_numpy(images).float(), torch.tensor(ids)
@@ -79,6 +87,10 @@ class ShapesReader:
                                            seed=seed)
         levels, captions = dm.splits["test"]
         self.accuracy = layout_accuracy(self.read(levels.float()), [_shapes_layout(c) for c in captions])
+
+    @staticmethod
+    def parse(caption: str) -> Layout:
+        return _shapes_layout(caption)
 
     def read(self, images: Tensor) -> list[Layout]:
         return [self.layouts[i] for i in predict(self.classifier, images).tolist()]
@@ -89,26 +101,24 @@ def _shapes_layout(caption: str) -> Layout:
     return (words[1], words[2], words[3], words[-1])
 
 
-def parse_layout(dm: object, caption: str) -> Layout:
-    return _digits_layout(caption) if isinstance(dm, CaptionedDigitsDataModule) else _shapes_layout(caption)
-
-
 def layout_accuracy(read: Sequence[Layout], wanted: Sequence[Layout]) -> float:
     return sum(a == b for a, b in zip(read, wanted, strict=True)) / max(1, len(wanted))
 
 
 @torch.no_grad()
-def faithfulness(model: Text2Image, dm: CaptionedDigitsDataModule | CaptionedShapesDataModule,
+def faithfulness(model: Text2Image, dm: Any,
                  reader: DigitsReader | ShapesReader, captions: Sequence[str], *, guidance_scale: float | None = None,
                  seed: int = 0, temperature: float = 1.0, batch_size: int = 64) -> float:
-    """Fraction of `captions` whose generated image (one each) the reader reads back as the caption's layout."""
+    """Fraction of `captions` whose generated image (one each) the reader reads back as the caption's layout.
+
+    `dm`: the data module the reader was built from (its `codec` encodes the captions)."""
     codec = dm.codec
     read: list[Layout] = []
     for s in range(0, len(captions), batch_size):
         tokens = sample_images(model, codec, captions[s:s + batch_size], guidance_scale=guidance_scale,
                                seed=seed + s, temperature=temperature)
         read += reader.read(codec.decode_batch(tokens))
-    return layout_accuracy(read, [parse_layout(dm, c) for c in captions])
+    return layout_accuracy(read, [reader.parse(c) for c in captions])
 
 
 @torch.no_grad()

@@ -14,9 +14,8 @@ from torch import Tensor, nn
 
 from zoo.codecs.image import ImagePatchCodec
 from zoo.eval.classifier import ImageClassifier, predict
-from zoo.image_samples import sample_tokens
 from zoo.models.base import GenerativeModel
-from zoo.sampling import SamplingConfig
+from zoo.sampling import SamplingConfig, sample_tokens
 
 
 @torch.no_grad()

@@ -19,8 +19,8 @@ from typing import Any, Literal, get_args, get_origin
 import torch
 from torch import Tensor, nn
 
-from zoo.attention import KVCache
-from zoo.layers import Block
+from zoo.core.attention import KVCache
+from zoo.core.layers import Block
 
 
 def validate_choices(config: Any) -> None:
@@ -134,8 +134,6 @@ def register(name: str, config_cls: type) -> typing.Callable[[type], type]:
 
 def build_model(model_type: str, config: dict[str, Any]) -> GenerativeModel:
     """Instantiate a registered model from a plain dict; unknown keys are errors that name them."""
-    import zoo.models  # noqa: F401  (registers every model)
-
     if model_type not in MODELS:
         raise ValueError(f"unknown model type {model_type!r}; accepted: {sorted(MODELS)}")
     config_cls, model_cls = MODELS[model_type]

@@ -16,8 +16,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from zoo.attention import KVCache
-from zoo.layers import Activation, Block, NormKind, RotaryEmbedding, make_norm
+from zoo.core.attention import KVCache
+from zoo.core.layers import Activation, Block, NormKind, RotaryEmbedding, make_norm
 from zoo.models.base import GenerativeModel, register, require_positive, validate_choices
 
 
@@ -215,7 +215,7 @@ def _compiled_static_step() -> Callable[[GPT, Tensor, KVCache], Tensor]:
     if not _COMPILED_STEP:
         # dynamic=False: every step has the same shapes by construction; a new batch size or cache length
         # compiles a new specialised graph rather than a slower shape-generic one. The graphs are also
-        # specialised to the model's (in, out) weight copies (zoo.layers.linear_weights_in_out), so each
+        # specialised to the model's (in, out) weight copies (zoo.core.layers.linear_weights_in_out), so each
         # model compiles once; past torch._dynamo's recompile_limit (8 per process) the step runs uncompiled
         # with a warning (fullgraph=True would make that a hard error).
         _COMPILED_STEP.append(torch.compile(_static_step, dynamic=False))

@@ -46,15 +46,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.attention import KVCache
-from zoo.layers import Activation, Block, NormKind, make_norm
+from zoo.core.attention import KVCache
+from zoo.core.layers import Activation, Block, NormKind, make_norm
 from zoo.models.base import GenerativeModel, register, require_positive, validate_choices
 
 
 @dataclass(kw_only=True)
 class ImageGPTConfig:
     # Image geometry: training leaves these null in conf/model/image_gpt.yaml and takes them from the
-    # codec attributes of the same name (zoo.builders.build_module).
+    # codec attributes of the same name (zoo.training.builders.build_module).
     vocab_size: int  # sub-pixel levels
     num_patches: int  # N
     patch_tokens: int  # P = patch_size² · channels

@@ -8,7 +8,7 @@
   resumed run draws the same dropout masks as an uninterrupted one.
 * `LossTrace` — a per-step trace switched on by environment variables, for the kill-and-resume tests.
 
-How checkpoint files themselves survive faults is `zoo.checkpoint_io`.
+How checkpoint files themselves survive faults is `zoo.training.checkpoint_io`.
 
 Signal handling follows Lightning 2.6: its `_SignalConnector` turns SIGTERM into
 `trainer.received_sigterm`, and the loops raise `SIGTERMException` once the current batch is done
@@ -22,6 +22,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -159,8 +161,6 @@ class InterruptGuard(L.Callback):
     @contextmanager
     def handlers(self) -> Iterator[InterruptGuard]:
         """Install the signal handlers for the duration of `fit` (main thread only), then restore."""
-        import threading
-
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
@@ -244,6 +244,4 @@ def slurm_plugins() -> list[Any]:
     """Under SLURM, a SLURMEnvironment with Lightning's auto-requeue off: Lightning's own SIGUSR1
     handler saves mid-step from inside the signal handler; zoo's InterruptGuard saves at a step
     boundary and requeues instead."""
-    from lightning.fabric.plugins.environments import SLURMEnvironment
-
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []

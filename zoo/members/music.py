@@ -2,7 +2,7 @@
 
 Both codecs of zoo/codecs are served: `midi_performance` (ids -> `PerformanceCodec.decode`, a piano
 MIDI) and `jsb_grid` (ids -> grid -> `JSBGridCodec.to_midi`, four choir voices). Every sample is
-written as `.mid`, and, when asked, as `.wav` (zoo.music_render.synthesize), a piano-roll `.png`
+written as `.mid`, and, when asked, as `.wav` (zoo.members.music_render.synthesize), a piano-roll `.png`
 and (training only) a mel-spectrogram `.png`.
 
 Length. A continuation longer than the model's context is generated with a sliding window
@@ -23,7 +23,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pretty_midi
@@ -31,11 +31,9 @@ import pretty_midi
 from zoo.codecs.base import Codec
 from zoo.codecs.jsb import JSBGridCodec
 from zoo.codecs.midi import MidiError, PerformanceCodec, load_midi
-from zoo.music_render import mel_spectrogram, piano_roll_png, render_wav, write_midi
+from zoo.members.base import SampleSet, register_renderer
+from zoo.members.music_render import mel_spectrogram, piano_roll_png, render_wav, write_midi
 from zoo.sampling import SamplingConfig, generate_sliding
-
-if TYPE_CHECKING:
-    from zoo.callbacks import SampleSet
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +79,7 @@ def write_sample(pm: pretty_midi.PrettyMIDI, stem: Path, *, audio: bool = True, 
 
 
 def mel_png(wave: np.ndarray, sr: int, path: Path) -> Path:
-    """A 1000 x 400 picture of `zoo.music_render.mel_spectrogram(wave, sr)`: time in seconds across,
+    """A 1000 x 400 picture of `zoo.members.music_render.mel_spectrogram(wave, sr)`: time in seconds across,
     mel band up (the raw spectrogram is 80 rows by thousands of frames, unreadable as an image)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -114,8 +112,6 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
         prompts["continue_val0"] = [int(i) for i in val[0][:n]]
     cfg = dataclasses.replace(cfg, stop_tokens=(codec.eos_id,))
     rows = generate_sliding(model, list(prompts.values()), cfg, align=align)
-    from zoo.callbacks import SampleSet  # imports Lightning: only the training-time renderer needs it
-
     out = SampleSet()
     for (label, prompt), ids in zip(prompts.items(), rows):
         pm = ids_to_midi(codec, prompt + ids)
@@ -183,3 +179,5 @@ def sample_command(model: Any, codec: Codec, opts: dict[str, Any]) -> None:
         for p in paths:
             print(f"  {p}")
 
+
+register_renderer(("midi_performance", "jsb_grid"), render)

@@ -11,8 +11,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.strategies import DDPStrategy
+
 from zoo.codecs.base import Codec
 from zoo.models.base import build_model
+from zoo.training.checkpoint_io import atomic_model_parallel_strategy, recover_sharded
+from zoo.training.module import GenerativeModule
 
 STRATEGIES = ("auto", "ddp", "fsdp")
 
@@ -67,8 +71,6 @@ def build_module(model_cfg: dict[str, Any], module_cfg: dict[str, Any], *, codec
     Model fields left null in the config are taken from the codec attribute of the same name
     (`vocab_size`, and for images e.g. `num_classes`), so data and model cannot disagree.
     """
-    from zoo.lit_module import GenerativeModule
-
     model_cfg = dict(model_cfg)
     model_type = model_cfg.pop("type", None)
     for key, value in model_cfg.items():
@@ -91,12 +93,8 @@ def build_strategy(cfg: dict[str, Any], *, devices: Any = 1, num_nodes: int = 1)
     if name == "auto":
         return "auto"
     if name == "ddp":
-        from lightning.pytorch.strategies import DDPStrategy
-
         return DDPStrategy(**cfg)
     if name == "fsdp":
-        from zoo.checkpoint_io import atomic_model_parallel_strategy
-
         if not isinstance(devices, int) or devices < 1:
             raise ValueError(f"strategy=fsdp needs an explicit number of devices, got trainer.devices={devices!r}")
         cfg.setdefault("data_parallel_size", devices * num_nodes)
@@ -133,8 +131,6 @@ def resolve_ckpt_path(value: str | None, ckpt_dir: Path) -> str | None:
     if value in (None, "", "null", "none"):
         return None
     if value == "last":
-        from zoo.checkpoint_io import recover_sharded
-
         last = ckpt_dir / "last.ckpt"
         recover_sharded(last)  # a kill during a sharded save may have left the previous one aside
         return str(last) if last.is_file() or is_sharded_checkpoint(last) else None

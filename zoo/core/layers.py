@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.attention import KVCache, MultiHeadAttention
+from zoo.core.attention import KVCache, MultiHeadAttention
 
 NormKind = Literal["layernorm", "rmsnorm"]
 Activation = Literal["gelu", "gelu_tanh", "swiglu"]

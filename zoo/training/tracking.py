@@ -13,15 +13,16 @@ import netrc
 import os
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
+import torch
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-if TYPE_CHECKING:
-    from zoo.callbacks import SampleSet
+from zoo.members.base import SampleSet
 
 log = logging.getLogger(__name__)
 LOGGER_KINDS = ("wandb", "csv", "tensorboard", "none")
@@ -165,7 +166,6 @@ def _log_wandb(logger: WandbLogger, samples: SampleSet, step: int) -> None:
 
 
 def _log_tensorboard(logger: TensorBoardLogger, samples: SampleSet, step: int) -> None:
-    import numpy as np
     from PIL import Image
 
     writer = logger.experiment
@@ -180,8 +180,6 @@ def _log_tensorboard(logger: TensorBoardLogger, samples: SampleSet, step: int) -
             writer.add_text(f"samples/image_{i}_caption", samples.caption(path), global_step=step)
     for i, path in enumerate(samples.audio):
         import soundfile
-        import torch
-
         wave, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (n, channels)
         mono = torch.from_numpy(wave.mean(axis=1)).clamp(-1, 1)[None]  # (1, n), as add_audio expects
         writer.add_audio(f"samples/audio_{i}", mono, global_step=step, sample_rate=rate)

@@ -20,13 +20,14 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
-from zoo.codecs.base import Codec
-from zoo.data.base import IGNORE_INDEX, Batch
+from zoo.codecs.base import IGNORE_INDEX, Codec
+from zoo.data.base import Batch
 from zoo.models.base import GenerativeModel
+from zoo.training.checkpoint import CHECKPOINT_VERSION, CheckpointError, check_metadata
 
 log = logging.getLogger(__name__)
-CHECKPOINT_VERSION = 1
 CPU_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
 FLOAT16_PRECISIONS = ("16-mixed", "16-true", "16")  # CUDA only
 
@@ -62,8 +63,6 @@ def checkpoint_activations(block: nn.Module) -> None:
 
 
 def _is_fully_sharded(module: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
     return isinstance(module, FSDPModule)
 
 
@@ -132,8 +131,6 @@ class GenerativeModule(L.LightningModule):
                 checkpoint_activations(block)
         if self.device_mesh is None or _is_fully_sharded(self.model):
             return
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
         mesh = self.device_mesh["data_parallel"]
         kwargs: dict[str, Any] = {"mesh": mesh}
         if self._trainer is not None and str(self._trainer.precision).startswith("bf16"):
@@ -231,8 +228,6 @@ class GenerativeModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resuming: refuse a checkpoint from a newer zoo or of another model before its weights are loaded."""
-        from zoo.checkpoint import CheckpointError, check_metadata
-
         if "zoo" not in checkpoint:
             raise CheckpointError("the checkpoint to resume from has no 'zoo' metadata; expected one written by "
                                   "zoo-train (or start fresh with ckpt_path=null)")

@@ -1,17 +1,16 @@
 """Training callbacks: periodic samples (saved under the run folder, logged as media), monitoring for
-the loggers (gradient norm, model summary and parameter count). The progress bar is `zoo.progress`.
+the loggers (gradient norm, model summary and parameter count). The progress bar is `zoo.training.progress`.
 
-How samples are drawn and rendered depends on the domain; each domain registers a `SampleRenderer`
-keyed by codec type. Text is here; images and music register theirs from their own modules. How the
-media reach each logger is `zoo.tracking.log_media`.
+How samples are drawn and rendered depends on the member: each one registers a `SampleRenderer` keyed
+by codec type (`zoo.members.base`), and the callback asks `zoo.members.get_renderer`. How the media
+reach each logger is `zoo.training.tracking.log_media`.
 """
 
 from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,67 +18,15 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 
-from zoo.codecs.base import Codec
-from zoo.sampling import SamplingConfig, generate
-from zoo.tracking import log_media
+from zoo.members import SampleSet, get_renderer
+from zoo.sampling import SamplingConfig
+from zoo.training.tracking import log_media
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SampleSet:
-    """What a renderer produced for one step: text rows and/or media files, ready to log."""
-
-    texts: list[tuple[str, str]] = field(default_factory=list)  # (prompt, sample)
-    images: list[Path] = field(default_factory=list)  # grids, piano rolls ...: every file is under the run folder
-    audio: list[Path] = field(default_factory=list)  # .wav files
-    captions: dict[str, str] = field(default_factory=dict)  # str(path of an image or audio file) -> caption
-    labelled: list[tuple[Path, str]] = field(default_factory=list)  # one image per condition: (file, class/caption)
-
-    def caption(self, path: str | Path) -> str:
-        """The caption of one of `images` / `audio` ("" when it has none)."""
-        return self.captions.get(str(path), "")
-
-
-# (module, datamodule, sampling config, output folder, step) -> SampleSet
-SampleRenderer = Callable[[L.LightningModule, Any, SamplingConfig, Path, int], SampleSet]
-RENDERERS: dict[str, SampleRenderer | str] = {  # codec type -> renderer, or "module:function" (lazy import)
-    "image_patch": "zoo.image_samples:render",
-    "midi_performance": "zoo.music_samples:render",
-    "jsb_grid": "zoo.music_samples:render",
-    "text_image": "zoo.text2image_samples:render",
-}
-
-
-def get_renderer(codec_type: str) -> SampleRenderer | None:
-    renderer = RENDERERS.get(codec_type)
-    if isinstance(renderer, str):
-        import importlib
-
-        module_name, func = renderer.split(":")
-        renderer = RENDERERS[codec_type] = getattr(importlib.import_module(module_name), func)
-    return renderer
-
-
-def text_samples(module: L.LightningModule, datamodule: Any, cfg: SamplingConfig, out_dir: Path,
-                 step: int) -> SampleSet:
-    codec: Codec = module.codec
-    prompts = list(getattr(datamodule, "sample_prompts", None) or ["\n"])
-    room = module.model.max_len
-    ids = [codec.encode(p)[-(room // 2):] for p in prompts]  # leave at least half the context to generate
-    prompts = [codec.decode(i) for i in ids]
-    max_new = min(cfg.max_new_tokens, room - max(len(i) for i in ids))
-    rows = generate(module.model, ids, cfg, max_new_tokens=max_new)
-    texts = [(p, codec.decode(r)) for p, r in zip(prompts, rows)]
-    path = out_dir / f"step_{step:06d}.txt"
-    path.write_text("".join(f"=== prompt: {p!r}\n{p}{s}\n\n" for p, s in texts))
-    return SampleSet(texts=texts)
-
-
-for _kind in ("char", "byte", "bpe"):
-    RENDERERS[_kind] = text_samples
 
 
 class SampleCallback(L.Callback):
@@ -129,8 +76,6 @@ def grad_norm(parameters: Iterable[Tensor]) -> Tensor | None:
     FSDP2 gradients are DTensor shards: their norm is reduced over the device mesh (`full_tensor`, a
     collective, so every rank must call this), giving every rank the norm of the whole gradient.
     """
-    from torch.distributed.tensor import DTensor
-
     plain: list[Tensor] = []
     sharded: list[Tensor] = []
     for p in parameters:
@@ -183,8 +128,6 @@ def parameter_counts(module: torch.nn.Module) -> tuple[int, int]:
 def model_summary_text(module: L.LightningModule, max_depth: int = 3) -> str:
     """A layer table (name, type, parameters, mode) followed by the module tree. Lightning's own table
     also has a FLOPs column, which reads 0 without an example input: it is left out."""
-    from lightning.pytorch.utilities.model_summary import ModelSummary
-
     try:
         summary = ModelSummary(module, max_depth=max_depth)
         rows = [("Name", "Type", "Params", "Mode")]

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.strategies import ModelParallelStrategy
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +241,6 @@ def recover_sharded(path: Path) -> None:
 def atomic_model_parallel_strategy(**kwargs: Any) -> Any:
     """Lightning's ModelParallelStrategy (FSDP2) whose sharded folder checkpoints are written to a
     temporary folder by all ranks, then swapped in by rank 0 (`swap_in_folder`)."""
-    from lightning.pytorch.strategies import ModelParallelStrategy
-
     class AtomicModelParallelStrategy(ModelParallelStrategy):
         def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
             if not self._save_distributed_checkpoint or storage_options is not None or "://" in str(filepath):

@@ -1,12 +1,15 @@
-"""Text in, text out: prompts are encoded with the model's codec, samples decoded and streamed."""
+"""Text in, text out: prompts are encoded with the model's codec, samples decoded and streamed; the text
+renderer of the training callback (`text_samples`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from zoo.codecs.base import Codec
 from zoo.codecs.text import StreamDecoder
+from zoo.members.base import SampleSet, register_renderer
 from zoo.models.base import GenerativeModel
 from zoo.sampling import SamplingConfig, generate, generate_sliding
 
@@ -54,3 +57,21 @@ def generate_text(model: GenerativeModel, codec: Codec, prompts: Sequence[str], 
                 t = t[: t.index(s)]
         texts.append((p, t))
     return texts
+
+
+def text_samples(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path,
+                 step: int) -> SampleSet:
+    codec: Codec = module.codec
+    prompts = list(getattr(datamodule, "sample_prompts", None) or ["\n"])
+    room = module.model.max_len
+    ids = [codec.encode(p)[-(room // 2):] for p in prompts]  # leave at least half the context to generate
+    prompts = [codec.decode(i) for i in ids]
+    max_new = min(cfg.max_new_tokens, room - max(len(i) for i in ids))
+    rows = generate(module.model, ids, cfg, max_new_tokens=max_new)
+    texts = [(p, codec.decode(r)) for p, r in zip(prompts, rows)]
+    path = out_dir / f"step_{step:06d}.txt"
+    path.write_text("".join(f"=== prompt: {p!r}\n{p}{s}\n\n" for p, s in texts))
+    return SampleSet(texts=texts)
+
+
+register_renderer(("char", "byte", "bpe"), text_samples)

@@ -1,49 +1,28 @@
 """Sampling images from captions: the training callback's caption -> image grids and zoo-sample's command.
 
-`sample_images` is the one call: captions in, image tokens (B, T) out, through `zoo.sampling.generate`
+`zoo.sampling.sample_images` is the one call: captions in, image tokens (B, T) out, through `zoo.sampling.generate`
 with the captions as `cond` and, when `guidance_scale` is set, the empty caption as `uncond`
 (classifier-free guidance: logits = u + s·(c − u), one doubled batch, one KV cache).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from zoo.codecs.text_image import TextImageCodec
-from zoo.image_io import save_grid_png
+from zoo.members.base import SampleSet, register_renderer
+from zoo.members.image_io import save_grid_png
 from zoo.models.base import GenerativeModel
-from zoo.sampling import SamplingConfig, generate
+from zoo.sampling import SamplingConfig, sample_images
 
 log = logging.getLogger(__name__)
 
 SAMPLES_PER_CAPTION = 8  # columns of the training-time grid
 CAPTIONS_IN_GRID = 6  # rows of that grid: test-split (held-out) captions first
 PADDING = 2
-
-
-@torch.no_grad()
-def sample_images(model: GenerativeModel, codec: TextImageCodec, captions: Sequence[str],
-                  cfg: SamplingConfig | None = None, **overrides: Any) -> Tensor:
-    """One image per caption -> tokens (B, T). "" is the unconditional prompt. `cfg` / overrides:
-    temperature, top_k, top_p, seed, guidance_scale (None or 1 = plain conditional sampling)."""
-    if not captions:
-        raise ValueError("sample_images needs at least one caption")
-    cfg = dataclasses.replace(cfg or SamplingConfig(), **overrides)
-    if cfg.guidance_scale == 1.0:  # u + 1·(c − u) = c: skip the doubled batch
-        cfg = dataclasses.replace(cfg, guidance_scale=None)
-    device = next(model.parameters()).device
-    cond = codec.caption_ids(captions).to(device)
-    uncond = torch.full_like(cond, codec.pad_id)
-    cfg = dataclasses.replace(cfg, max_new_tokens=codec.tokens_per_image, stop_tokens=())
-    rows = generate(model, [[] for _ in captions], cfg, cond=cond, uncond=uncond)
-    return torch.tensor(rows, dtype=torch.long).view(len(captions), codec.tokens_per_image)
 
 
 def caption_grid(model: GenerativeModel, codec: TextImageCodec, captions: Sequence[str], per_caption: int,
@@ -67,8 +46,6 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
     Writes the grid `step_<step>.png` (one row per caption, listed in `step_<step>.txt`) and one strip
     per caption, `step_<step>/caption_<row>.png`, returned in `SampleSet.labelled` with the caption as
     its caption (what W&B shows under each image)."""
-    from zoo.callbacks import SampleSet
-
     captions: list[str] = []
     for split in ("test", "val"):
         for c in getattr(datamodule, "splits", {}).get(split, (None, []))[1]:
@@ -115,3 +92,6 @@ def sample_command(model: GenerativeModel, codec: TextImageCodec, opts: dict[str
     n = int(opts.get("num_samples") or 1)
     path = caption_grid(model, codec, captions, n, Path(opts.get("out") or "samples") / "text2image.png", cfg)
     print(f"wrote {path}: {len(captions)} caption(s) × {n} sample(s): {captions}")
+
+
+register_renderer(("text_image",), render)

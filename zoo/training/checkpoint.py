@@ -7,7 +7,7 @@ tensors and plain containers is refused before it is built.
 
 Every way a file can be wrong ends in a `CheckpointError` (a ValueError) that names the file and
 what is wrong: missing/empty/truncated/corrupt, not a checkpoint, not a zoo checkpoint, written by a
-newer zoo (format version above `zoo.lit_module.CHECKPOINT_VERSION`), metadata that is not a model
+newer zoo (format version above `CHECKPOINT_VERSION`), metadata that is not a model
 zoo knows, or weights that do not fit the model the metadata describes (RELIABILITY.md).
 """
 
@@ -18,15 +18,15 @@ from typing import Any
 
 import torch
 
-from zoo.checkpoint_io import CheckpointError, safe_load
 from zoo.codecs.base import Codec, codec_from_dict
 from zoo.models.base import GenerativeModel, build_model
+from zoo.training.checkpoint_io import CheckpointError, safe_load
+
+CHECKPOINT_VERSION = 1  # ckpt["zoo"]["version"] that zoo-train writes (zoo.training.module) and the newest read here
 
 
 def supported_version() -> int:
-    """The newest checkpoint format this zoo reads (`zoo.lit_module.CHECKPOINT_VERSION`)."""
-    from zoo.lit_module import CHECKPOINT_VERSION  # imported late: it pulls in Lightning
-
+    """The newest checkpoint format this zoo reads (`CHECKPOINT_VERSION`)."""
     return CHECKPOINT_VERSION
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pretty_midi
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,6 @@ def mel_spectrogram(audio: np.ndarray, sr: int, n_mels: int = 80, n_fft: int = 1
 
     Decibels relative to the loudest bin, clipped at -`top_db`, mapped linearly onto 0..255.
     """
-    import torch
     import torchaudio
 
     wave = torch.as_tensor(np.asarray(audio, dtype=np.float32).reshape(-1))

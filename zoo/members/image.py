@@ -1,17 +1,16 @@
 """Sampling images: class grids (rows = classes) and completions, for the training callback and zoo-sample.
 
-`sample_tokens` is the one call that turns a model, a codec and class ids into images: it drives
+`zoo.sampling.sample_tokens` is the one call that turns a model, a codec and class ids into images: it drives
 `zoo.sampling.generate` with an empty prompt (the model's class token starts the image) or a prefix of
 image tokens (completion: the top rows given, the rest generated), with classifier-free guidance when
 the sampling config sets `guidance_scale`. `render` is the image `SampleRenderer` of
-`zoo.callbacks.RENDERERS`; `sample_command` is the image command of `zoo-sample`.
+`zoo.members.base.RENDERERS`; `sample_command` is the image command of `zoo-sample`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,10 @@ import torch
 from torch import Tensor
 
 from zoo.codecs.image import ImagePatchCodec
-from zoo.image_io import save_grid_png
+from zoo.members.base import SampleSet, register_renderer
+from zoo.members.image_io import save_grid_png
 from zoo.models.base import GenerativeModel
-from zoo.sampling import SamplingConfig, generate
+from zoo.sampling import SamplingConfig, sample_tokens
 
 log = logging.getLogger(__name__)
 
@@ -30,56 +30,6 @@ SAMPLES_PER_CLASS = 8  # columns of the training-time grid
 UNCONDITIONAL_ROWS = 4  # rows of that grid for an unconditional model
 HIDDEN = 0.5  # grey shown where a completion's prompt hides the image
 PADDING = 2  # grid lines in pixels: thick enough to separate dark-background images
-
-
-@torch.no_grad()
-def sample_tokens(
-    model: GenerativeModel,
-    codec: ImagePatchCodec,
-    labels: Tensor | Sequence[int] | None,
-    *,
-    num: int | None = None,
-    prefix: Tensor | None = None,
-    cfg: SamplingConfig | None = None,
-    **overrides: Any,
-) -> Tensor:
-    """Sample whole images as tokens (B, T).
-
-    labels: class ids (B,), checked against the codec (out of range -> ValueError naming the accepted
-        ids); None samples `num` images without a condition (a conditional model then uses its
-        "no condition" class).
-    prefix: image tokens every row starts with, (n,) or (B, n); they are kept and the T − n others
-        generated. `codec.prefix_length(rows)` tokens hold the top `rows` pixel rows.
-    cfg / overrides: a `SamplingConfig` and field overrides (temperature, top_k, top_p, min_p, seed,
-        guidance_scale ...); `max_new_tokens` and `stop_tokens` are set here.
-    """
-    if labels is not None:
-        labels = codec.check_class_ids(labels).reshape(-1)
-        b = len(labels)
-    elif num is None or num < 1:
-        raise ValueError(f"sample_tokens without labels needs num >= 1 images, got num={num!r}")
-    else:
-        b = num
-    device = next(model.parameters()).device
-    cfg = dataclasses.replace(cfg or SamplingConfig(), **overrides)
-    if prefix is None:
-        prefix = torch.zeros(b, 0, dtype=torch.long)
-    prefix = torch.as_tensor(prefix, dtype=torch.long)
-    prefix = prefix.expand(b, -1) if prefix.dim() == 1 else prefix
-    if prefix.shape[0] != b or prefix.shape[1] > codec.tokens_per_image:
-        raise ValueError(f"prefix must be (n,) or ({b}, n) with n <= {codec.tokens_per_image}, "
-                         f"got {tuple(prefix.shape)}")
-    cond = uncond = None
-    if codec.num_classes:
-        null = torch.full((b,), codec.num_classes, dtype=torch.long, device=device)
-        cond = labels.to(device) if labels is not None else null
-        uncond = null
-    if cfg.guidance_scale is not None and labels is None:
-        raise ValueError("guidance_scale needs class labels (and a class-conditional model)")
-    new = codec.tokens_per_image - prefix.shape[1]
-    cfg = dataclasses.replace(cfg, max_new_tokens=new, stop_tokens=())
-    rows = generate(model, prefix, cfg, cond=cond, uncond=uncond) if new else [[] for _ in range(b)]
-    return torch.cat([prefix, torch.tensor(rows, dtype=torch.long).view(b, new)], dim=1)
 
 
 def hide_below(codec: ImagePatchCodec, images: Tensor, rows: int) -> Tensor:
@@ -102,8 +52,6 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
     completion grid (rows: originals, their top half given, the completions), captioned with the
     classes they show. A class-conditional model also gets one strip per class (`step_<step>/class_<id>.png`,
     `SampleSet.labelled`, captioned with the class). Returns a SampleSet."""
-    from zoo.callbacks import SampleSet
-
     model, codec = module.model, module.codec
     k = codec.num_classes
     labels = torch.arange(k).repeat_interleave(SAMPLES_PER_CLASS) if k else None
@@ -238,3 +186,6 @@ def sample_command(model: GenerativeModel, codec: ImagePatchCodec, opts: dict[st
     names = ([codec.class_names[i] if codec.class_names else str(i) for i in labels.tolist()]
              if labels is not None else ["(unconditional)"])
     print(f"wrote {path}: {len(names)} row(s) ({', '.join(names)}) × {n} sample(s)")
+
+
+register_renderer(("image_patch",), render)

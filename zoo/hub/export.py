@@ -1,0 +1,199 @@
+"""Export: turn a zoo-train `.ckpt` into a self-contained folder that `zoo.load(DIR)` reads safely.
+
+    zoo-export checkpoint=runs/gpt_pydoc/checkpoints/last.ckpt out=exports/gpt-pydoc
+    zoo-export checkpoint=... out=... dtype=bfloat16 name=my-model measure=false
+    zoo-export checkpoint=runs/NAME/checkpoints/last.ckpt out=NAME-full.ckpt   # sharded folder -> one file
+
+The folder holds `model.safetensors` (weights, no pickle; tied tensors stored once), `config.json`
+(format marker, model type and config, the resolved training config with absolute paths removed,
+the model card), `codec.json` (+ the codec's own files), `generation_config.json` (sampling defaults)
+and `README.md` (the model card, human-readable). Nothing in it refers to the machine it came from.
+
+`checkpoint` may also be a sharded checkpoint folder (strategy=fsdp with
+strategy.save_distributed_checkpoint=true): it is consolidated into full tensors first, without any
+process group. With `out=FILE.ckpt` the consolidated single-file zoo checkpoint is all that is
+written; `zoo-sample checkpoint=FILE.ckpt` and `zoo.training.checkpoint.model_from_checkpoint` read it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+from zoo.hub.loading import Pretrained, generation_defaults, load_checkpoint, load_export
+from zoo.hub.registry import CONFIG_FILE, EXPORT_FORMAT, GENERATION_FILE, WEIGHTS_FILE
+from zoo.training.builders import build_data, is_sharded_checkpoint
+from zoo.training.checkpoint import read_checkpoint
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DATA_LICENSES = {  # data.name -> what the training data may be used under
+    "pydoc": "Python Software Foundation License 2.0 (Python's documentation, module pydoc_data.topics)",
+    "digits": "CC BY 4.0 (UCI ML hand-written digits, as shipped by scikit-learn)",
+    "bach_chorales": "public domain compositions; encodings from the music21 corpus (BSD-3-Clause)",
+    "jsb_chorales": "public domain compositions; JSB Chorales dataset (Boulanger-Lewandowski et al. 2012)",
+}
+
+
+def sanitize(value: Any, where: str = "config") -> Any:
+    """A copy of `value` with absolute filesystem paths replaced by None (they mean nothing elsewhere)."""
+    if isinstance(value, dict):
+        return {k: sanitize(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [sanitize(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str) and (value.startswith(("/", "~")) or (len(value) > 2 and value[1:3] == ":\\")):
+        log.info("export: dropping the absolute path %s=%r", where, value)
+        return None
+    return value
+
+
+def measure_loss(m: Pretrained, *, max_batches: int | None = None, cache_dir: str | Path | None = None) -> float:
+    """Mean next-token cross-entropy (nats/token) on the validation split of the model's training data.
+
+    The data module is rebuilt from the training config (embedded or cached data only), so this is
+    the run's `val/loss` recomputed. `max_batches` limits the work (None = the whole split).
+    """
+    data_cfg = dict((m.config.get("train_config") or {}).get("data") or {})
+    if not data_cfg:
+        raise ValueError("this model has no training data config to measure on")
+    if cache_dir is not None:
+        data_cfg["cache_dir"] = str(cache_dir)
+    dm = build_data(data_cfg)
+    dm.prepare_data()
+    dm.setup("validate")
+    device = next(m.model.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i, batch in enumerate(dm.val_dataloader()):
+            if max_batches is not None and i >= max_batches:
+                break
+            cond = batch.get("cond")
+            logits = m.model(batch["idx"].to(device), cond=None if cond is None else cond.to(device))
+            targets = batch["targets"].to(device)
+            total += float(torch.nn.functional.cross_entropy(
+                logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"))
+            count += int((targets != -100).sum())
+    return total / count
+
+
+def save_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype) -> None:
+    """Floating tensors cast to `dtype`; a tensor shared by several names (tied weights) stored once."""
+    state, seen = {}, set()
+    for k, v in model.state_dict().items():
+        ptr = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
+        if ptr in seen:
+            continue
+        seen.add(ptr)
+        state[k] = (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
+    save_file(state, str(path), metadata={"format": EXPORT_FORMAT})
+    path.chmod(0o644)  # safetensors writes 0600; package data must be readable by every user
+
+
+def model_card(name: str, config: dict[str, Any]) -> str:
+    card, mc = config["card"], config["model_config"]
+    params = card.get("parameters")
+    lines = [f"# {name}", "", f"A zoo `{config['model_type']}` model ({params:,} parameters, weights in "
+             f"{config['dtype']}).", "", "```python", "import zoo",
+             f"m = zoo.load({name!r})  # or zoo.load(THIS_FOLDER)", "```", "", "| | |", "|---|---|"]
+    for key in ("data", "data_license", "steps", "hardware", "train_command", "metric", "metric_value",
+                "metric_command", "sample"):
+        if card.get(key) is not None:
+            lines.append(f"| {key.replace('_', ' ')} | {card[key]} |")
+    lines += ["", "Model config:", "", "```json", json.dumps(mc, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def export(m: Pretrained, out: str | Path, *, dtype: str = "float16", name: str | None = None,
+           card: dict[str, Any] | None = None) -> Path:
+    """Write `m` as an exported folder at `out` (created; existing files of the same names replaced)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not accepted; choose one of {sorted(DTYPES)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = name or out.name
+    train_config = sanitize(m.config.get("train_config") or {}, "train_config")
+    config = {
+        "format": EXPORT_FORMAT, "version": 1, "name": name, "model_type": m.model_type,
+        "model_config": m.config["model_config"], "dtype": dtype, "train_config": train_config,
+        "card": {"parameters": sum(p.numel() for p in m.model.parameters()), **(card or {})},
+    }
+    save_weights(m.model, out / WEIGHTS_FILE, DTYPES[dtype])
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    if m.codec is not None:
+        m.codec.save(out)
+    (out / GENERATION_FILE).write_text(json.dumps(m.generation or generation_defaults(train_config), indent=2))
+    (out / "README.md").write_text(model_card(name, config))
+    return out
+
+
+# What a consolidated checkpoint keeps of a sharded one besides the weights. The optimizer state is
+# dropped: it is keyed by parameter name there (a sharded run resumes from the folder itself).
+_CONSOLIDATED_KEYS = ("zoo", "global_step", "epoch", "pytorch-lightning_version")
+
+
+def consolidate_checkpoint(folder: str | Path, out: str | Path) -> Path:
+    """Write the sharded checkpoint `folder` as one zoo `.ckpt` file `out` (full tensors on CPU).
+
+    The file holds `state_dict` (keys `model.…`, as a single-process run writes them), the zoo
+    metadata `zoo`, `global_step` and `epoch`; not the optimizer state. Runs in one process, no
+    process group needed, whatever number of ranks wrote the folder.
+    """
+    folder, out = Path(folder), Path(out)
+    if not is_sharded_checkpoint(folder):
+        raise ValueError(f"{folder} is not a sharded checkpoint folder (expected .metadata and meta.pt in it, "
+                         "as strategy=fsdp with strategy.save_distributed_checkpoint=true writes)")
+    meta = torch.load(folder / "meta.pt", map_location="cpu", weights_only=True)
+    if "zoo" not in meta:
+        raise ValueError(f"{folder} is a sharded Lightning checkpoint but not a zoo one (no 'zoo' metadata)")
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp_to_torch_save(folder, Path(tmp) / "full.pt")
+        full = torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=True)
+    state = dict(full["state_dict"])
+    ckpt = {"state_dict": state, **{k: meta[k] for k in _CONSOLIDATED_KEYS if k in meta}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, out)
+    log.info("consolidated %s (%d tensors, step %s) into %s", folder, len(state), meta.get("global_step"), out)
+    return out
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "float16", name: str | None = None,
+                      measure: bool = True, hardware: str | None = None, max_batches: int | None = None,
+                      card: dict[str, Any] | None = None) -> Path:
+    """Export a zoo-train `.ckpt`; with `measure`, the card's metric is the exported weights' val loss.
+
+    `card` adds or overrides model-card fields (e.g. train_command, hardware details)."""
+    if is_sharded_checkpoint(checkpoint):
+        with tempfile.TemporaryDirectory() as tmp:
+            single = consolidate_checkpoint(checkpoint, Path(tmp) / "consolidated.ckpt")
+            return export_checkpoint(single, out, dtype=dtype, name=name, measure=measure, hardware=hardware,
+                                     max_batches=max_batches, card=card)
+    ckpt = read_checkpoint(checkpoint)
+    m = load_checkpoint(checkpoint)
+    data = (m.config.get("train_config") or {}).get("data") or {}
+    extra, card = card or {}, {
+        "data": data.get("name"), "data_license": DATA_LICENSES.get(data.get("name"), "see the data module"),
+        "steps": int(ckpt.get("global_step", 0)),
+        "hardware": hardware or f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
+    }
+    card |= extra
+    path = export(m, out, dtype=dtype, name=name, card=card)
+    if measure:  # measured on what ships: the weights as stored in `dtype`, read back
+        # the run's own data cache (a local path, removed from the export) saves re-preparing the data
+        loss = measure_loss(load_export(path), max_batches=max_batches, cache_dir=data.get("cache_dir"))
+        card |= {"metric": "val loss (nats/token, validation split of the training data)",
+                 "metric_value": round(loss, 4), "metric_command":
+                 "python -c \"import zoo; from zoo.hub.export import measure_loss; "
+                 f"print(measure_loss(zoo.load('{name or Path(out).name}')))\"",
+                 "perplexity": round(math.exp(loss), 3)}
+        path = export(m, out, dtype=dtype, name=name, card=card)
+    return path

@@ -1,0 +1,165 @@
+"""The registry of pretrained checkpoints: one `Entry` per name, its files pinned by sha256.
+
+An entry's files live in a folder inside the package (`zoo/hub/<name>/`, next to this module) or behind
+a URL prefix. The file names below are the export format that `zoo.hub.export` writes and
+`zoo.hub.loading` reads. To publish a new checkpoint: `zoo-export`, copy the folder to
+`zoo/hub/<name>/`, add an `Entry` below with the files' sha256, and a function in hubconf.py
+(docs/adding_a_model.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HUB_DIR = Path(__file__).resolve().parent  # shipped checkpoints (package data): zoo/hub/<name>/
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+GENERATION_FILE = "generation_config.json"
+EXPORT_FORMAT = "zoo-export"
+
+
+class HubError(ValueError):
+    """A pretrained model cannot be found, verified or read; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered pretrained checkpoint.
+
+    location: a folder relative to `zoo/hub/` (shipped in the package) or an http(s):// / file:// URL
+    prefix; `files` maps each file of the exported folder to its sha256. `card` summarises the model
+    card of the folder's config.json / README.md (data, data_license, steps, hardware, train_command,
+    metric, metric_value); the metric is re-measured by `zoo.hub.export.measure_loss(zoo.load(name))`.
+    `summary` is the one line `help(zoo.load)` shows for it.
+    """
+
+    name: str
+    model_type: str
+    location: str
+    files: dict[str, str]
+    card: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+    @property
+    def is_url(self) -> bool:
+        return "://" in self.location
+
+    @property
+    def hub_function(self) -> str:
+        """Its torch.hub entry point in hubconf.py."""
+        return self.name.replace("-", "_")
+
+
+# The registry. Each entry's folder was written by `zoo-export`; its files' sha256 are pinned here.
+REGISTRY: dict[str, Entry] = {e.name: e for e in (
+    Entry(
+        name="gpt-pydoc",
+        summary="character-level GPT (1.8 M params, context 128 chars) on Python's pydoc topics",
+        model_type="gpt",
+        location="gpt-pydoc",
+        files={
+            "README.md": "b0ec537e2b00a43b8248059d9cb73702fa8447223941c638393b8b7752693340",
+            "codec.json": "9a813a40bec2bac84cb336e4678954ac6fec6fc35b7cf11f3480e60e102a3e62",
+            "config.json": "fb10c3d983016c0b7525959735275a90bb0efe708057d0329aa0b3ced795e62e",
+            "generation_config.json": "34fa0ab8b76b7ff37041b36fd9c1a7174608f0fe90b02349a548cae6469e1c4e",
+            "model.safetensors": "81416c47e9ab9dff7077a1b845db009469c632103c1a9949a61161b6304779be",
+        },
+        card={
+            "data": "pydoc",
+            "data_license": "Python Software Foundation License 2.0 (Python's documentation, module "
+                            "pydoc_data.topics)",
+            "steps": 600,
+            "hardware": "CPU, 2 threads of a shared 2-core x86_64 VM, 19 min wall (about 5 min unshared)",
+            "train_command": "zoo-train experiment=gpt_pydoc threads=2",
+            "metric": "val loss (nats/token, validation split of the training data)",
+            "metric_value": 1.6419,
+        },
+    ),
+    Entry(
+        name="image-gpt-digits",
+        summary="class-conditional patch image GPT (0.47 M) on 8x8 digits, 17 grey levels",
+        model_type="image_gpt",
+        location="image-gpt-digits",
+        files={
+            "README.md": "b00f9ea3cf19c9194604e22c027b66b5babab7e47e59a31d89f1240556e6066f",
+            "codec.json": "8dbbbedcafd4335014b875d987c412a345e5efaac72b54d305b2a0d2d282ddea",
+            "config.json": "45fd42ee80025184ba31f03a071de8a2f0edd3fee0c6ee19806f41c60669dbda",
+            "generation_config.json": "383b07d995810b5ccb3965d0ec4c98f5a3f6079aee8896ce9caa94495d9cf313",
+            "model.safetensors": "4e1cc043362693fc8bcd6c747e9caa42c5b701c85e265f254c187dc8ef485b9d",
+            "samples.png": "02b6902fc1af2045e5a1d6ce7ad8646d4a81dbaf0afe0a39105fff5c8ca4fc38",
+        },
+        card={
+            "data": "digits",
+            "data_license": "CC BY 4.0 (UCI ML hand-written digits, as shipped by scikit-learn)",
+            "steps": 800,
+            "hardware": "CPU, 2 threads of a shared 2-core x86_64 VM, 11 min wall",
+            "train_command": "zoo-train experiment=image_gpt_digits threads=2",
+            "metric": "val loss (nats/token, validation split of the training data)",
+            "metric_value": 1.1779,
+        },
+    ),
+    Entry(
+        name="music-transformer-bach",
+        summary="Music Transformer, relative attention (0.97 M) on Bach chorales (MIDI events)",
+        model_type="music_transformer",
+        location="music-transformer-bach",
+        files={
+            "README.md": "a53fb66cd8735d67fdd3076c7df18691c738925a7aa6c6b91247df4e35322f94",
+            "codec.json": "4b828a5b3031156304813ed274e6cf9c2e3cbaa654c2a6faa9161c0950d00481",
+            "config.json": "675346b32f3ab236c9d7db203d9b861a6f995224194e45e5676b212d1524d364",
+            "generation_config.json": "aea8d3d1c960bf6a6e42cbd25076c6c5f4891b635f9c50708dae62936fafabad",
+            "model.safetensors": "3e7f62929aba6dad9611e430d3c3a9e189fc7d2fd189ef27586be11026ec7d2f",
+            "pianoroll.png": "88f7a8a783823922f255a9e37ccd4666ac11ef84eff7fe859df60bb9e59c5637",
+        },
+        card={
+            "data": "bach_chorales",
+            "data_license": "music21 corpus (BSD-3-Clause); the chorales themselves are public domain",
+            "steps": 300,
+            "hardware": "CPU, 1 thread of a shared 2-core x86_64 VM, 3 min wall",
+            "train_command": "zoo-train experiment=music_transformer_bach",
+            "metric": "val loss (nats/token, validation split of the training data)",
+            "metric_value": 1.4944,
+        },
+    ),
+    Entry(
+        name="text2image-digits",
+        summary='text-to-image decoder (0.40 M): "a 3 on the left and a 7 on the right" -> 8x16',
+        model_type="text2image",
+        location="text2image-digits",
+        files={
+            "README.md": "7edaa21ee230604fb972b2f35c6da0e500401bf28e128b6ea49f7fe5a0833361",
+            "codec.json": "2ec4eafe9c2991e9b96521e02e168395229068a54087eba9bdd3ddf35cd7cab7",
+            "config.json": "49c112295048c7324b3ba42dec575f3b9d094794325a34b4d822f49868ab7380",
+            "generation_config.json": "263922bb6c1d00b3493245cc6147c7398f0513b68497f82552cfaf430e5d1093",
+            "model.safetensors": "3fc097b04b97598487d2584be8ec034c0fde840422a03ccb6dcef1d11d768bb1",
+            "samples.png": "09d004c7e1fea8de000534e6312e5852dcbe1e188fc74ad56dc73e419e18e3cd",
+        },
+        card={
+            "data": "captioned_digits",
+            "data_license": "CC BY 4.0 (UCI ML hand-written digits, as shipped by scikit-learn); captions generated",
+            "steps": 1500,
+            "hardware": "CPU, 2 threads of a shared 2-core x86_64 VM, 7 min wall",
+            "train_command": "zoo-train experiment=text2image_digits",
+            "metric": "val loss (nats/token, validation split of the training data)",
+            "metric_value": 0.8935,
+        },
+    ),
+)}
+
+
+def list_models() -> list[str]:
+    """Names accepted by `load`, registered pretrained checkpoints first, then "gpt2" (needs path=)."""
+    return sorted(REGISTRY) + ["gpt2"]
+
+
+def describe_models() -> str:
+    """One line per name `load` accepts: summary and re-measured validation loss (generated from REGISTRY)."""
+    lines = []
+    for name in sorted(REGISTRY):
+        e = REGISTRY[name]
+        metric = e.card.get("metric_value")
+        lines.append(f"{name:<24}{e.summary or e.model_type}" + (f"; val {metric:.3f} nats/token" if metric else ""))
+    lines.append(f"{'gpt2':<24}a Hugging Face GPT-2 folder you already have (path=...), converted; no download")
+    return "\n".join(lines)
