@@ -254,7 +254,7 @@ def test_data_configs_build_their_datamodule(name, tmp_path):
     cfg = compose_train([f"data={name}", "model=image_gpt", f"data.root={tmp_path}" if name == "image_folder"
                          else "data.batch_size=8"])
     dm = build_data(OmegaConf.to_container(cfg, resolve=True)["data"])
-    assert dm.name == name and type(dm).__module__ == "zoo.data.image"
+    assert dm.name == name and type(dm).__module__.startswith("zoo.data.image.")  # the image family package
 
 
 @pytest.mark.parametrize("conditional,rows", [(True, 10), (False, 4)])

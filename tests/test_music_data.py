@@ -437,7 +437,7 @@ def test_maestro_uses_the_csv_split(tmp_path):
 # ============================================================================ Bach chorales (music21)
 def test_bach_chorales_convert_once_then_read_the_cache(tmp_path, monkeypatch):
     pytest.importorskip("music21")
-    import zoo.data.music as music
+    import zoo.data.music.bach as music  # score_to_notes is looked up where BachChoralesDataModule lives
 
     dm = BachChoralesDataModule(max_files=5, cache_dir=tmp_path, block_size=64, batch_size=2)
     dm.setup("fit")

@@ -11,14 +11,22 @@ Batches are dicts: `idx` (B, T) int64 inputs, `targets` (B, T) int64 (-100 = ign
 optionally `cond` (B,) int64 class ids or (B, L) caption ids. For text and music, `targets` are the
 next tokens (idx shifted by one); for images `idx == targets` and the model shifts internally,
 behind its own start/class token. Either way the loss is cross-entropy(model(idx, cond), targets).
+
+`StreamDataModule` is the one LightningDataModule the dataset families (`zoo.data.text`,
+`zoo.data.image`, `zoo.data.music`, `zoo.data.text_image`) derive from: it owns the loaders (the
+training `BatchStream`, the val/test `DataLoader`s and their workers); a family supplies only its
+data, through `make_batch`, `batches_per_pass` and `eval_dataset`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
 
+import lightning as L
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 Batch = dict[str, Tensor]
 MakeBatch = Callable[[torch.Generator, int], Batch]  # (generator, global batch size) -> batch
@@ -101,3 +109,79 @@ def sequential_windows(tokens: Tensor, block_size: int, max_windows: int | None 
         w = torch.as_tensor(tokens[i * block_size:(i + 1) * block_size + 1]).long()
         out.append({"idx": w[:-1], "targets": w[1:]})
     return out
+
+
+class StreamDataModule(L.LightningDataModule):
+    """The loaders every dataset family shares; a family provides its data through three hooks.
+
+    Hooks (subclasses):
+      * `make_batch(g, batch_size)`: one global training batch drawn with `g` (the `MakeBatch`
+        contract: a pure function of the generator's state, so batch b depends on (seed, b) only);
+      * `batches_per_pass()`: about one epoch's worth of training batches (used when no trainer
+        with `max_steps` is attached);
+      * `eval_dataset(split)`: the examples of "val" or "test" in order, with `eval_collate()` (None:
+        torch's default collation of dict items) turning `eval_batch_size` of them into a batch.
+    `is_setup()` says whether `setup()` has run (default: a codec exists).
+
+    The training loader is one `BatchStream` per datamodule, returned again on every call, so that
+    its position (saved and restored by Lightning through the stream's `state_dict`) survives
+    Lightning asking for the loader again; DDP rank slicing happens inside the stream.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, *, batch_size: int, seed: int = 0, num_workers: int = 0,
+                 eval_batch_size: int | None = None) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.codec: Any = None
+        self.sample_prompts: list[str] = []  # prompts for training-time samples; a family may fill it
+        self._train_stream: BatchStream | None = None
+
+    # -- hooks -------------------------------------------------------------------------------------
+    def make_batch(self, g: torch.Generator, batch_size: int) -> Batch:
+        raise NotImplementedError
+
+    def batches_per_pass(self) -> int:
+        raise NotImplementedError
+
+    def eval_dataset(self, split: str) -> Dataset | Sequence[Any]:
+        raise NotImplementedError
+
+    def eval_collate(self) -> Callable[[list[Any]], Batch] | None:
+        return None
+
+    def is_setup(self) -> bool:
+        return self.codec is not None
+
+    def _require_setup(self) -> None:
+        if not self.is_setup():
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for data")
+
+    # -- loaders -----------------------------------------------------------------------------------
+    def train_dataloader(self) -> BatchStream:
+        """The same resumable stream on every call; its length follows the attached trainer."""
+        self._require_setup()
+        length = stream_length(self.trainer, self.batches_per_pass())
+        if self._train_stream is None:
+            self._train_stream = BatchStream(self.make_batch, batch_size=self.batch_size, length=length,
+                                             seed=self.seed)
+        self._train_stream.length = length  # the same stream keeps its position
+        return self._train_stream
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """The examples of `split` in order, `eval_batch_size` per batch (deterministic val/test loss)."""
+        self._require_setup()
+        return DataLoader(self.eval_dataset(split), batch_size=self.eval_batch_size, shuffle=False,
+                          collate_fn=self.eval_collate(), num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")

@@ -8,7 +8,7 @@ under `<cache_dir>/tokens/<name>-<key>/`, where the key hashes the corpus conten
 choice; later runs memory-map it. `setup()` splits the token stream: the last `val_fraction` of it
 (at least `block_size + 1` tokens) is validation, the rest training, so the split is deterministic
 and disjoint. Training batches are random windows (`zoo.data.base.BatchStream`, resumable);
-validation batches are consecutive non-overlapping windows.
+validation batches are consecutive non-overlapping windows (the loaders are `StreamDataModule`'s).
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ from pathlib import Path
 from pydoc_data.topics import topics
 from typing import Any, ClassVar, Literal
 
-import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader
+import torch
 
 from zoo.codecs.base import load_codec
 from zoo.codecs.text import TextCodec, build_text_codec
-from zoo.data.base import Batch, BatchStream, random_crops, sequential_windows, stream_length
+from zoo.data.base import Batch, MakeBatch, StreamDataModule, random_crops, sequential_windows
 from zoo.data.download import cache_root, download
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/maste
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(StreamDataModule):
     """Base class: subclasses provide `load_documents()`; everything else is shared.
 
     Batches: `idx` and `targets`, (batch_size, block_size) int64, targets = idx shifted by one.
@@ -71,7 +70,6 @@ class TextDataModule(L.LightningDataModule):
         max_val_windows: int | None = None,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
         if block_size < 1 or batch_size < 1:
             raise ValueError(f"block_size and batch_size must be >= 1, got {block_size} and {batch_size}")
         if not 0 < val_fraction < 1:
@@ -84,15 +82,14 @@ class TextDataModule(L.LightningDataModule):
                                  f"vocab_size={vocab_size}")
         elif not isinstance(codec, TextCodec) or vocab_size is not None:
             raise ValueError(f"codec must be a kind name or a TextCodec (with vocab_size=None), got {codec!r}")
-        self.block_size, self.batch_size, self.seed = block_size, batch_size, seed
-        self.codec_spec, self.vocab_size, self.val_fraction = codec, vocab_size, val_fraction
-        self.cache_dir, self.max_val_windows, self.num_workers = cache_dir, max_val_windows, num_workers
+        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
+        self.block_size, self.codec_spec, self.vocab_size = block_size, codec, vocab_size
+        self.val_fraction, self.cache_dir, self.max_val_windows = val_fraction, cache_dir, max_val_windows
         self.codec: TextCodec | None = None
         self.train_tokens: np.ndarray | None = None
         self.val_tokens: np.ndarray | None = None
-        self.sample_prompts: list[str] = []
         self._documents: list[str] | None = None
-        self._train_stream: BatchStream | None = None
+        self._crops: MakeBatch | None = None
         self._val_windows: list[Batch] | None = None
 
     def load_documents(self) -> list[str]:
@@ -175,6 +172,7 @@ class TextDataModule(L.LightningDataModule):
         codec = load_codec(path / _CODEC)
         assert isinstance(codec, TextCodec)
         self.codec, self.train_tokens, self.val_tokens = codec, tokens[:n_train], tokens[n_train:]
+        self._crops = random_crops(self.train_tokens, self.block_size)
         self.sample_prompts = self._prompts()
         log.info("%s: %d training and %d validation tokens", self.name, n_train, n_val)
 
@@ -200,31 +198,26 @@ class TextDataModule(L.LightningDataModule):
             return [first] if first else []
         return [found[i * len(found) // n] for i in range(min(n, len(found)))]
 
-    # -- loaders -------------------------------------------------------------------------------
+    # -- what the shared loaders serve (zoo.data.base.StreamDataModule) ------------------------
 
     def _require_setup(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.train_tokens is None or self.val_tokens is None:
-            raise RuntimeError(f"{type(self).__name__}: call prepare_data() and setup() before the dataloaders")
+        super()._require_setup()
         return self.train_tokens, self.val_tokens
 
-    def train_dataloader(self) -> BatchStream:
-        """The same resumable stream on every call; its length follows the attached trainer."""
-        train, _ = self._require_setup()
-        length = stream_length(self.trainer, len(train) // (self.batch_size * self.block_size))
-        if self._train_stream is None:
-            self._train_stream = BatchStream(random_crops(train, self.block_size), batch_size=self.batch_size,
-                                             length=length, seed=self.seed)
-        self._train_stream.length = length
-        return self._train_stream
+    def make_batch(self, g: torch.Generator, batch_size: int) -> Batch:
+        """Random windows of the training tokens: idx = w[:-1], targets = w[1:]."""
+        self._require_setup()
+        return self._crops(g, batch_size)
 
-    def val_dataloader(self) -> DataLoader:
+    def batches_per_pass(self) -> int:
+        return len(self.train_tokens) // (self.batch_size * self.block_size)
+
+    def eval_dataset(self, split: str) -> list[Batch]:
+        """Consecutive non-overlapping windows of the validation tokens; "test" is the same split."""
         _, val = self._require_setup()
         if self._val_windows is None:
             self._val_windows = sequential_windows(val, self.block_size, self.max_val_windows)
-        return DataLoader(self._val_windows, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        return self._val_windows
 
     def unigram_nll(self) -> float:
         """Baseline: nats/token of a unigram model fitted on the training tokens (add-one smoothing),
