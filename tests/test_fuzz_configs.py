@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import keyword
+import typing
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,18 @@ def test_python_and_the_command_line_get_the_same_message(config_cls, section, o
         config_cls(**{key: value})
     expected = str(python.value).replace(f"{config_cls.__name__}.", f"{section}.", 1)
     assert expected.startswith(f"{section}.{key}=") and rejected([f"{section}.{override}"], key) == expected
+
+
+def test_dataclass_fields_and_constructor_signatures_are_read_the_same_way():
+    """builders.instantiate and the pre-flight check read a data module's signature with the function that
+    reads a config dataclass's fields: (name, type hint, required), following **kwargs up the classes."""
+    from zoo.config import Param, parameters
+    from zoo.data.text import PydocDataModule
+
+    assert parameters(GPTConfig)["n_layer"] == Param(int, False)
+    assert parameters(ModuleConfig)["on_nonfinite"].hint == typing.Literal["raise", "skip"]
+    data = parameters(PydocDataModule)
+    assert data is not None and data["block_size"] == Param(int, True) and "self" not in data
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (Path(__file__).parents[1] / "conf/experiment")

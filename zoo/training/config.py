@@ -25,7 +25,6 @@ class ModuleConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        self.betas = tuple(self.betas)  # a YAML list
         checks = {"lr": (self.lr > 0, "must be > 0"), "weight_decay": (self.weight_decay >= 0, "must be >= 0"),
                   "warmup_steps": (self.warmup_steps >= 0, "must be >= 0"),
                   "min_lr_ratio": (0 <= self.min_lr_ratio <= 1, "must be in [0, 1]"),
@@ -33,6 +32,7 @@ class ModuleConfig:
         for name, (ok, problem) in checks.items():
             if not ok:
                 raise bad_value(type(self).__name__, name, getattr(self, name), problem)
+        self.betas = tuple(self.betas)  # a YAML list
 
 
 @dataclass(kw_only=True)
