@@ -2,8 +2,8 @@
 
 The strategies below write override strings as a user would type them (unknown keys, wrong types,
 zero/negative sizes, n_embd not divisible by n_head, a data block longer than the model's position
-table, values outside a choice). Each composed config must fail `zoo.cli.check_train_config` (the
-pre-flight check `zoo.cli.resolve` runs first in `zoo.train.run`) with a `ConfigError` naming the
+table, values outside a choice). Each composed config must fail `check_train_config` (the
+pre-flight check `zoo.train.run` runs first, zoo.training.preflight) with a `ConfigError` naming the
 key; valid overrides drawn the same way must pass. Two real runs check the same through the CLI:
 exit status, a one-line message on stderr, no traceback, no run folder.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import keyword
+import typing
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,10 @@ from omegaconf import OmegaConf
 
 import zoo.train
 from tests.helpers import ROOT, TINY, compose_train, run_cli
-from zoo.cli import ConfigError, check_train_config, resolve
+from zoo.config import ConfigError
+from zoo.models.gpt import GPTConfig
+from zoo.training.config import CheckpointConfig, ModuleConfig
+from zoo.training.preflight import check_train_config
 
 FUZZ = settings(max_examples=25, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -117,17 +121,17 @@ def test_fuzzed_valid_overrides_pass_the_check(overrides):
 
 # ---------------------------------------------------------------- one case per kind, exact messages
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["model.n_layer=abc"], "model.n_layer='abc' is not accepted: expected an integer"),
-    (["data.batch_size=1.5"], "data.batch_size=1.5 is not accepted: expected an integer"),
+    (["model.n_layer=abc"], "model.n_layer='abc' is not accepted; expected an integer"),
+    (["data.batch_size=1.5"], "data.batch_size=1.5 is not accepted; expected an integer"),
     (["model.n_embd=100", "model.n_head=3"], "model.n_head, model.n_embd: n_embd=100 must be divisible by n_head=3"),
     (["model.block_size=32", "data.block_size=64"], "data.block_size=64 is longer than model.block_size=32"),
-    (["model.kernel=flash"], "model.kernel='flash' is not accepted: expected one of ['math', 'sdpa', 'relative']"),
+    (["model.kernel=flash"], "model.kernel='flash' is not accepted; choose one of ['math', 'sdpa', 'relative']"),
     (["data.batch_size=0"], "data.batch_size=0 must be >= 1"),
     (["model.n_layer=-2"], "model.n_layer: GPTConfig.n_layer must be a positive integer, got -2"),
     (["+model.n_layerz=2"], "unknown key 'model.n_layerz'. Did you mean 'model.n_layer'?"),
     (["+data.blok_size=2"], "unknown key 'data.blok_size'. Did you mean 'data.block_size'?"),
-    (["trainer.max_steps=many"], "trainer.max_steps='many' is not accepted: expected an integer"),
-    (["trainer.precision=fp8"], "trainer.precision='fp8' is not accepted: expected one of"),
+    (["trainer.max_steps=many"], "trainer.max_steps='many' is not accepted; expected an integer"),
+    (["trainer.precision=fp8"], "trainer.precision='fp8' is not accepted; choose one of"),
     (["module.lr=0"], "module.lr=0 must be > 0"),
     (["samples.top_k=0"], "samples.top_k: top_k must be >= 1 or None, got 0"),
     (["data.codec=bpe"], "data.vocab_size: vocab_size is required for codec 'bpe'"),
@@ -138,14 +142,41 @@ def test_fuzzed_valid_overrides_pass_the_check(overrides):
     (["model=music_transformer", "data=midi_folder", "data.path=x", "data.codec.steps_per_second=abc"],
      "data.codec.steps_per_second: steps_per_second must be an integer >= 1, got 'abc'"),
     (["model=music_transformer", "data=midi_folder", "data.path=x", "data.on_error=ignore"],
-     "data.on_error='ignore' is not accepted: expected one of ['skip', 'raise']"),
+     "data.on_error='ignore' is not accepted; choose one of ['skip', 'raise']"),
     (["model=music_transformer", "model.kernel=sdpa"], "model.position, model.kernel: MusicTransformerConfig: "
                                                          "kernel='sdpa' with position='none'"),
     (["strategy.name=horovod"], "strategy.name='horovod' is not accepted"),
-    (["seed=abc"], "seed='abc' is not accepted: expected an integer"),
+    (["seed=abc"], "seed='abc' is not accepted; expected an integer"),
 ])
 def test_each_kind_of_bad_value_gets_a_message_naming_the_key(overrides, message):
     assert message in rejected(overrides, message.split("=")[0].split(":")[0].split(",")[0].split(" ")[-1])
+
+
+@pytest.mark.parametrize(("config_cls", "section", "override"), [
+    (GPTConfig, "model", "n_layer=abc"), (GPTConfig, "model", "kernel=flash"), (GPTConfig, "model", "dropout=[1]"),
+    (ModuleConfig, "module", "lr=0"), (ModuleConfig, "module", "on_nonfinite=maybe"),
+    (ModuleConfig, "module", "betas=[0.9]"), (CheckpointConfig, "checkpoint", "every_n_steps=-1"),
+])
+def test_python_and_the_command_line_get_the_same_message(config_cls, section, override):
+    """One checker: a config dataclass built from Python and the same value as an override say the same."""
+    key, _, text = override.partition("=")
+    value = OmegaConf.to_container(OmegaConf.from_dotlist([override]))[key]
+    with pytest.raises(ConfigError) as python:
+        config_cls(**{key: value})
+    expected = str(python.value).replace(f"{config_cls.__name__}.", f"{section}.", 1)
+    assert expected.startswith(f"{section}.{key}=") and rejected([f"{section}.{override}"], key) == expected
+
+
+def test_dataclass_fields_and_constructor_signatures_are_read_the_same_way():
+    """builders.instantiate and the pre-flight check read a data module's signature with the function that
+    reads a config dataclass's fields: (name, type hint, required), following **kwargs up the classes."""
+    from zoo.config import Param, parameters
+    from zoo.data.text import PydocDataModule
+
+    assert parameters(GPTConfig)["n_layer"] == Param(int, False)
+    assert parameters(ModuleConfig)["on_nonfinite"].hint == typing.Literal["raise", "skip"]
+    data = parameters(PydocDataModule)
+    assert data is not None and data["block_size"] == Param(int, True) and "self" not in data
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (Path(__file__).parents[1] / "conf/experiment")
@@ -164,19 +195,16 @@ def test_shipped_data_presets_pass_the_check(data, extra):
 
 
 # ---------------------------------------------------------------- before any work
-def test_zoo_train_run_stops_in_resolve_before_data_or_model(tmp_path, monkeypatch):
+def test_zoo_train_run_stops_in_the_preflight_check_before_data_or_model(tmp_path, monkeypatch):
     def no_work(*args, **kwargs):
         raise AssertionError("training work started despite a bad config")
 
     monkeypatch.setattr(zoo.train, "build_data", no_work)
     monkeypatch.setattr(zoo.train, "build_module", no_work)
     cfg = compose_train([*TINY, f"run_dir={tmp_path / 'run'}", "model.n_embd=30", "model.n_head=4"])
-    with pytest.raises(SystemExit, match=r"zoo-train: invalid config: model.n_head, model.n_embd: n_embd=30"):
-        zoo.train.run(cfg)
+    with pytest.raises(ConfigError, match=r"^model.n_head, model.n_embd: n_embd=30"):
+        zoo.train.run(cfg)  # a Python caller gets the error; the zoo-train command prints it (below)
     assert not (tmp_path / "run").exists()  # not even the run folder
-    with pytest.raises(SystemExit, match="model.n_layer"):
-        resolve(compose_train(["model.n_layer=abc"]), "zoo-train")
-    assert resolve(compose_train(["model.n_layer=abc"]), "zoo-sample")["model"]["n_layer"] == "abc"  # train only
 
 
 def test_cli_rejects_a_bad_value_with_one_line_and_no_traceback(tmp_path):
@@ -204,5 +232,5 @@ def test_model_configs_reject_wrongly_typed_fields_naming_them(data):
     bad = data.draw(st.sampled_from(["abc", [1], {"a": 1}] + ([2.5] if hints[name] is int else [])))
     base = {"vocab_size": 8, "num_patches": 4, "patch_tokens": 2, "text_vocab_size": 5, "text_len": 3}
     fields = {f.name for f in dataclasses.fields(config_cls)}
-    with pytest.raises(ValueError, match=rf"{config_cls.__name__}\.{name}=.* must be"):
+    with pytest.raises(ConfigError, match=rf"^{config_cls.__name__}\.{name}=.* is not accepted; expected"):
         config_cls(**{k: v for k, v in base.items() if k in fields} | {name: bad})

@@ -24,6 +24,7 @@ PKG = ROOT / "zoo"
 # (module prefix, layer). The longest matching prefix decides; every zoo module must match one.
 LAYERS: list[tuple[str, int]] = [
     ("zoo.core", 0),
+    ("zoo.config", 0),  # the one config checker: model configs and the pre-flight check use it
     ("zoo.models", 1),
     ("zoo.codecs", 1),
     ("zoo.data", 2),

@@ -153,7 +153,8 @@ def test_wandb_without_login_runs_offline_and_writes_the_run(tmp_path, caplog):
 
 
 def test_unknown_data_key_is_rejected_naming_it():
-    with pytest.raises(ValueError, match=r"unknown data key\(s\) \['blok_size'\].*accepted: .*block_size"):
+    with pytest.raises(ValueError, match=r"unknown key 'data.blok_size'. Did you mean 'data.block_size'\? "
+                                         r"Accepted keys under 'data': .*batch_size"):
         instantiate({"_target_": "zoo.data.text.PydocDataModule", "blok_size": 3}, section="data")
 
 

@@ -16,6 +16,7 @@ Map of the package, by layer (low -> high; a module imports only its own layer a
 models and codecs never each other, eval never data; tests/test_layers.py enforces it, and no cycles):
     core/            attention.py: MultiHeadAttention, kernels math (reference) / sdpa / relative, KV cache;
                      layers.py: pre-norm Block, MLP, norms, position embeddings
+    config.py        the one config checker: dataclass fields and constructor signatures as the schema
     models/          one file per member (pure PyTorch, config dataclass + `register`): gpt, image_gpt,
                      music_transformer, text2image; models/base.py: the registry and `build_model`
     codecs/          text (char, byte, BPE), image patches, MIDI events, captions: exact round trips
@@ -26,6 +27,8 @@ models and codecs never each other, eval never data; tests/test_layers.py enforc
                      rendered and saved; base.py: SampleSet and the renderer registry
     training/        module.py GenerativeModule, callbacks, tracking (loggers), progress, resilience,
                      checkpoint_io (atomic writes), checkpoint (reading), builders
+                     config (the module / checkpoint / top-level dataclasses), preflight (zoo-train's
+                     config check), summary (the end-of-run screens as text)
     hub/             registry, loading (`load`, `Pretrained`), gpt2 import, export; shipped weights in zoo/hub/<name>/
     train.py sample.py export.py cli.py, bench/   entry points, the only Hydra importers
 

@@ -39,6 +39,7 @@ from zoo.bench.common import (
     sync,
 )
 from zoo.bench.gpt import TrainStep, autocast, make_batch
+from zoo.training.config import ModuleConfig
 from zoo.training.module import GenerativeModule, lr_lambda
 
 WARMUP_STEPS = 2  # untimed steps at the start of both loops
@@ -72,7 +73,7 @@ def overhead(s: Sizes, device: torch.device, precision: str) -> Row:
     x, y = make_batch(s, device, seed=5)
     batch = {"idx": x, "targets": y}
     max_steps = WARMUP_STEPS + s.rounds  # Lightning step i >= WARMUP_STEPS is timed from plain step i - 1
-    plain = GenerativeModule(copy.deepcopy(model), warmup_steps=10)
+    plain = GenerativeModule(copy.deepcopy(model), config=ModuleConfig(warmup_steps=10))
     opt, sched = _optimizer(plain, max_steps)
     times: dict[str, list[float]] = {"lightning": [], "plain": []}
 
@@ -112,7 +113,7 @@ def overhead(s: Sizes, device: torch.device, precision: str) -> Row:
                             callbacks=[Interleave()])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "no workers in the DataLoader" and the like: not what is measured
-            trainer.fit(GenerativeModule(model, warmup_steps=10), train_dataloaders=loader)
+            trainer.fit(GenerativeModule(model, config=ModuleConfig(warmup_steps=10)), train_dataloaders=loader)
     finally:
         for q, level in zip(quiet, levels):
             q.setLevel(level)

@@ -11,71 +11,23 @@ A zoo model is a plain `nn.Module` that
 from __future__ import annotations
 
 import dataclasses
-import numbers
-import types
 import typing
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from zoo.config import check_fields
 from zoo.core.attention import KVCache
 from zoo.core.layers import Block
 
 
 def validate_choices(config: Any) -> None:
-    """Check every `Literal[...]` field of a dataclass instance, and the type of every field annotated
-    `int`, `float`, `bool` or `str` (optionally `| None`); raise naming the key, the value and what is
-    accepted. (A str where a number belongs would otherwise fail later with an unrelated TypeError.)"""
-    hints = typing.get_type_hints(type(config))
-    for f in dataclasses.fields(config):
-        hint, value = hints[f.name], getattr(config, f.name)
-        options = _literal_options(hint)
-        if options is not None and value not in options:
-            raise ValueError(f"{type(config).__name__}.{f.name}={value!r} is not accepted; "
-                             f"choose one of {list(options)}")
-        expected = _plain_type(hint)
-        if expected is not None and not _has_type(value, expected[0], expected[1]):
-            what = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[expected[0]]
-            raise ValueError(f"{type(config).__name__}.{f.name}={value!r} must be {what}"
-                             f"{' or None' if expected[1] else ''}, got {type(value).__name__}")
-
-
-def _plain_type(hint: Any) -> tuple[type, bool] | None:
-    """(int | float | bool | str, None allowed) for such a hint or its Optional; None for any other."""
-    if hint in (int, float, bool, str):
-        return hint, False
-    if get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in get_args(hint) if a is not type(None)]
-        if len(args) == 1 and args[0] in (int, float, bool, str) and len(get_args(hint)) == 2:
-            return args[0], True
-    return None
-
-
-def _has_type(value: Any, expected: type, none_ok: bool) -> bool:
-    if value is None:
-        return none_ok
-    if expected is bool:
-        return isinstance(value, (bool, numbers.Integral)) and value in (0, 1) and not isinstance(value, float)
-    if isinstance(value, bool):
-        return False
-    if expected is int:
-        return isinstance(value, numbers.Integral)
-    if expected is float:
-        return isinstance(value, numbers.Real)
-    return isinstance(value, str)
-
-
-def _literal_options(hint: Any) -> tuple | None:
-    """The allowed values of `Literal[...]` or `Literal[...] | None`; None for any other hint."""
-    if get_origin(hint) is Literal:
-        return get_args(hint)
-    if get_origin(hint) in (typing.Union, types.UnionType):
-        args = get_args(hint)
-        literals = [a for a in args if get_origin(a) is Literal]
-        if literals:
-            return tuple(v for a in literals for v in get_args(a)) + ((None,) if type(None) in args else ())
-    return None
+    """Check every field of a config dataclass against its type hint (`Literal` choices, numbers, unions,
+    lists), raising `zoo.config.ConfigError` naming `Class.field`, the value and what is accepted: the
+    same checker zoo-train's pre-flight uses, so `GPTConfig(n_layer="abc")` and `model.n_layer=abc` get
+    the same message. (A str where a number belongs would otherwise fail later with an unrelated error.)"""
+    check_fields(config)
 
 
 def require_positive(config: Any, *names: str) -> None:

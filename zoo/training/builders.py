@@ -6,58 +6,48 @@ Entry points are the only Hydra importers: they resolve their DictConfig into di
 from __future__ import annotations
 
 import importlib
-import inspect
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 
 from zoo.codecs.base import Codec
+from zoo.config import ConfigError, build, check_values, parameters
 from zoo.models.base import build_model
+from zoo.training import checkpoint_io, resilience
 from zoo.training.checkpoint_io import atomic_model_parallel_strategy, recover_sharded
+from zoo.training.config import ModuleConfig
 from zoo.training.module import GenerativeModule
 
 STRATEGIES = ("auto", "ddp", "fsdp")
 
 
 def instantiate(cfg: dict[str, Any], *, section: str, drop: tuple[str, ...] = ("name",)) -> Any:
-    """Call `cfg["_target_"]` with the other keys, checking them against its signature first."""
+    """Call `cfg["_target_"]` with the other keys, checking their names and types against its signature
+    first (`zoo.config`, the checker the config dataclasses use)."""
     cfg = dict(cfg)
     target = cfg.pop("_target_", None)
     if not target:
-        raise ValueError(f"{section}: missing `_target_` (the class to build)")
+        raise ConfigError(f"{section}: missing `_target_` (the class to build)")
     for key in drop:
         cfg.pop(key, None)
     cls = import_target(target, section=section)
-    accepted = accepted_kwargs(cls)
-    unknown = sorted(set(cfg) - accepted) if accepted is not None else []
-    if unknown:
-        raise ValueError(f"unknown {section} key(s) {unknown} for {target}; accepted: {sorted(accepted)}")
+    params = parameters(cls)
+    if params is not None:
+        check_values(section, cfg, params)
     return cls(**cfg)
 
 
 def import_target(target: str, *, section: str) -> Any:
-    """The object a dotted `_target_` names ("package.module.Class"); ValueError naming the key otherwise."""
+    """The object a dotted `_target_` names ("package.module.Class"); ConfigError naming the key otherwise."""
     module_name, _, attr = target.rpartition(".")
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as e:
-        raise ValueError(f"{section}._target_={target!r} cannot be imported: {e}") from e
-
-
-def accepted_kwargs(cls: type) -> set[str] | None:
-    """Keyword arguments `cls(...)` accepts, following `**kwargs` passed up the class hierarchy.
-    None when some constructor takes arbitrary keywords we cannot see through."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        params = inspect.signature(vars(klass)["__init__"]).parameters
-        names |= {n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return names
-    return None
+        raise ConfigError(f"{section}._target_={target!r} cannot be imported: {e}") from e
 
 
 def build_data(cfg: dict[str, Any]) -> Any:
@@ -82,7 +72,8 @@ def build_module(model_cfg: dict[str, Any], module_cfg: dict[str, Any], *, codec
         raise ValueError(f"model.vocab_size={model_cfg['vocab_size']} is smaller than the codec's "
                          f"{codec.vocab_size} tokens; set model.vocab_size=null to use the codec's")
     model = build_model(model_type, model_cfg)
-    return GenerativeModule(model, codec=codec, train_config=train_config, **module_cfg)
+    config = build(ModuleConfig, module_cfg, section="module")
+    return GenerativeModule(model, codec=codec, config=config, train_config=train_config)
 
 
 def build_strategy(cfg: dict[str, Any], *, devices: Any = 1, num_nodes: int = 1) -> Any:
@@ -101,6 +92,26 @@ def build_strategy(cfg: dict[str, Any], *, devices: Any = 1, num_nodes: int = 1)
         cfg.setdefault("tensor_parallel_size", 1)
         return atomic_model_parallel_strategy(**cfg)
     raise ValueError(f"unknown strategy {name!r}; accepted: {list(STRATEGIES)}")
+
+
+def build_checkpoint_callback(ckpt_dir: Path, every_n_steps: int) -> ModelCheckpoint:
+    """The run's checkpoints: last.ckpt (every `every_n_steps`, at the end and on interruption) and the
+    best one on validation loss."""
+    return ModelCheckpoint(
+        dirpath=ckpt_dir, filename="step{step:06d}", auto_insert_metric_name=False,
+        every_n_train_steps=every_n_steps, save_top_k=1, monitor="val/loss", mode="min",
+        save_on_train_epoch_end=False,
+        save_last=True,  # a full (atomic) save, not "link": a symlink swap is not atomic
+        enable_version_counter=False)  # always last.ckpt, even when the interruption save wrote it
+
+
+def build_trainer(trainer_cfg: dict[str, Any], strategy_cfg: dict[str, Any], *, run_dir: Path,
+                  callbacks: list[L.Callback], logger: Any) -> L.Trainer:
+    """Lightning's Trainer from the `trainer` and `strategy` sections, with atomic checkpoint writes."""
+    strategy = build_strategy(strategy_cfg, devices=trainer_cfg["devices"], num_nodes=trainer_cfg["num_nodes"])
+    return L.Trainer(**trainer_cfg, strategy=strategy, logger=logger or False, callbacks=callbacks,
+                     default_root_dir=str(run_dir),
+                     plugins=[checkpoint_io.AtomicCheckpointIO(), *resilience.slurm_plugins()])
 
 
 def check_writable(directory: Path) -> None:

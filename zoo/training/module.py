@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -26,6 +26,7 @@ from zoo.codecs.base import IGNORE_INDEX, Codec
 from zoo.data.base import Batch
 from zoo.models.base import GenerativeModel
 from zoo.training.checkpoint import CHECKPOINT_VERSION, CheckpointError, check_metadata
+from zoo.training.config import ModuleConfig
 
 log = logging.getLogger(__name__)
 CPU_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
@@ -75,28 +76,15 @@ def lr_lambda(step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio: flo
 
 
 class GenerativeModule(L.LightningModule):
-    def __init__(
-        self,
-        model: GenerativeModel,
-        *,
-        codec: Codec | None = None,
-        lr: float = 3e-4,
-        weight_decay: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 100,
-        min_lr_ratio: float = 0.1,
-        on_nonfinite: Literal["raise", "skip"] = "raise",
-        activation_checkpointing: bool = False,
-        train_config: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, model: GenerativeModel, *, codec: Codec | None = None, config: ModuleConfig | None = None,
+                 train_config: dict[str, Any] | None = None) -> None:
         super().__init__()
-        if on_nonfinite not in ("raise", "skip"):
-            raise ValueError(f"on_nonfinite={on_nonfinite!r}; accepted: 'raise', 'skip'")
         self.model, self.codec = model, codec
-        self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
-        self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
-        self.on_nonfinite = on_nonfinite
-        self.activation_checkpointing = bool(activation_checkpointing)
+        self.config = config = config or ModuleConfig()  # validated on construction (the `module` section)
+        self.lr, self.weight_decay, self.betas = config.lr, config.weight_decay, config.betas
+        self.warmup_steps, self.min_lr_ratio = config.warmup_steps, config.min_lr_ratio
+        self.on_nonfinite = config.on_nonfinite
+        self.activation_checkpointing = config.activation_checkpointing
         self.train_config = train_config or {}
         self._t_last: float | None = None
 
