@@ -131,18 +131,20 @@ def dense_bias(bias: Bias) -> Tensor | None:
 
 def math_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Bias = None, causal: bool = False,
                    dropout_p: float = 0.0, scale: float | None = None) -> Tensor:
-    """Reference kernel: softmax(q kᵀ · scale + bias, masked) v, computed in float32 for stability."""
+    """Reference kernel: softmax(q kᵀ · scale + bias, masked) v, in float32 at least (float64 stays float64:
+    the oracle for float64 tests)."""
     t, s = q.shape[-2], k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    att = (q.float() @ k.float().transpose(-2, -1)) * scale  # (B, H, T, S)
+    dt = torch.promote_types(q.dtype, torch.float32)
+    att = (q.to(dt) @ k.to(dt).transpose(-2, -1)) * scale  # (B, H, T, S)
     if bias is not None:
-        att = att + dense_bias(bias).float()
+        att = att + dense_bias(bias).to(dt)
     if causal:  # masking again where the bias already holds -inf changes nothing
         att = att.masked_fill(~causal_mask(t, s, q.device), float("-inf"))
     att = att.softmax(dim=-1)
     if dropout_p > 0.0:
         att = F.dropout(att, p=dropout_p)
-    return (att @ v.float()).to(q.dtype)  # (B, H, T, D)
+    return (att @ v.to(dt)).to(q.dtype)  # (B, H, T, D)
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Bias = None, causal: bool = False,
@@ -322,6 +324,6 @@ def get_kernel(kernel: str | Kernel) -> Kernel:
     if kernel not in KERNELS:
         hint = ("; relative attention is now a position bias: zoo.core.positions.RelativePositionBias with "
                 "kernel 'chunked'" if kernel == "relative" else "")
-        raise ValueError(f"unknown attention kernel {kernel!r}; accepted: {sorted(KERNELS)}{hint}")
+        raise ValueError(f"unknown attention kernel {kernel!r}; accepted: {list(KERNELS)}{hint}")
     return KERNELS[kernel]
 
