@@ -1,4 +1,4 @@
-"""Relative attention side by side: naive Shaw, zoo's skew (`relative` kernel), plain causal SDPA.
+"""Relative attention side by side: naive Shaw, zoo's skew (relative position bias), plain causal SDPA.
 
     python benchmarks/relative_attention.py [--quick] [--device cpu|cuda] [--dtype float32|bfloat16]
         [--rounds N] [--lengths T ...] [--chunk ROWS] [--naive-max-gib GIB] [--out PATH]
@@ -14,8 +14,9 @@ Peers
 - `naive_shaw`: Shaw et al.'s formulation, one embedding gathered per (query, key) pair — a
   (H, T, S, D) tensor — then q · e per pair. O(T²·D) memory. Skipped where its estimated peak
   (three (H, T, T, D) tensors alive at once in forward+backward) exceeds --naive-max-gib.
-- `zoo_relative`: `relative_self_attention` with its defaults — exactly what
-  `MultiHeadAttention(kernel="relative")` runs between its projections. On CPU in float32 that is the
+- `zoo_relative`: `relative_self_attention` with its defaults — exactly what `MultiHeadAttention` with a
+  `RelativePositionBias` (a model config's `kernel: relative`) runs between its projections: the
+  `chunked` kernel given the skew's `RelativeBias`. On CPU in float32 that is the
   "matmul" path: per query chunk the skew's logits, Q Kᵀ added onto them by one `baddbmm`, an in-place
   softmax and one product with V, on the keys the chunk can see only; backward recomputes per chunk.
 - `zoo_relative_sdpa_bias`: the same with `path="kernel"` — the skew's logits handed per chunk to SDPA
@@ -59,7 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.bench.common import cpu_name, cpu_peak_bytes
-from zoo.core.attention import relative_self_attention
+from zoo.core.positions import relative_self_attention
 
 HEADS, HEAD_DIM, BATCH = 8, 64, 1
 NAIVE_ROUNDS = 2  # naive Shaw is 50-100x slower: timed in the first rounds only, its times are context
@@ -89,7 +90,7 @@ CHUNK: dict[str, int | None] = {"rows": None}  # --chunk; None: the library's de
 
 
 def zoo_relative(q: Tensor, k: Tensor, v: Tensor, er: Tensor, mask: Tensor) -> Tensor:
-    return relative_self_attention(q, k, v, er, chunk=CHUNK["rows"])  # what the `relative` kernel runs
+    return relative_self_attention(q, k, v, er, chunk=CHUNK["rows"])  # what a config's kernel=relative runs
 
 
 def zoo_relative_sdpa_bias(q: Tensor, k: Tensor, v: Tensor, er: Tensor, mask: Tensor) -> Tensor:

@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zoo.core.attention import (
-    KERNELS,
-    KVCache,
-    MultiHeadAttention,
-    causal_mask,
-    get_kernel,
-    math_attention,
-    sdpa_attention,
-)
+from zoo.core.attention import MultiHeadAttention
+from zoo.core.cache import KVCache
+from zoo.core.kernels import KERNELS, causal_mask, get_kernel, math_attention, sdpa_attention
 
 
 def qkv(t: int, s: int, *, b: int = 2, h: int = 3, d: int = 16, seed: int = 0):
@@ -84,7 +78,7 @@ def test_get_kernel_unknown_name():
     assert get_kernel("math") is math_attention and get_kernel("sdpa") is sdpa_attention
     with pytest.raises(ValueError, match=r"unknown attention kernel 'flash'; accepted: \['math', "):
         get_kernel("flash")
-    assert set(KERNELS) == {"math", "sdpa", "relative"}
+    assert set(KERNELS) == {"math", "sdpa", "chunked"}
 
 
 def test_kv_cache_overflow_error():
@@ -128,7 +122,7 @@ def test_kv_cache_static_mode_writes_at_the_tensor_position_and_masks_the_rest()
 
 @pytest.mark.parametrize("kernel", ["math", "sdpa"])
 def test_static_cache_decoding_with_rotary_equals_full(kernel):
-    from zoo.core.layers import RotaryEmbedding
+    from zoo.core.positions import RotaryEmbedding
 
     torch.manual_seed(0)
     m = MultiHeadAttention(32, 4, kernel=kernel).eval()

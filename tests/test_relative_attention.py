@@ -13,15 +13,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from zoo.core.attention import (
-    KERNELS,
-    KVCache,
-    MultiHeadAttention,
-    get_kernel,
-    relative_attention,
-    relative_logits,
-    relative_self_attention,
-)
+import zoo.core.kernels
+from zoo.core.attention import MultiHeadAttention
+from zoo.core.cache import KVCache
+from zoo.core.kernels import KERNELS, TensorBias, get_kernel
+from zoo.core.positions import RelativeBias, RelativePositionBias, relative_logits, relative_self_attention
 
 F64 = torch.float64
 
@@ -91,9 +87,7 @@ def test_forward_and_gradients_equal_naive_shaw(t, s, h, d, n, chunk, path):
 def test_matmul_path_blocks_of_one_head_equal_oracle(monkeypatch):
     """The matmul path's head groups (here one head per block: MATMUL_BLOCK_BYTES forced down) and row
     chunks (3 rows, T = 10 not a multiple) change nothing, forward or backward."""
-    import zoo.core.attention
-
-    monkeypatch.setattr(zoo.core.attention, "MATMUL_BLOCK_BYTES", 1)
+    monkeypatch.setattr(zoo.core.kernels, "MATMUL_BLOCK_BYTES", 1)
     torch.manual_seed(3)
     q, k, v = (randn(2, 3, 10 if i == 0 else 13, 8, requires_grad=True) for i in range(3))
     er = randn(3, 6, 8, requires_grad=True)
@@ -145,7 +139,7 @@ def test_float32_forward_close_to_float64_oracle():
 
 def mha(n: int = 12, *, dtype=F64, seed: int = 0) -> MultiHeadAttention:
     torch.manual_seed(seed)
-    return MultiHeadAttention(32, 4, kernel="relative", max_relative_position=n).to(dtype).eval()
+    return MultiHeadAttention(32, 4, kernel="chunked", position_bias=RelativePositionBias(n)).to(dtype).eval()
 
 
 def test_module_is_paper_eq4_with_its_own_weights():
@@ -204,10 +198,8 @@ def test_cached_decoding_equals_full_recomputation(n, step):
 
 def test_cached_decoding_with_default_chunking(monkeypatch):
     """The module's default chunk rule (here forced down to 4-row chunks) keeps cache equivalence."""
-    import zoo.core.attention
-
-    monkeypatch.setattr(zoo.core.attention, "RELATIVE_CHUNK_BYTES", {"cpu": 1})
-    monkeypatch.setattr(zoo.core.attention, "MIN_RELATIVE_CHUNK", 4)
+    monkeypatch.setattr(zoo.core.kernels, "CHUNK_BYTES", {"cpu": 1})
+    monkeypatch.setattr(zoo.core.kernels, "MIN_CHUNK", 4)
     m = mha(n=9)
     x = randn(2, 30, 32)
     full = m(x)
@@ -286,24 +278,24 @@ def test_default_chunks_bound_the_live_bias():
     torch.testing.assert_close(out, relative_self_attention(q, k, v, er, chunk=t), rtol=1e-5, atol=1e-6)
 
 
-def test_kernel_registry_has_relative():
-    assert KERNELS["relative"] is relative_attention
-    assert get_kernel("relative") is relative_attention
-    assert {"math", "sdpa", "relative"} <= set(KERNELS)
+def test_relative_is_a_position_bias_not_a_kernel():
+    assert set(KERNELS) == {"math", "sdpa", "chunked"}
+    with pytest.raises(ValueError, match=r"unknown attention kernel 'relative'.*RelativePositionBias"):
+        get_kernel("relative")
 
 
-def test_relative_kernel_uses_the_bias_as_given_and_is_sdpa_without_one():
+def test_sdpa_takes_the_lazy_bias_whole_and_trusts_its_folded_mask():
+    """`masks_future`: the skew's -inf already masks the future, so sdpa does not mask again; equal to math."""
     torch.manual_seed(0)
-    q, k, v = (torch.randn(1, 2, 5, 8) for _ in range(3))
-    bias = relative_logits(q, torch.randn(2, 5, 8), 5)  # causal mask already folded in
-    torch.testing.assert_close(relative_attention(q, k, v, bias=bias, causal=True),
-                               KERNELS["math"](q, k, v, bias=bias, causal=True))
-    torch.testing.assert_close(relative_attention(q, k, v, causal=True),
-                               KERNELS["sdpa"](q, k, v, causal=True))
+    q, k, v = (randn(1, 2, 5, 8) for _ in range(3))
+    bias = RelativeBias(q, randn(2, 5, 8), 5)
+    assert bias.masks_future and torch.isneginf(bias.dense()[0, 0].triu(1)[0, 1:]).all()
+    torch.testing.assert_close(KERNELS["sdpa"](q, k, v, bias=bias, causal=True),
+                               KERNELS["math"](q, k, v, bias=bias, causal=True), rtol=1e-6, atol=1e-6)
 
 
 def test_module_with_math_kernel_bias_path_agrees():
-    """The math kernel (float32 inside, masks again) on the same bias agrees with the relative kernel."""
+    """The math kernel (float32 inside, masks again) on the same bias agrees with the chunked kernel."""
     torch.manual_seed(1)
     q, k, v = (randn(1, 2, 11, 8) for _ in range(3))
     er = randn(2, 4, 8)
@@ -311,19 +303,33 @@ def test_module_with_math_kernel_bias_path_agrees():
                                relative_self_attention(q, k, v, er), rtol=1e-5, atol=1e-6)
 
 
+def test_chunked_kernel_with_a_dense_bias_uses_the_kernel_path():
+    """A plain tensor bias (not blockwise) is cut into rows per chunk and masked there; matmul refuses it."""
+    torch.manual_seed(2)
+    q, k, v = (randn(2, 3, 9, 8, requires_grad=True) for _ in range(3))
+    dense = randn(1, 3, 9, 9, requires_grad=True)
+    got = zoo.core.kernels.chunked_attention(q, k, v, bias=dense, causal=True, chunk=4)
+    want = KERNELS["math"](q, k, v, bias=dense, causal=True)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    for g, w in zip(torch.autograd.grad(got.sum(), (q, dense)), torch.autograd.grad(want.sum(), (q, dense))):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+    assert TensorBias(dense, 9, 9).rows(4, 6).shape == (1, 3, 2, 6)
+    with pytest.raises(ValueError, match="path='matmul' needs .* a BlockwiseBias"):
+        zoo.core.kernels.chunked_attention(q, k, v, bias=dense, causal=True, path="matmul")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kernel": "relative"}, "needs max_relative_position"),
-        ({"kernel": "relative", "max_relative_position": 0}, "got 0"),
-        ({"kernel": "relative", "max_relative_position": 8, "cross": True}, "cross=True"),
-        ({"kernel": "relative", "max_relative_position": 8, "causal": False}, "causal=False"),
-        ({"kernel": "sdpa", "max_relative_position": 8}, "only applies to kernel='relative'"),
+        ({"position_bias": 0}, "needs max_distance .* a positive int, got 0"),
+        ({"position_bias": None}, "a positive int, got None"),
+        ({"position_bias": 8, "cross": True}, "cross=True"),
+        ({"position_bias": 8, "causal": False}, "causal=False"),
     ],
 )
 def test_bad_configuration_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        MultiHeadAttention(16, 2, **kwargs)
+        MultiHeadAttention(16, 2, **(kwargs | {"position_bias": RelativePositionBias(kwargs["position_bias"])}))
 
 
 def test_relative_logits_shape_errors():
@@ -334,6 +340,8 @@ def test_relative_logits_shape_errors():
         relative_logits(q, torch.randn(3, 4, 4), 5)
     with pytest.raises(ValueError, match="chunk must be a positive"):
         relative_self_attention(q, q, q, torch.randn(2, 4, 4), chunk=0)
+    with pytest.raises(ValueError, match="chunk and path are options of the default chunked kernel"):
+        relative_self_attention(q, q, q, torch.randn(2, 4, 4), kernel=KERNELS["math"], chunk=4)
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

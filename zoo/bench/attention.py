@@ -1,9 +1,10 @@
-"""Music Transformer relative attention: zoo's `relative` kernel vs naive Shaw and vs plain causal SDPA.
+"""Music Transformer relative attention: zoo's relative position bias vs naive Shaw and vs plain causal SDPA.
 
 One attention call, batch 1, `attn_heads` heads of `attn_head_dim`, max_relative_position = T (every
 distance has an embedding, the paper's setting), float32. Peers:
-- `zoo relative`: `zoo.core.attention.relative_self_attention` (skew + the `relative` kernel), exactly what
-  `MultiHeadAttention(kernel="relative")` runs between its projections; whatever version is installed.
+- `zoo relative`: `zoo.core.positions.relative_self_attention` (the skew's `RelativeBias` through the
+  `chunked` kernel), exactly what `MultiHeadAttention` with a `RelativePositionBias` (a model config's
+  `kernel: relative`) runs between its projections; whatever version is installed.
 - `naive Shaw`: one embedding gathered per (query, key) pair, a (H, T, S, D) tensor (Shaw et al. 2018),
   O(T^2 D) memory: only for T <= `attn_naive_max_t`.
 - `causal SDPA`: `F.scaled_dot_product_attention(is_causal=True)` without any position term, the floor.
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoo.bench.common import Row, Sizes, cpu_peak_bytes, interleaved, median, ratio_stats, skipped, sync
-from zoo.core.attention import relative_self_attention
+from zoo.core.positions import relative_self_attention
 
 
 def naive_shaw(q: Tensor, k: Tensor, v: Tensor, er: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Building blocks every model shares: norms, MLPs, the pre-norm residual block, position embeddings.
+"""Building blocks every model shares: norms, MLPs, the pre-norm residual block.
 
 Shape legend: B batch, T length, C width (n_embd), H heads, D head dim.
 Attribute names follow GPT-2 (`ln_1`, `attn`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`) because module names
@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.core.attention import KVCache, MultiHeadAttention
+from zoo.core.attention import MultiHeadAttention
+from zoo.core.cache import KVCache
+from zoo.core.kernels import Kernel
+from zoo.core.positions import PositionBias, RotaryEmbedding
+
+# RotaryEmbedding lives in zoo.core.positions; older imports find it here.
+__all__ = ["MLP", "Block", "RMSNorm", "RotaryEmbedding", "linear_weights_in_out", "make_norm"]
 
 NormKind = Literal["layernorm", "rmsnorm"]
 Activation = Literal["gelu", "gelu_tanh", "swiglu"]
@@ -135,26 +141,24 @@ class Block(nn.Module):
         n_head: int,
         *,
         layer_idx: int = 0,
-        kernel: str = "sdpa",
+        kernel: str | Kernel = "sdpa",
+        position_bias: PositionBias | None = None,
         dropout: float = 0.0,
         bias: bool = True,
         norm: NormKind = "layernorm",
         activation: Activation = "gelu",
         causal: bool = True,
         cross_attention: bool = False,
-        max_relative_position: int | None = None,
     ) -> None:
         super().__init__()
-        attn_kwargs = {"max_relative_position": max_relative_position} if kernel == "relative" else {}
         self.ln_1 = make_norm(norm, n_embd, bias)
-        self.attn = MultiHeadAttention(n_embd, n_head, kernel=kernel, dropout=dropout, bias=bias,
-                                       causal=causal, layer_idx=layer_idx, **attn_kwargs)
+        self.attn = MultiHeadAttention(n_embd, n_head, kernel=kernel, position_bias=position_bias, dropout=dropout,
+                                       bias=bias, causal=causal, layer_idx=layer_idx)
         self.cross_attention = cross_attention  # a plain flag: hasattr() on a Module costs an exception
-        if cross_attention:
+        if cross_attention:  # positions do not carry across streams: no position bias here
             self.ln_cross = make_norm(norm, n_embd, bias)
-            cross_kernel = "sdpa" if kernel == "relative" else kernel  # no relative positions across streams
-            self.cross_attn = MultiHeadAttention(n_embd, n_head, kernel=cross_kernel, dropout=dropout,
-                                                 bias=bias, cross=True, layer_idx=layer_idx)
+            self.cross_attn = MultiHeadAttention(n_embd, n_head, kernel=kernel, dropout=dropout, bias=bias,
+                                                 cross=True, layer_idx=layer_idx)
         self.ln_2 = make_norm(norm, n_embd, bias)
         self.mlp = MLP(n_embd, activation=activation, bias=bias, dropout=dropout)
 
@@ -164,35 +168,3 @@ class Block(nn.Module):
         if self.cross_attention:
             x = x + self.cross_attn(self.ln_cross(x), context=context)
         return x + self.mlp(self.ln_2(x))
-
-
-class RotaryEmbedding(nn.Module):
-    """Rotary position embedding (Su et al. 2021, RoFormer eq. 34), "rotate-half" layout.
-
-    Called as `rotary(x, offset)` on q or k (B, H, T, D): rotates position `offset + t` of x.
-    The cos/sin table is a non-persistent buffer, so it never enters checkpoints.
-    """
-
-    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0) -> None:
-        super().__init__()
-        if head_dim % 2:
-            raise ValueError(f"rotary embeddings need an even head dim, got {head_dim}")
-        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)  # (D/2,)
-        angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (max_len, D/2)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
-
-    def forward(self, x: Tensor, offset: int | Tensor = 0) -> Tensor:
-        """`offset` is an int, or a 0-d int64 tensor (static-cache decoding: no Python int that changes,
-        so a compiled step does not recompile per position; the table bound is then not checked)."""
-        t = x.shape[-2]
-        if isinstance(offset, Tensor):
-            at = offset.view(1) if t == 1 else offset + torch.arange(t, device=offset.device)
-            cos, sin = self.cos.index_select(0, at).to(x.dtype), self.sin.index_select(0, at).to(x.dtype)
-        else:
-            if offset + t > self.cos.shape[0]:
-                raise ValueError(f"position {offset + t} is past the rotary table of {self.cos.shape[0]}")
-            cos = self.cos[offset:offset + t].to(x.dtype)  # (T, D/2)
-            sin = self.sin[offset:offset + t].to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D/2) each
-        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)

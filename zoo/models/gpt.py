@@ -16,13 +16,20 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from zoo.core.attention import KVCache
-from zoo.core.layers import Activation, Block, NormKind, RotaryEmbedding, make_norm
+from zoo.core.cache import KVCache
+from zoo.core.layers import Activation, Block, NormKind, make_norm
+from zoo.core.positions import PositionBias, RelativePositionBias, RotaryEmbedding
 from zoo.models.base import GenerativeModel, register, require_positive, validate_choices
 
 
 @dataclass(kw_only=True)
 class GPTConfig:
+    """`position` is the absolute position scheme (a learned `wpe` table, rotary q/k, or none); `kernel`
+    picks the attention: "math" (the reference) or "sdpa" with no position bias, or "relative", the
+    Music Transformer's relative position bias (`zoo.core.positions.RelativePositionBias`, L =
+    `max_relative_position`) through the chunked kernel. It combines with any `position`.
+    """
+
     vocab_size: int = 256  # training sets this from the data's codec
     block_size: int = 256
     n_layer: int = 4
@@ -34,7 +41,7 @@ class GPTConfig:
     activation: Activation = "gelu"
     position: Literal["learned", "rotary", "none"] = "learned"
     kernel: Literal["math", "sdpa", "relative"] = "sdpa"
-    max_relative_position: int | None = None  # relative kernel only; None = block_size
+    max_relative_position: int | None = None  # kernel="relative" only; None = block_size
     tie_weights: bool = True
 
     def __post_init__(self) -> None:
@@ -55,17 +62,25 @@ class GPTConfig:
                              f"got kernel={self.kernel!r}")
 
 
+def attention_parts(c: GPTConfig) -> tuple[str, PositionBias | None]:
+    """The core kernel name and position-bias provider that `c.kernel` stands for, decided once here."""
+    if c.kernel == "relative":  # the config's name for the relative position bias (through the chunked kernel)
+        return "chunked", RelativePositionBias(c.max_relative_position)
+    return c.kernel, None
+
+
 @register("gpt", GPTConfig)
 class GPT(GenerativeModel):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = c = config
+        kernel, position_bias = attention_parts(c)
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(c.vocab_size, c.n_embd),
             drop=nn.Dropout(c.dropout),
             h=nn.ModuleList(
-                Block(c.n_embd, c.n_head, layer_idx=i, kernel=c.kernel, dropout=c.dropout, bias=c.bias,
-                      norm=c.norm, activation=c.activation, max_relative_position=c.max_relative_position)
+                Block(c.n_embd, c.n_head, layer_idx=i, kernel=kernel, position_bias=position_bias, dropout=c.dropout,
+                      bias=c.bias, norm=c.norm, activation=c.activation)
                 for i in range(c.n_layer)
             ),
             ln_f=make_norm(c.norm, c.n_embd, c.bias),

@@ -2,8 +2,9 @@
 
 Huang et al. 2018, "Music Transformer: Generating Music with Long-Term Structure". The network is
 the GPT-2 decoder layout of `zoo.models.gpt` (pre-norm blocks, tied embeddings) whose self-attention
-is the `relative` kernel of `zoo.core.attention`: every layer and head learns one embedding per relative
-distance (section 3), built into the logits with the paper's memory-efficient skew. By default the
+carries the relative position bias of `zoo.core.positions` (`kernel="relative"` in the config: a
+`RelativePositionBias` through the `chunked` kernel): every layer and head learns one embedding per
+relative distance (section 3), built into the logits with the paper's memory-efficient skew. By default the
 model has no absolute position signal at all (`position="none"`): what it knows about order comes
 from the relative embeddings, so a phrase means the same wherever it starts, which is what lets the
 paper's model continue a primer beyond the lengths it was trained on (section 5) and what makes
@@ -12,7 +13,7 @@ sliding-window generation exact in the model's own terms (`zoo.members.music`).
 The baseline of the paper's ablation, a Transformer with absolute positions, is the same class with
 `kernel="sdpa", position="learned"` (or `"rotary"`): one field per axis, no second model class.
 `max_relative_position` (L) defaults to `block_size`; distances >= L get a zero embedding (see
-`zoo.core.attention.relative_logits`). The relative tables cost n_layer · L · n_embd parameters, learned
+`zoo.core.positions.relative_logits`). The relative tables cost n_layer · L · n_embd parameters, learned
 positions block_size · n_embd, which matters when the two are compared at equal size
 (benchmarks/music_ablation.py).
 
