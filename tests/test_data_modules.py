@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from zoo.config import parameters
 from zoo.data.base import BatchStream, StreamDataModule
-from zoo.training.builders import accepted_kwargs, import_target
+from zoo.training.builders import import_target
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +50,7 @@ _MUSIC = ["augment", "batch_size", "block_size", "cache_dir", "codec", "max_val_
           "stretch_range", "test_fraction", "transpose_range", "val_fraction"]
 _CAPTIONED = ["batch_size", "eval_batch_size", "num_eval", "num_workers", "on_long", "patch_size", "seed",
               "split_seed", "text_codec", "text_len", "text_vocab_size"]
-# The keyword arguments each datamodule accepted before the split (zoo.training.builders.accepted_kwargs).
+# The keyword arguments each datamodule accepted before the split (zoo.config.parameters).
 OLD_CONSTRUCTOR_KEYS: dict[str, list[str]] = {
     "zoo.data.text.TextDataModule": _TEXT,
     "zoo.data.text.PydocDataModule": _TEXT,
@@ -113,7 +114,7 @@ def test_old_targets_keep_their_class_and_constructor_keys(target):
     cls = import_target(target, section="data")
     assert inspect.isclass(cls) and issubclass(cls, StreamDataModule)
     assert cls.__name__ == target.rpartition(".")[2]
-    assert sorted(accepted_kwargs(cls)) == sorted(OLD_CONSTRUCTOR_KEYS[target])
+    assert sorted(parameters(cls)) == sorted(OLD_CONSTRUCTOR_KEYS[target])
 
 
 def test_every_config_target_resolves_to_a_datamodule_with_its_keys():
@@ -124,7 +125,7 @@ def test_every_config_target_resolves_to_a_datamodule_with_its_keys():
         assert inspect.isclass(cls) and issubclass(cls, StreamDataModule), (where, target)
         if where.endswith(".yaml"):
             keys = set(yaml.safe_load((ROOT / "conf" / "data" / where).read_text())) - {"_target_", "name"}
-            unknown = keys - accepted_kwargs(cls)
+            unknown = keys - set(parameters(cls))
             assert not unknown, f"conf/data/{where}: {target} does not accept {sorted(unknown)}"
     # every class a config or checkpoint names today is covered by the constructor-key contract
     assert set(targets.values()) <= set(OLD_CONSTRUCTOR_KEYS)
