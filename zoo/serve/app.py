@@ -179,7 +179,7 @@ def create_app(models: Mapping[str, Any], settings: ServeSettings | None = None)
         finally:
             server.close()
 
-    app = FastAPIOffline(title="zoo-serve", version="1", lifespan=lifespan,
+    app = FastAPIOffline(title="zoo-serve", version="1", lifespan=lifespan, redoc_url=None,  # ReDoc fetches fonts
                          description="Every zoo member behind one HTTP API. Guide: docs/serving.md.")
     app.state.server = server
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

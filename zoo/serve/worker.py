@@ -137,6 +137,8 @@ class ModelWorker:
 
     def _run(self, batch: list[Job]) -> None:
         self._running = batch
+        self.batches += 1  # counted before any answer goes out, so a client that got one sees its batch
+        self.requests += len(batch)
         try:
             results = self.adapter.run([j.opts for j in batch], on_text=batch[0].on_text)
         except Cancelled:
@@ -159,5 +161,3 @@ class ModelWorker:
                 job.future.set_result(result)
         finally:
             self._running = []
-            self.batches += 1
-            self.requests += len(batch)
