@@ -5,7 +5,7 @@
     POST /v1/generate      {"model": ..., "id": ..., "stream": false, <inputs>, <sampling options>}
     GET  /openapi.json     the OpenAPI description; /docs renders it with a Swagger UI served from the
                            package fastapi-offline (no CDN)
-    GET  /healthz          {"status": "ok", "models": [...], "queued": {...}}
+    GET  /healthz          {"status": "ok", "models": [...], "queued": {...}, "served": {name: {requests, batches}}}
 
 Every error is `{"error": {"status", "message", "field", "accepted", "received"}}` with a 4xx status
 (503 for a request cancelled at its time limit or refused by a full queue); never a traceback.
@@ -210,7 +210,8 @@ def create_app(models: Mapping[str, Any], settings: ServeSettings | None = None)
     @app.get("/healthz", summary="liveness, loaded models and queue lengths")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "models": list(server.adapters),
-                "queued": {n: w.queued() for n, w in server.workers.items()}}
+                "queued": {n: w.queued() for n, w in server.workers.items()},
+                "served": {n: {"requests": w.requests, "batches": w.batches} for n, w in server.workers.items()}}
 
     @app.get("/v1/models", summary="the loaded models, their inputs and sampling options")
     async def list_models() -> dict[str, Any]:
