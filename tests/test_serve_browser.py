@@ -1,11 +1,14 @@
 """The web page in a real browser: headless Chromium (Debian's chromium + chromium-driver, driven by selenium)
 against a live `python -m zoo.serve` on loopback. Choose a model, generate, see the result; text streams,
 an image grid appears, a piano roll and an audio player appear, a bad value is shown on its field.
-Saves docs/serve_screenshot.png (the README's picture). Skipped where no browser is installed.
+Saves a screenshot: docs/serve_screenshot.png (the README's picture) when that file is missing or
+ZOO_UPDATE_SCREENSHOT=1, else in the test's temporary folder (so that a test run leaves the tree clean).
+Skipped where no browser is installed.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -67,7 +70,7 @@ def choose(driver, model: str) -> None:
         {"gpt-pydoc": "text", "image-gpt-digits": "image", "music-transformer-bach": "music"}[model]))
 
 
-def test_choose_a_model_generate_and_see_the_result(browser, live_server):  # noqa: F811
+def test_choose_a_model_generate_and_see_the_result(browser, live_server, tmp_path):  # noqa: F811
     d = browser
     d.get(live_server + "/")
     wait(d, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
@@ -123,4 +126,5 @@ def test_choose_a_model_generate_and_see_the_result(browser, live_server):  # no
     d.execute_script("window.scrollTo(0, 0)")
     png = d.get_screenshot_as_png()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    SCREENSHOT.write_bytes(png)
+    update = os.environ.get("ZOO_UPDATE_SCREENSHOT") == "1" or not SCREENSHOT.exists()
+    (SCREENSHOT if update else tmp_path / SCREENSHOT.name).write_bytes(png)
