@@ -1,0 +1,315 @@
+"""zoo-serve's HTTP API (issue 18), in-process with FastAPI's TestClient / httpx, plus the `curl` examples of
+docs/serving.md against a live `python -m zoo.serve` (the console script's module) on loopback.
+
+Small on purpose: every generation asks for a handful of tokens or images from the shipped models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="zoo-serve needs the [serve] extra")
+import httpx  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import zoo  # noqa: E402
+from zoo.serve import Limits, ServeSettings, create_app, load_models  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ["gpt-pydoc", "image-gpt-digits", "music-transformer-bach", "text2image-digits"]
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load_models(NAMES)
+
+
+@pytest.fixture
+def client(models):
+    with TestClient(create_app(models, ServeSettings(timeout_s=60))) as c:  # the lifespan stops the workers
+        yield c
+
+
+def post(client: TestClient, **body) -> httpx.Response:
+    return client.post("/v1/generate", json=body)
+
+
+def png_size(b64: str) -> tuple[int, int]:
+    return Image.open(io.BytesIO(base64.b64decode(b64))).size
+
+
+# ---- GET /v1/models -----------------------------------------------------------------------------
+def test_models_lists_member_codec_card_metric_and_option_ranges(client):
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert list(models) == NAMES
+    assert {n: (m["member"], m["codec"]) for n, m in models.items()} == {
+        "gpt-pydoc": ("text", "char"), "image-gpt-digits": ("image", "image_patch"),
+        "music-transformer-bach": ("music", "midi_performance"), "text2image-digits": ("text2image", "text_image")}
+    text = models["gpt-pydoc"]
+    assert text["card"]["metric_value"] == pytest.approx(1.6419) and "val loss" in text["card"]["metric"]
+    assert text["streams"] and not models["image-gpt-digits"]["streams"]
+    assert set(text["inputs"]) == {"prompt", "num_samples", "stop"}
+    mnt = text["options"]["max_new_tokens"]
+    assert (mnt["minimum"], mnt["maximum"], mnt["default"]) == (1, Limits().max_new_tokens, 200)
+    assert text["options"]["top_p"]["exclusiveMinimum"] == 0 and text["options"]["top_p"]["nullable"]
+    assert text["options"]["top_k"]["maximum"] == 103  # the char vocabulary
+    assert models["image-gpt-digits"]["options"]["guidance"]["default"] == 2.0  # the checkpoint's default
+    assert "primer" in models["music-transformer-bach"]["inputs"]
+    assert set(models["music-transformer-bach"]["outputs"]) == {"midi", "wav", "piano_roll_png"}
+
+
+# ---- POST /v1/generate, one member at a time -----------------------------------------------------
+def test_text_echoes_id_and_seed_and_equals_the_python_api(client):
+    opts = {"max_new_tokens": 12, "temperature": 0.8, "top_k": 40, "seed": 7}
+    r = post(client, model="gpt-pydoc", id="req-1", prompt="The with", **opts)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["id"], body["model"], body["seed"], body["member"]) == ("req-1", "gpt-pydoc", 7, "text")
+    expected = zoo.load("gpt-pydoc").generate("The with", **opts)
+    assert body["result"]["text"] == expected and body["result"]["completions"] == [expected[len("The with"):]]
+    again = post(client, model="gpt-pydoc", prompt="The with", **opts).json()
+    assert again["result"]["text"] == expected and again["id"] != "req-1"  # a fresh id when none is given
+
+
+def test_text_stream_sends_tokens_then_done_with_the_same_text(client):
+    body = {"model": "gpt-pydoc", "id": "s1", "prompt": "The with", "max_new_tokens": 10, "seed": 3, "stream": True}
+    with client.stream("POST", "/v1/generate", json=body) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [(re.search(r"^event: (.*)$", b, re.M)[1], json.loads(re.search(r"^data: (.*)$", b, re.M)[1]))
+                  for b in r.read().decode().split("\n\n") if b.strip()]
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and set(kinds[1:-1]) == {"token"}, kinds
+    streamed = "".join(d["text"] for k, d in events if k == "token")
+    done = events[-1][1]
+    assert done["id"] == "s1" and done["result"]["completions"] == [streamed] and len(streamed) >= 5
+    plain = post(client, model="gpt-pydoc", prompt="The with", max_new_tokens=10, seed=3).json()
+    assert plain["result"]["text"] == "The with" + streamed
+
+
+def test_images_come_back_as_one_png_grid(client):
+    r = post(client, model="image-gpt-digits", labels=[3, "7"], num_samples=2, seed=0)
+    assert r.status_code == 200, r.text
+    res = r.json()["result"]
+    assert res["shape"] == [4, 1, 8, 8] and res["rows"] == 2
+    w, h = png_size(res["png"])
+    assert w == h > 16  # two rows of two upscaled digits
+    r = post(client, model="text2image-digits", caption="a 3 on the left and a 7 on the right", num_samples=2,
+             guidance=1, seed=0)
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["shape"] == [2, 1, 8, 16] and png_size(r.json()["result"]["png"])[0] > 16
+
+
+def test_music_comes_back_as_midi_wav_and_piano_roll(client, tmp_path):
+    import pretty_midi
+
+    r = post(client, model="music-transformer-bach", max_new_tokens=48, seed=0)
+    assert r.status_code == 200, r.text
+    res = r.json()["result"]
+    (tmp_path / "x.mid").write_bytes(base64.b64decode(res["midi"]))
+    pm = pretty_midi.PrettyMIDI(str(tmp_path / "x.mid"))
+    assert sum(len(i.notes) for i in pm.instruments) == res["notes"]
+    assert base64.b64decode(res["wav"])[:4] == b"RIFF" and png_size(res["piano_roll_png"])[0] > 100
+    # ... and continues a primer sent as base64 MIDI
+    r = post(client, model="music-transformer-bach", primer=res["midi"], max_new_tokens=16, seed=1, audio=False)
+    assert r.status_code == 200, r.text
+    assert "wav" not in r.json()["result"] and r.json()["result"]["notes"] >= res["notes"] > 0
+
+
+# ---- bad input: 4xx JSON naming the field and the accepted range ----------------------------------
+@pytest.mark.parametrize(("body", "status", "field", "accepted"), [
+    ({"model": "nope"}, 404, "model", "gpt-pydoc"),
+    ({"model": 3}, 422, "model", "gpt-pydoc"),
+    ({}, 422, "model", "gpt-pydoc"),
+    ({"model": "gpt-pydoc", "temperatur": 1.0}, 422, "temperatur", "temperature"),
+    ({"model": "gpt-pydoc", "max_new_tokens": 100_000}, 422, "max_new_tokens", "[1, 512]"),
+    ({"model": "gpt-pydoc", "max_new_tokens": 2.5}, 422, "max_new_tokens", "an integer"),
+    ({"model": "gpt-pydoc", "temperature": "hot"}, 422, "temperature", "[0, 5]"),
+    ({"model": "gpt-pydoc", "top_p": 0}, 422, "top_p", "(0, 1]"),
+    ({"model": "gpt-pydoc", "num_samples": 17}, 422, "num_samples", "[1, 16]"),
+    ({"model": "gpt-pydoc", "prompt": "x" * 300}, 422, "prompt", "at most 127 tokens"),
+    ({"model": "gpt-pydoc", "prompt": "x" * 5000}, 422, "prompt", "4000 characters"),
+    ({"model": "gpt-pydoc", "prompt": "naïve €"}, 422, "prompt", "vocabulary"),
+    ({"model": "gpt-pydoc", "stream": True, "num_samples": 2}, 422, "num_samples", "1 with stream"),
+    ({"model": "gpt-pydoc", "seed": -1}, 422, "seed", "[0, 4294967295]"),
+    ({"model": "gpt-pydoc", "id": {"a": 1}}, 422, "id", "a string"),
+    ({"model": "image-gpt-digits", "labels": [12]}, 422, "labels", "class id"),
+    ({"model": "image-gpt-digits", "num_samples": 16}, 422, "num_samples", "<= 64"),  # 10 labels x 16
+    ({"model": "image-gpt-digits", "stream": True}, 422, "stream", "false"),
+    ({"model": "image-gpt-digits", "prompt": "hi"}, 422, "prompt", "labels"),
+    ({"model": "text2image-digits", "caption": "a 3 " * 20}, 422, "caption", "at most 36 tokens"),
+    ({"model": "music-transformer-bach", "max_new_tokens": 5000}, 422, "max_new_tokens", "[1, 2048]"),
+    ({"model": "music-transformer-bach", "primer": "not base64!"}, 422, "primer", "MIDI"),
+    ({"model": "music-transformer-bach", "primer": base64.b64encode(b"MThd junk").decode()}, 422, "primer", "MIDI"),
+])
+def test_bad_input_is_a_4xx_naming_the_field_and_range(client, body, status, field, accepted):
+    r = client.post("/v1/generate", json=body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["field"] == field and error["status"] == status
+    assert accepted in json.dumps(error["accepted"]) + error["message"], error
+    assert "Traceback" not in r.text
+
+
+def test_malformed_bodies_and_unknown_routes_are_json_errors(client):
+    r = client.post("/v1/generate", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "body"
+    r = client.post("/v1/generate", json=[1, 2])
+    assert r.status_code == 422 and r.json()["error"]["field"] == "body"
+    assert client.get("/v1/nothing").json()["error"]["status"] == 404
+    assert client.get("/v1/generate").status_code == 405
+
+
+def test_a_request_past_the_time_limit_is_cancelled_and_the_server_stays_up(models):
+    with TestClient(create_app(models, ServeSettings(timeout_s=0.5))) as client:
+        start = time.monotonic()
+        r = post(client, model="music-transformer-bach", max_new_tokens=2048, audio=False)
+        took = time.monotonic() - start
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["field"] == "timeout_s" and "0.5 s" in r.json()["error"]["message"]
+        assert took < 5, f"cancelled after {took:.1f} s"
+        ok = post(client, model="music-transformer-bach", max_new_tokens=4, audio=False)  # the worker is free
+        assert ok.status_code == 200, ok.text
+        with client.stream("POST", "/v1/generate", json={"model": "gpt-pydoc", "max_new_tokens": 512,
+                                                         "stream": True}) as s:
+            text = s.read().decode()  # a stream that runs out of time ends with an error event
+        assert "event: error" in text and "timeout_s" in text
+        assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_concurrent_text_requests_share_batches_and_each_gets_its_own_answer(models):
+    """Greedy requests with equal options queue behind the first and run as one batch; every answer is
+    the one its own prompt gets alone."""
+    app = create_app(models, ServeSettings(timeout_s=60, max_batch=8))
+    prompts = [f"The {w} statement" for w in ("with", "assert", "del", "pass", "raise", "return", "yield", "if")]
+
+    async def run() -> list[dict]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            rs = await asyncio.gather(*(c.post("/v1/generate", json={
+                "model": "gpt-pydoc", "id": f"r{i}", "prompt": p, "max_new_tokens": 6, "temperature": 0})
+                for i, p in enumerate(prompts)))
+        return [r.json() for r in rs]
+
+    try:
+        answers = asyncio.run(run())
+        worker = app.state.server.workers["gpt-pydoc"]
+        assert worker.requests == len(prompts) and worker.batches < len(prompts), (worker.batches, worker.requests)
+    finally:
+        app.state.server.close()
+    m = zoo.load("gpt-pydoc")
+    for i, (p, a) in enumerate(zip(prompts, answers)):
+        assert a["id"] == f"r{i}" and a["result"]["prompt"] == p
+        assert a["result"]["text"] == m.generate(p, max_new_tokens=6, temperature=0)
+
+
+# ---- the page, OpenAPI and /docs work offline -----------------------------------------------------
+def test_page_openapi_and_docs_use_no_internet_assets(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<select id=\"model\"" in page.text
+    for path in ["/static/app.js", "/static/style.css"]:
+        assert client.get(path).status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text
+    for text in (page.text, docs.text):
+        refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", text)
+        assert refs and not [u for u in refs if re.match(r"(https?:)?//", u)], refs
+    assert not re.search(r"https?://", client.get("/static/app.js").text + client.get("/static/style.css").text)
+    assert client.get("/redoc").status_code == 404  # ReDoc would fetch Google fonts
+    for ref in re.findall(r"""(?:src|href)\s*=\s*["'](/static-offline-docs/[^"']+)""", docs.text):
+        assert client.get(ref).status_code == 200, ref
+    spec = client.get("/openapi.json").json()
+    gen = spec["paths"]["/v1/generate"]["post"]
+    props = gen["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {"model", "prompt", "labels", "caption", "primer", "temperature", "guidance", "stream"} <= set(props)
+    assert "/v1/models" in spec["paths"]
+
+
+# ---- docs/serving.md's curl examples against a live zoo-serve ------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server():
+    """`python -m zoo.serve` (what the zoo-serve script runs) on a free loopback port; stopped afterwards."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "zoo.serve", f"port={port}", f"models=[{','.join(NAMES)}]", "threads=1",
+           "log_level=warning"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180  # a busy 2-core machine: imports and loading can take a while
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"zoo-serve exited with {proc.returncode}:\n{proc.stdout.read()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("zoo-serve did not answer /healthz within 180 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def curl_examples() -> list[tuple[str, bool]]:
+    """(command, is an error example) for each `curl` line in docs/serving.md's ```bash blocks; a block whose
+    first line is `# error example` shows a refusal."""
+    text = (ROOT / "docs" / "serving.md").read_text()
+    found = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        error = block.startswith("# error example")
+        joined = block.replace("\\\n", " ")
+        found += [(line.strip(), error) for line in joined.splitlines() if line.strip().startswith("curl ")]
+    return found
+
+
+def test_the_docs_have_curl_examples_for_every_endpoint():
+    commands = " ".join(c for c, _ in curl_examples())
+    for needle in ["/v1/models", "/v1/generate", "/openapi.json", '"stream": true', "image-gpt-digits",
+                   "music-transformer-bach", "text2image-digits"]:
+        assert needle in commands, needle
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+@pytest.mark.parametrize(("command", "error"), curl_examples(), ids=lambda v: v if isinstance(v, bool) else v[:60])
+def test_curl_example_from_the_docs_runs(live_server, command, error, tmp_path):
+    cmd = command.replace("http://localhost:8000", live_server)
+    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, f"{cmd}\n{r.stderr}"
+    out = r.stdout
+    assert out.strip(), cmd
+    if error:
+        assert '"error"' in out and '"field"' in out, out[:500]
+    else:
+        assert '"error"' not in out, out[:500]
+        if "| python" in cmd:  # saves files and prints their names
+            assert all((tmp_path / f).stat().st_size > 0 for f in re.findall(r"'([\w.]+\.(?:png|mid|wav))'", cmd))
+        elif '"stream": true' in cmd:
+            assert out.startswith("event: start") and "event: done" in out, out[:500]
+        else:
+            json.loads(out)

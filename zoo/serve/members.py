@@ -1,0 +1,410 @@
+"""What the server knows about each member: its inputs and sampling options (types, ranges, defaults),
+how a request is checked, how it is generated (alone or batched) and how results become JSON.
+
+This is the one module that talks to the members; everything else in zoo.serve asks an `Adapter`. It is
+built on the public API only: `zoo.load(...)` (a `Pretrained`), `Pretrained.generate`, `.sampling_options`,
+`.generation`, `.card`, and `zoo.members.text.generate_text` for text (batched prompts and the `on_text`
+stream, which `Pretrained.generate` does not expose). When the members become objects (zoo/members/,
+one `SamplingConfig` with `guidance`), the adapters here are what gets pointed at them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import tempfile
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from zoo.serve.errors import RequestError, bad_field
+
+OnText = Callable[[str], None]
+Kind = Literal["integer", "number", "string", "boolean", "strings", "labels", "midi"]
+MAX_SEED = 2**32 - 1  # JSON numbers are doubles in the browser: keep seeds exact
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Caps on what one request may ask for (zoo-serve's `limits.*`)."""
+
+    max_new_tokens: int = 512  # text
+    max_music_tokens: int = 2048  # music events
+    max_num_samples: int = 16
+    max_images: int = 64  # labels x num_samples
+    max_prompt_chars: int = 4000
+    max_stop: int = 8
+    max_primer_bytes: int = 1_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Option:
+    """One request field of a member: JSON type, range, default; `check` returns the value or raises a 422."""
+
+    name: str
+    kind: Kind
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    nullable: bool = False
+    max_length: int | None = None  # characters of a string, items of a list
+    help: str = ""
+    sampling: bool = True  # a sampling option (else a member input)
+
+    def accepted(self) -> str:
+        if self.kind in ("integer", "number"):
+            lo = "" if self.minimum is None else f"{'(' if self.exclusive_minimum else '['}{_num(self.minimum)}"
+            words = "an integer" if self.kind == "integer" else "a number"
+            text = f"{words} in {lo}, {_num(self.maximum)}]" if lo and self.maximum is not None else words
+        elif self.kind == "string":
+            text = f"a string of at most {self.max_length} characters"
+        elif self.kind == "boolean":
+            text = "true or false"
+        elif self.kind == "strings":
+            text = f"a list of at most {self.max_length} strings"
+        elif self.kind == "labels":
+            text = f"a class id or name, or a list of at most {self.max_length} of them"
+        else:
+            text = "a standard MIDI file, base64-encoded"
+        return text + (", or null" if self.nullable else "")
+
+    def check(self, value: Any) -> Any:
+        def fail(why: str = "") -> RequestError:
+            return bad_field(self.name, why or f"expected {self.accepted()}", self.accepted(), value)
+
+        if value is None:
+            if self.nullable:
+                return None
+            raise fail("null is not accepted")
+        if self.kind in ("integer", "number"):
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            if not numeric or (self.kind == "integer" and not isinstance(value, int)) or not math.isfinite(value):
+                raise fail()
+            lo = self.minimum
+            low = lo is not None and (value <= lo if self.exclusive_minimum else value < lo)
+            if low or (self.maximum is not None and value > self.maximum):
+                raise fail(f"{value} is out of range; expected {self.accepted()}")
+            return value
+        if self.kind == "boolean":
+            if not isinstance(value, bool):
+                raise fail()
+            return value
+        if self.kind == "string":
+            if not isinstance(value, str):
+                raise fail()
+            if self.max_length is not None and len(value) > self.max_length:
+                raise fail(f"{len(value)} characters is too long; expected {self.accepted()}")
+            return value
+        if self.kind == "strings":
+            if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+                raise fail("expected a list of non-empty strings")
+            if self.max_length is not None and len(value) > self.max_length:
+                raise fail(f"{len(value)} items is too many; expected {self.accepted()}")
+            return tuple(value)
+        if self.kind == "labels":
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, int | str) and not isinstance(v, bool) for v in items) or not items:
+                raise fail()
+            if self.max_length is not None and len(items) > self.max_length:
+                raise fail(f"{len(items)} labels is too many; expected {self.accepted()}")
+            return value
+        if not isinstance(value, str):  # midi
+            raise fail()
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise fail("not valid base64") from None
+        if self.max_length is not None and len(data) > self.max_length:
+            raise fail(f"{len(data)} bytes is too large; at most {self.max_length} bytes")
+        return data
+
+    def describe(self) -> dict[str, Any]:
+        """The option as JSON for GET /v1/models (JSON-Schema-like names)."""
+        out: dict[str, Any] = {"type": self.kind, "default": self.default, "nullable": self.nullable,
+                               "sampling": self.sampling, "accepted": self.accepted(), "description": self.help}
+        if self.minimum is not None:
+            out["exclusiveMinimum" if self.exclusive_minimum else "minimum"] = self.minimum
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        if self.max_length is not None:
+            out["maxLength"] = self.max_length
+        return out
+
+
+def _num(x: float | None) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+# ---- the sampling options every member shares (SamplingConfig's names) ---------------------------
+def _sampling(m: Any, *, max_tokens: int | None, repetition: bool = True) -> list[Option]:
+    gen = m.generation
+    vocab = getattr(getattr(m.model, "config", None), "vocab_size", None)
+    opts = []
+    if max_tokens is not None:
+        opts.append(Option(name="max_new_tokens", kind="integer", minimum=1, maximum=max_tokens,
+                           default=min(int(gen.get("max_new_tokens", 64)), max_tokens),
+                           help="tokens to generate (the prompt not counted)"))
+    opts += [
+        Option(name="temperature", kind="number", minimum=0, maximum=5, default=gen.get("temperature", 1.0),
+               help="0 = greedy; higher = more random"),
+        Option(name="top_k", kind="integer", minimum=1, maximum=vocab, nullable=True, default=gen.get("top_k"),
+               help="keep the k most probable tokens (null = all)"),
+        Option(name="top_p", kind="number", minimum=0, exclusive_minimum=True, maximum=1, nullable=True,
+               default=gen.get("top_p"), help="nucleus: the smallest set of tokens with this much probability"),
+        Option(name="min_p", kind="number", minimum=0, exclusive_minimum=True, maximum=1, nullable=True,
+               default=gen.get("min_p"), help="keep tokens with p >= min_p * p_max"),
+    ]
+    if repetition:
+        opts.append(Option(name="repetition_penalty", kind="number", minimum=0, exclusive_minimum=True, maximum=10,
+                           default=gen.get("repetition_penalty", 1.0), help="> 1 discourages repeated tokens"))
+    opts.append(Option(name="seed", kind="integer", minimum=0, maximum=MAX_SEED, nullable=True, default=None,
+                       help="the same seed and options give the same sample (null = random)"))
+    return opts
+
+
+def _guidance(m: Any) -> Option:
+    return Option(name="guidance", kind="number", minimum=0, maximum=20, nullable=True,
+                  default=m.generation.get("guidance_scale"),
+                  help="classifier-free guidance scale: 1 = none, higher = closer to the condition")
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+# ---- adapters -----------------------------------------------------------------------------------
+class Adapter:
+    """One loaded model as the server sees it. Subclasses: one per member."""
+
+    member: str = ""
+    outputs: tuple[str, ...] = ()
+    streams = False
+
+    def __init__(self, m: Any, limits: Limits) -> None:
+        self.m, self.limits = m, limits
+        self.options: dict[str, Option] = {o.name: o for o in self._options()}
+
+    def _options(self) -> list[Option]:
+        raise NotImplementedError
+
+    @property
+    def model(self) -> Any:
+        return self.m.model
+
+    def describe(self) -> dict[str, Any]:
+        card = self.m.card or {}
+        p = next(self.model.parameters(), None)
+        return {"member": self.member, "model_type": self.m.model_type,
+                "codec": getattr(self.m.codec, "type_name", None),
+                "parameters": sum(q.numel() for q in self.model.parameters()),
+                "device": str(p.device) if p is not None else None,
+                "dtype": str(p.dtype).removeprefix("torch.") if p is not None else None,
+                "card": {k: card[k] for k in ("metric", "metric_value", "perplexity", "data", "data_license", "steps")
+                         if k in card},
+                "streams": self.streams, "outputs": list(self.outputs),
+                "inputs": {n: o.describe() for n, o in self.options.items() if not o.sampling},
+                "options": {n: o.describe() for n, o in self.options.items() if o.sampling}}
+
+    def validate(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Checked options with defaults filled in; a 422 naming the first bad or unknown field."""
+        unknown = sorted(set(body) - set(self.options))
+        if unknown:
+            raise bad_field(unknown[0], f"not an option of {self.member} models", sorted(self.options))
+        opts = {n: o.check(body[n]) if n in body else o.default for n, o in self.options.items()}
+        self._check_together(opts)
+        return opts
+
+    def _check_together(self, opts: dict[str, Any]) -> None:
+        """Checks that need more than one field or the codec (prompt length in tokens, image count)."""
+
+    def batch_key(self, opts: Mapping[str, Any]) -> Hashable | None:
+        """Requests with equal keys may run as one batch; None: this one runs alone."""
+        return None
+
+    def run(self, batch: Sequence[dict[str, Any]], on_text: OnText | None = None) -> list[dict[str, Any]]:
+        """Generate for `batch` (one request unless `batch_key` groups them); one result dict per request."""
+        return [self._run_one(opts) for opts in batch]
+
+    def _run_one(self, opts: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _sampling_kwargs(self, opts: Mapping[str, Any]) -> dict[str, Any]:
+        names = [n for n, o in self.options.items() if o.sampling and n != "guidance"]
+        return self.m.sampling_options(**{n: opts[n] for n in names})
+
+
+class TextAdapter(Adapter):
+    member, outputs, streams = "text", ("text",), True
+
+    def _options(self) -> list[Option]:
+        block = self.model.max_len
+        return [Option(name="prompt", kind="string", default="", max_length=self.limits.max_prompt_chars,
+                       sampling=False, help=f"text to continue; at most {block - 1} tokens"),
+                Option(name="num_samples", kind="integer", minimum=1, maximum=self.limits.max_num_samples,
+                       default=1, sampling=False, help="continuations of the prompt"),
+                Option(name="stop", kind="strings", default=[], max_length=self.limits.max_stop, sampling=False,
+                       help="strings that end a sample (cut before them)"),
+                *_sampling(self.m, max_tokens=self.limits.max_new_tokens)]
+
+    def _check_together(self, opts: dict[str, Any]) -> None:
+        room = self.model.max_len - 1  # at least one token is generated inside the context
+        try:
+            n = len(self.m.codec.encode(opts["prompt"]))
+        except ValueError as e:  # characters outside a char vocabulary
+            raise bad_field("prompt", str(e), "text in the model's vocabulary", opts["prompt"][:80]) from None
+        if n > room:
+            raise bad_field("prompt", f"{n} tokens is too long; at most {room} tokens (the model's context "
+                            f"is {room + 1})", f"at most {room} tokens", n)
+        opts["stop"] = tuple(opts["stop"])
+
+    def batch_key(self, opts: Mapping[str, Any]) -> Hashable | None:
+        # One random generator serves a batch, so a seeded sampled request runs alone (its sample must
+        # not depend on its neighbours); greedy and unseeded requests with the same options share a batch.
+        if opts["seed"] is not None and opts["temperature"] != 0:
+            return None
+        return tuple((k, v) for k, v in sorted(opts.items()) if k not in ("prompt", "seed"))
+
+    def run(self, batch: Sequence[dict[str, Any]], on_text: OnText | None = None) -> list[dict[str, Any]]:
+        from zoo.members.text import generate_text
+
+        first = batch[0]
+        n = first["num_samples"]
+        pairs = generate_text(self.model, self.m.codec, [o["prompt"] for o in batch], num_samples=n,
+                              stop=first["stop"], on_text=on_text, **self._sampling_kwargs(first))
+        results = []
+        for i, opts in enumerate(batch):
+            completions = [t for _, t in pairs[i * n:(i + 1) * n]]
+            results.append({"prompt": opts["prompt"], "completions": completions,
+                            "text": opts["prompt"] + completions[0]})
+        return results
+
+
+class ImageAdapter(Adapter):
+    member, outputs = "image", ("png",)
+
+    def _options(self) -> list[Option]:
+        names = self.m.codec.class_names or list(range(self.m.codec.num_classes))
+        return [Option(name="labels", kind="labels", nullable=True, default=None, sampling=False,
+                       max_length=self.limits.max_images,
+                       help=f"class ids or names, one grid row each (null = every class): {names}"),
+                Option(name="num_samples", kind="integer", minimum=1, maximum=self.limits.max_num_samples,
+                       default=4, sampling=False, help="images per label"),
+                _guidance(self.m), *_sampling(self.m, max_tokens=None, repetition=False)]
+
+    def _rows(self, opts: Mapping[str, Any]) -> int:
+        from zoo.members.image import parse_labels
+
+        try:
+            ids = parse_labels(self.m.codec, opts["labels"])
+        except ValueError as e:
+            raise bad_field("labels", str(e), self.options["labels"].accepted(), opts["labels"]) from None
+        return 1 if ids is None else len(ids)
+
+    def _check_together(self, opts: dict[str, Any]) -> None:
+        images = self._rows(opts) * opts["num_samples"]
+        if images > self.limits.max_images:
+            raise bad_field("num_samples", f"{images} images (labels x num_samples) is too many; at most "
+                            f"{self.limits.max_images}", f"labels x num_samples <= {self.limits.max_images}",
+                            opts["num_samples"])
+
+    def _run_one(self, opts: dict[str, Any]) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="zoo-serve-") as tmp:
+            out = Path(tmp) / "grid.png"
+            images = self.m.generate(labels=opts["labels"], num_samples=opts["num_samples"], out=out,
+                                     guidance=opts["guidance"], **self._sampling_kwargs(opts))
+            return {"png": _b64(out), "shape": list(images.shape), "rows": self._rows(opts)}
+
+
+class CaptionAdapter(Adapter):
+    member, outputs = "text2image", ("png",)
+
+    def _options(self) -> list[Option]:
+        codec = self.m.codec
+        return [Option(name="caption", kind="string", default="", max_length=self.limits.max_prompt_chars,
+                       sampling=False, help=f"what to draw, at most {codec.text_len} tokens (\"\" = anything)"),
+                Option(name="num_samples", kind="integer", minimum=1,
+                       maximum=min(self.limits.max_num_samples, self.limits.max_images), default=8,
+                       sampling=False, help="images of the caption"),
+                _guidance(self.m), *_sampling(self.m, max_tokens=None, repetition=False)]
+
+    def _check_together(self, opts: dict[str, Any]) -> None:
+        codec = self.m.codec
+        try:
+            n = len(codec.text.encode(opts["caption"]))
+        except ValueError as e:
+            raise bad_field("caption", str(e), "text in the model's vocabulary", opts["caption"][:80]) from None
+        if n > codec.text_len:  # the codec would cut it silently
+            raise bad_field("caption", f"{n} tokens is too long; at most {codec.text_len}",
+                            f"at most {codec.text_len} tokens", n)
+
+    def _run_one(self, opts: dict[str, Any]) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="zoo-serve-") as tmp:
+            out = Path(tmp) / "grid.png"
+            images = self.m.generate(opts["caption"], num_samples=opts["num_samples"], out=out,
+                                     guidance=opts["guidance"], **self._sampling_kwargs(opts))
+            return {"png": _b64(out), "shape": list(images.shape), "rows": 1}
+
+
+class MusicAdapter(Adapter):
+    member, outputs = "music", ("midi", "wav", "piano_roll_png")
+
+    def _options(self) -> list[Option]:
+        return [Option(name="primer", kind="midi", nullable=True, default=None, sampling=False,
+                       max_length=self.limits.max_primer_bytes,
+                       help="a MIDI file to continue, base64 (null = from the start)"),
+                Option(name="audio", kind="boolean", default=True, sampling=False,
+                       help="also render a WAV (sine or FluidSynth synthesis)"),
+                *_sampling(self.m, max_tokens=self.limits.max_music_tokens)]
+
+    def _check_together(self, opts: dict[str, Any]) -> None:
+        if opts["primer"] is None:
+            return
+        from zoo.members.music import primer_ids
+
+        with tempfile.TemporaryDirectory(prefix="zoo-serve-") as tmp:
+            path = Path(tmp) / "primer.mid"
+            path.write_bytes(opts["primer"])
+            try:
+                primer_ids(self.m.codec, path)
+            except SystemExit as e:  # zoo-sample's message, meant for the command line
+                raise bad_field("primer", str(e).removeprefix("zoo-sample: "), self.options["primer"].accepted(),
+                                f"{len(opts['primer'])} bytes") from None
+
+    def _run_one(self, opts: dict[str, Any]) -> dict[str, Any]:
+        from zoo.members.music_render import piano_roll_png, render_wav
+
+        with tempfile.TemporaryDirectory(prefix="zoo-serve-") as tmp:
+            tmp = Path(tmp)
+            primer = None
+            if opts["primer"] is not None:
+                primer = tmp / "primer.mid"
+                primer.write_bytes(opts["primer"])
+            pm = self.m.generate(primer=primer, out=tmp / "sample.mid", **self._sampling_kwargs(opts))
+            result = {"midi": _b64(tmp / "sample.mid"), "seconds": round(pm.get_end_time(), 3),
+                      "notes": sum(len(i.notes) for i in pm.instruments),
+                      "piano_roll_png": _b64(piano_roll_png(pm, tmp / "roll.png"))}
+            if opts["audio"]:
+                result["wav"] = _b64(render_wav(pm, tmp / "sample.wav"))
+            return result
+
+
+ADAPTERS: dict[str, type[Adapter]] = {  # codec type -> adapter
+    "char": TextAdapter, "byte": TextAdapter, "bpe": TextAdapter,
+    "image_patch": ImageAdapter,
+    "text_image": CaptionAdapter,
+    "midi_performance": MusicAdapter, "jsb_grid": MusicAdapter,
+}
+
+
+def adapter_for(m: Any, limits: Limits) -> Adapter:
+    """The adapter for a `Pretrained`, chosen by its codec; ValueError for a model the server cannot serve."""
+    kind = getattr(m.codec, "type_name", None)
+    if kind not in ADAPTERS:
+        raise ValueError(f"{m.name or m.model_type}: no server adapter for codec {kind!r}; known: {sorted(ADAPTERS)}")
+    return ADAPTERS[kind](m, limits)
+
+
+__all__ = ["ADAPTERS", "Adapter", "Limits", "Option", "RequestError", "adapter_for"]
