@@ -50,6 +50,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'python -m pip install -e ".[test]"': ("setup", "test"),
     'python -m pip install -e ".[slurm]"': ("setup", "slurm"),
     'python -m pip install -e ".[image,music]"': ("setup", "image,music"),
+    'python -m pip install -e ".[serve]"': ("setup", "serve"),
+    "zoo-serve models='[gpt-pydoc,image-gpt-digits,music-transformer-bach,text2image-digits]'": (
+        "tool", "a long-running server: tests/test_serve.py and tests/test_serve_browser.py run it live"),
     "python -m pytest": ("tool", "the test suite itself"),
     # quick path 1: pretrained, by name
     'zoo-sample checkpoint=gpt-pydoc prompt="The assert statement" top_p=0.9': ("sample", ""),
