@@ -105,20 +105,20 @@ def test_cached_sampling_equals_uncached_under_the_same_seed(p, n, local):
     cached = generate(model, [[]] * 3, **kw)
     assert generate(model, [[]] * 3, use_cache=False, **kw) == cached
     assert generate(model, [[]] * 3, **(kw | {"seed": 8})) != cached  # the seed matters
-    guided = generate(model, [[]] * 3, uncond=null, guidance_scale=2.5, **kw)
-    assert generate(model, [[]] * 3, uncond=null, guidance_scale=2.5, use_cache=False, **kw) == guided
+    guided = generate(model, [[]] * 3, uncond=null, guidance=2.5, **kw)
+    assert generate(model, [[]] * 3, uncond=null, guidance=2.5, use_cache=False, **kw) == guided
     prompts = [[1] * p, [2] * (p + 1), []]  # prompts of different lengths, across a patch boundary
     kw["max_new_tokens"] = t_len - p - 1
     assert generate(model, prompts, **kw) == generate(model, prompts, use_cache=False, **kw)
 
 
-def test_guidance_scale_one_equals_plain_conditional_sampling():
+def test_guidance_one_equals_plain_conditional_sampling():
     model = tiny_model()
     codec = ImagePatchCodec(height=4, width=6, levels=LEVELS, patch_size=2, num_classes=3)  # N = 6, P = 4
     labels = torch.tensor([0, 1, 2, 2])
     plain = sample_tokens(model, codec, labels, seed=3)
-    assert torch.equal(sample_tokens(model, codec, labels, seed=3, guidance_scale=1.0), plain)
-    assert not torch.equal(sample_tokens(model, codec, labels, seed=3, guidance_scale=3.0), plain)
+    assert torch.equal(sample_tokens(model, codec, labels, seed=3, guidance=1.0), plain)
+    assert not torch.equal(sample_tokens(model, codec, labels, seed=3, guidance=3.0), plain)
     assert plain.shape == (4, 24) and plain.min() >= 0 and plain.max() < LEVELS
 
 

@@ -249,8 +249,8 @@ def test_too_long_and_bad_requests_are_errors() -> None:
         generate(model, [])
     with pytest.raises(ValueError, match="at least one token"):
         generate(model, [[]], max_new_tokens=3)
-    with pytest.raises(ValueError, match="guidance_scale needs both `cond` and `uncond`"):
-        generate(model, [[1]], guidance_scale=2.0)
+    with pytest.raises(ValueError, match="guidance needs both `cond` and `uncond`"):
+        generate(model, [[1]], guidance=2.0)
     with pytest.raises(ValueError, match="compile=True compiles the cached decode step; it needs use_cache=True"):
         generate(model, [[1]], compile=True, use_cache=False)
     with pytest.raises(ValueError, match="compile=True needs a model with a fixed-shape decode step .* "
@@ -278,7 +278,7 @@ def test_linear_weights_in_out_same_outputs_then_restored() -> None:
 
 # --- classifier-free guidance -------------------------------------------------------------------------
 
-def test_guidance_scale_one_is_conditional_and_zero_is_unconditional() -> None:
+def test_guidance_one_is_conditional_and_zero_is_unconditional() -> None:
     model = ClassConditionalGPT().eval()
     prompts = [[4, 2], [], [9]]  # an empty prompt is fine: the class token starts the stream
     cond, null = torch.tensor([0, 1, 2]), torch.tensor([3])
@@ -286,13 +286,13 @@ def test_guidance_scale_one_is_conditional_and_zero_is_unconditional() -> None:
     conditional = generate(model, prompts, cond=cond, **kw)
     unconditional = generate(model, prompts, cond=null.expand(3), **kw)
     assert conditional != unconditional  # the condition matters, so the checks below can fail
-    assert generate(model, prompts, cond=cond, uncond=null, guidance_scale=1.0, **kw) == conditional
-    assert generate(model, prompts, cond=cond, uncond=null, guidance_scale=0.0, **kw) == unconditional
-    strong = generate(model, prompts, cond=cond, uncond=null, guidance_scale=3.0, **kw)
-    assert strong == generate(model, prompts, cond=cond, uncond=null, guidance_scale=3.0, use_cache=False, **kw)
+    assert generate(model, prompts, cond=cond, uncond=null, guidance=1.0, **kw) == conditional
+    assert generate(model, prompts, cond=cond, uncond=null, guidance=0.0, **kw) == unconditional
+    strong = generate(model, prompts, cond=cond, uncond=null, guidance=3.0, **kw)
+    assert strong == generate(model, prompts, cond=cond, uncond=null, guidance=3.0, use_cache=False, **kw)
     # with sampling, scale 1 also draws the very same tokens from the same seed
     sampled = generate(model, prompts, cond=cond, temperature=1.0, max_new_tokens=12, seed=5)
-    assert generate(model, prompts, cond=cond, uncond=null, guidance_scale=1.0, temperature=1.0,
+    assert generate(model, prompts, cond=cond, uncond=null, guidance=1.0, temperature=1.0,
                     max_new_tokens=12, seed=5) == sampled
 
 
@@ -305,7 +305,7 @@ def test_guided_logits_formula() -> None:
         u = model(torch.tensor([prompt]), cond=null)[:, -1]
     guided = u + 2.5 * (c - u)
     assert int(guided.argmax()) not in (int(c.argmax()), int(u.argmax()))  # guidance picks a third token
-    got = generate(model, [prompt], cond=cond, uncond=null, guidance_scale=2.5, temperature=0, max_new_tokens=1)
+    got = generate(model, [prompt], cond=cond, uncond=null, guidance=2.5, temperature=0, max_new_tokens=1)
     assert got == [[int(guided.argmax())]]
 
 

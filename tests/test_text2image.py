@@ -138,26 +138,26 @@ def test_loss_weights_give_the_weighted_sum_of_part_means(digits):
         torch.testing.assert_close(w, p.grad, rtol=1e-4, atol=1e-7)
 
 
-def test_guidance_scale_1_equals_plain_conditional_sampling(digits):
+def test_guidance_1_equals_plain_conditional_sampling(digits):
     model, codec = tiny_model(digits.codec), digits.codec
     captions = ["a 4 on the left and a 1 on the right", "a 7 on the right"]
     plain = sample_images(model, codec, captions, seed=5)
-    assert torch.equal(sample_images(model, codec, captions, seed=5, guidance_scale=1.0), plain)
+    assert torch.equal(sample_images(model, codec, captions, seed=5, guidance=1.0), plain)
     cond = codec.caption_ids(captions)
     guided = generate(model, [[], []], max_new_tokens=codec.tokens_per_image, cond=cond,
-                      uncond=model.null_caption(2), guidance_scale=1.0, temperature=0)
+                      uncond=model.null_caption(2), guidance=1.0, temperature=0)
     greedy = generate(model, [[], []], max_new_tokens=codec.tokens_per_image, cond=cond, temperature=0)
     assert guided == greedy  # through the doubled batch: u + 1·(c − u) = c
-    assert not torch.equal(sample_images(model, codec, captions, seed=5, guidance_scale=3.0), plain)
+    assert not torch.equal(sample_images(model, codec, captions, seed=5, guidance=3.0), plain)
 
 
 def test_generation_is_deterministic_under_a_seed_and_cache_exact(digits):
     model, codec = tiny_model(digits.codec), digits.codec
     captions = ["a 3 on the left", "a 9 on the left and a 2 on the right"]
-    first = sample_images(model, codec, captions, seed=11, guidance_scale=3.0)
-    assert torch.equal(sample_images(model, codec, captions, seed=11, guidance_scale=3.0), first)
-    assert not torch.equal(sample_images(model, codec, captions, seed=12, guidance_scale=3.0), first)
-    uncached = sample_images(model, codec, captions, seed=11, guidance_scale=3.0, use_cache=False)
+    first = sample_images(model, codec, captions, seed=11, guidance=3.0)
+    assert torch.equal(sample_images(model, codec, captions, seed=11, guidance=3.0), first)
+    assert not torch.equal(sample_images(model, codec, captions, seed=12, guidance=3.0), first)
+    uncached = sample_images(model, codec, captions, seed=11, guidance=3.0, use_cache=False)
     assert torch.equal(uncached, first)
 
 
