@@ -16,7 +16,8 @@ from zoo.codecs.image import ImagePatchCodec
 from zoo.data.image import DigitsDataModule
 from zoo.eval import bits_per_dim, classifier_fid, independent_pixel_bits_per_dim, train_classifier
 from zoo.eval.classifier import classifier_accuracy
-from zoo.members.image import parse_labels, sample_command, sample_tokens
+from zoo.members import member_for
+from zoo.members.image import parse_labels, sample_tokens
 from zoo.models.image_gpt import ImageGPT, ImageGPTConfig
 from zoo.sampling import generate
 from zoo.train import run
@@ -274,19 +275,27 @@ def test_zoo_sample_command_writes_a_png_grid(tmp_path, capsys):
     summary = run(compose_train(["experiment=image_gpt_digits", f"run_dir={tmp_path / 'run'}", *TINY_IMAGE,
                                  "trainer.max_steps=2"]))
     model, codec, _ = model_from_checkpoint(summary["checkpoint"])
+    member = member_for(codec)
+    assert member.name == "image"
     opts = dict(labels=[3, "7"], num_samples=4, guidance=2.0, out=str(tmp_path / "out"), temperature=1.0,
-                top_k=None, top_p=None, min_p=None, seed=0, prompt=None, prompts=[], max_new_tokens=200, stop=[])
-    sample_command(model, codec, dict(opts))
+                top_k=None, top_p=None, min_p=None, seed=0)
+    done = member.sample(model, codec, opts)
     assert Image.open(tmp_path / "out" / "samples.png").size == (4 * 66 + 2, 2 * 66 + 2)
-    assert "2 row(s) (3, 7) × 4 sample(s)" in capsys.readouterr().out
+    assert "2 row(s) (3, 7) × 4 sample(s)" in done.describe() and done.value.shape == (8, 1, 8, 8)
     primer = tmp_path / "primer.png"
     Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(primer)
-    sample_command(model, codec, dict(opts, primer=str(primer), rows=4, labels=None))
+    member.sample(model, codec, dict(opts, primer=str(primer), rows=4, labels=None))
     assert Image.open(tmp_path / "out" / "completion.png").size == (5 * 66 + 2, 10 * 66 + 2)
-    for bad, match in [(dict(labels=10), r"class ids \[10\] out of range"), (dict(prompt="x"), "prompt"),
+    for bad, match in [(dict(labels=10), r"class ids \[10\] out of range"),
+                       (dict(prompt="x"), "`prompt` does not apply to image models"),
+                       (dict(stop=["x"]), "`stop` does not apply to image models.*fixed number of tokens"),
+                       (dict(max_new_tokens=5), "`max_new_tokens` does not apply to image models"),
+                       (dict(guidance_scale=2), "unknown option 'guidance_scale'; did you mean 'guidance'"),
                        (dict(primer=str(primer), rows=3), "multiple of patch_size=2")]:
-        with pytest.raises(SystemExit, match=match):
-            sample_command(model, codec, opts | bad)
+        with pytest.raises(ValueError, match=match):
+            member.sample(model, codec, opts | bad)
+    # zoo-sample's defaults for other members' inputs are dropped unless given on the command line
+    member.sample(model, codec, opts | dict(stop=[], max_new_tokens=200), explicit={"labels", "num_samples"})
 
 
 @pytest.mark.slow
