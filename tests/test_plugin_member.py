@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT, run_cli
+
 from zoo.codecs import base as codecs_base
 from zoo.members import base as members_base
 from zoo.models.base import MODELS
@@ -90,7 +90,8 @@ def test_train_sample_load_and_export_a_plugin_member(tmp_path):
     run_dir = tmp_path / "run"
     r = run_cli(["zoo-train", f"hydra.searchpath=[file://{PLUGIN_DIR / 'zoo_plug' / 'conf'}]", "model=plug",
                  "data=plug", "trainer.max_steps=30", "trainer.val_check_interval=10", "trainer.accelerator=cpu",
-                 "module.lr=0.5", "module.warmup_steps=0", "module.weight_decay=0", "samples.every_n_steps=0", "samples.max_new_tokens=6",
+                 "module.lr=0.5", "module.warmup_steps=0", "module.weight_decay=0", "samples.every_n_steps=0",
+                 "samples.max_new_tokens=6",
                  "samples.temperature=0", "checkpoint.every_n_steps=10", "logger=none", "threads=1",
                  f"run_dir={run_dir}"], cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -15,8 +15,8 @@ from zoo.codecs.base import IGNORE_INDEX, codec_from_dict
 from zoo.codecs.image import ImagePatchCodec
 from zoo.codecs.text_image import TextImageCodec
 from zoo.data.text_image import CaptionedDigitsDataModule, CaptionedShapesDataModule, ImageTextFolderDataModule
-from zoo.members.image_io import auto_upscale
 from zoo.members import member_for
+from zoo.members.image_io import auto_upscale
 from zoo.members.text2image import sample_images
 from zoo.models.text2image import Text2Image, Text2ImageConfig
 from zoo.sampling import generate
