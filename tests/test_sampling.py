@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -324,3 +326,42 @@ def test_model_modes_restored() -> None:
     with pytest.raises(RuntimeError, match="stop rule broke"):
         generate(model, [[1, 2]], max_new_tokens=2, should_stop=fail)
     assert model.training  # restored even when the loop raises
+
+
+# --- one SamplingConfig: names, the "1 means off" rule, options checked by name --------------------------
+
+def test_guidance_one_means_off_in_one_place() -> None:
+    assert SamplingConfig(guidance=1).guidance is None and SamplingConfig(guidance=None).guidance is None
+    assert SamplingConfig(guidance=2).guidance == 2.0
+    assert replace(SamplingConfig(guidance=3.0), guidance=1.0).guidance is None  # every copy is normalised too
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"guidance_scale": 2.0}, "unknown sampling option 'guidance_scale'; did you mean 'guidance'"),
+    ({"temprature": 1.0}, "did you mean 'temperature'"),
+    ({"top_k": "ten"}, "top_k='ten' is not accepted: expected int or null"),
+    ({"stop_tokens": [1]}, "unknown sampling option 'stop_tokens'"),  # set by members, not by users
+    ({"stop": [""]}, "stop must be a list of non-empty strings"),
+    ({"num_samples": 0}, "num_samples must be >= 1"),
+])
+def test_from_options_names_the_bad_option(options, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        SamplingConfig.from_options(options)
+
+
+def test_from_options_applies_over_a_base() -> None:
+    base = SamplingConfig(temperature=0.8, top_k=40)
+    cfg = SamplingConfig.from_options({"top_k": None, "stop": "\n\n"}, base)
+    assert (cfg.temperature, cfg.top_k, cfg.stop) == (0.8, None, ("\n\n",))
+
+
+def test_every_member_rejects_what_it_does_not_honour_by_name() -> None:
+    from zoo.members import member_for
+
+    for codec, option, value in [("char", "guidance", 2.0), ("image_patch", "stop", ["x"]),
+                                 ("text_image", "max_new_tokens", 10), ("midi_performance", "guidance", 2.0),
+                                 ("midi_performance", "labels", [3])]:
+        member = member_for(codec)
+        with pytest.raises(ValueError, match=f"`{option}` does not apply to {member.name} models"):
+            member.parse({option: value})
+        member.parse({option: value}, explicit=set())  # a default of another member's: dropped, not an error
