@@ -52,12 +52,13 @@ def generate_text(model: GenerativeModel, codec: Codec, prompts: Sequence[str], 
     for p, o in zip(rows, out):
         if eos is not None and o and o[-1] == eos:
             o = o[:-1]
-        t = codec.decode(o)
-        for s in stop:
-            if s in t:
-                t = t[: t.index(s)]
-        texts.append((p, t))
+        texts.append((p, cut_at_stop(codec.decode(o), stop)))
     return texts
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` up to (not including) the first of the stop strings it contains."""
+    return text[:min((text.index(s) for s in stop if s in text), default=len(text))]
 
 
 def text_samples(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path,
@@ -69,7 +70,7 @@ def text_samples(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Pat
     prompts = [codec.decode(i) for i in ids]
     max_new = min(cfg.max_new_tokens, room - max(len(i) for i in ids))
     rows = generate(module.model, ids, cfg, max_new_tokens=max_new)
-    texts = [(p, codec.decode(r)) for p, r in zip(prompts, rows)]
+    texts = [(p, cut_at_stop(codec.decode(r), cfg.stop)) for p, r in zip(prompts, rows)]
     path = out_dir / f"step_{step:06d}.txt"
     path.write_text("".join(f"=== prompt: {p!r}\n{p}{s}\n\n" for p, s in texts))
     return SampleSet(texts=texts)
