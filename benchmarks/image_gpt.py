@@ -82,7 +82,7 @@ def score(model, codec, dm, clf, *, seed: int = 0) -> dict:
            "test_bpd_no_class": bits_per_dim(model, codec, levels, None), "sampling": {}, "images": {}}
     for g in GUIDANCE:
         started = time.perf_counter()
-        acc, images, _ = sample_class_accuracy(model, codec, clf, PER_CLASS, seed=seed, guidance_scale=g,
+        acc, images, _ = sample_class_accuracy(model, codec, clf, PER_CLASS, seed=seed, guidance=g,
                                                temperature=1.0)
         out["sampling"][str(g)] = {"class_accuracy": acc, "fid_vs_test": classifier_fid(clf, test_images, images),
                                    "seconds": time.perf_counter() - started}

@@ -83,14 +83,14 @@ def bench(run: str) -> dict:
         captions = dm.splits[split][1]
         for key, (scale, temperature) in SETTINGS.items():
             t = time.perf_counter()
-            f = faithfulness(model, dm, reader, captions, guidance_scale=scale, temperature=temperature, seed=1)
+            f = faithfulness(model, dm, reader, captions, guidance=scale, temperature=temperature, seed=1)
             out["faithfulness"][f"{split}_{key}"] = f
             print(f"{name} {split} {key}: faithfulness {f:.3f} ({time.perf_counter() - t:.1f}s)", flush=True)
     levels, captions = dm.splits["test"]
     out["test_bits_per_dim"] = caption_bits(model, dm.codec, levels, captions)
     shown = list(dict.fromkeys(dm.splits["test"][1]))[:6]
     if run == name:  # the default runs draw the grids
-        caption_grid(model, dm.codec, shown, 8, HERE / f"text2image_{name}.png", guidance_scale=3.0, seed=0)
+        caption_grid(model, dm.codec, shown, 8, HERE / f"text2image_{name}.png", guidance=3.0, seed=0)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     print(run, json.dumps({k: v for k, v in out.items() if k != "heldout_layouts"}), flush=True)
     return out

@@ -16,7 +16,8 @@ from zoo.codecs.image import ImagePatchCodec
 from zoo.data.image import DigitsDataModule
 from zoo.eval import bits_per_dim, classifier_fid, independent_pixel_bits_per_dim, train_classifier
 from zoo.eval.classifier import classifier_accuracy
-from zoo.members.image import parse_labels, sample_command, sample_tokens
+from zoo.members import member_for
+from zoo.members.image import parse_labels, sample_tokens
 from zoo.models.image_gpt import ImageGPT, ImageGPTConfig
 from zoo.sampling import generate
 from zoo.train import run
@@ -105,20 +106,20 @@ def test_cached_sampling_equals_uncached_under_the_same_seed(p, n, local):
     cached = generate(model, [[]] * 3, **kw)
     assert generate(model, [[]] * 3, use_cache=False, **kw) == cached
     assert generate(model, [[]] * 3, **(kw | {"seed": 8})) != cached  # the seed matters
-    guided = generate(model, [[]] * 3, uncond=null, guidance_scale=2.5, **kw)
-    assert generate(model, [[]] * 3, uncond=null, guidance_scale=2.5, use_cache=False, **kw) == guided
+    guided = generate(model, [[]] * 3, uncond=null, guidance=2.5, **kw)
+    assert generate(model, [[]] * 3, uncond=null, guidance=2.5, use_cache=False, **kw) == guided
     prompts = [[1] * p, [2] * (p + 1), []]  # prompts of different lengths, across a patch boundary
     kw["max_new_tokens"] = t_len - p - 1
     assert generate(model, prompts, **kw) == generate(model, prompts, use_cache=False, **kw)
 
 
-def test_guidance_scale_one_equals_plain_conditional_sampling():
+def test_guidance_one_equals_plain_conditional_sampling():
     model = tiny_model()
     codec = ImagePatchCodec(height=4, width=6, levels=LEVELS, patch_size=2, num_classes=3)  # N = 6, P = 4
     labels = torch.tensor([0, 1, 2, 2])
     plain = sample_tokens(model, codec, labels, seed=3)
-    assert torch.equal(sample_tokens(model, codec, labels, seed=3, guidance_scale=1.0), plain)
-    assert not torch.equal(sample_tokens(model, codec, labels, seed=3, guidance_scale=3.0), plain)
+    assert torch.equal(sample_tokens(model, codec, labels, seed=3, guidance=1.0), plain)
+    assert not torch.equal(sample_tokens(model, codec, labels, seed=3, guidance=3.0), plain)
     assert plain.shape == (4, 24) and plain.min() >= 0 and plain.max() < LEVELS
 
 
@@ -274,19 +275,27 @@ def test_zoo_sample_command_writes_a_png_grid(tmp_path, capsys):
     summary = run(compose_train(["experiment=image_gpt_digits", f"run_dir={tmp_path / 'run'}", *TINY_IMAGE,
                                  "trainer.max_steps=2"]))
     model, codec, _ = model_from_checkpoint(summary["checkpoint"])
+    member = member_for(codec)
+    assert member.name == "image"
     opts = dict(labels=[3, "7"], num_samples=4, guidance=2.0, out=str(tmp_path / "out"), temperature=1.0,
-                top_k=None, top_p=None, min_p=None, seed=0, prompt=None, prompts=[], max_new_tokens=200, stop=[])
-    sample_command(model, codec, dict(opts))
+                top_k=None, top_p=None, min_p=None, seed=0)
+    done = member.sample(model, codec, opts)
     assert Image.open(tmp_path / "out" / "samples.png").size == (4 * 66 + 2, 2 * 66 + 2)
-    assert "2 row(s) (3, 7) × 4 sample(s)" in capsys.readouterr().out
+    assert "2 row(s) (3, 7) × 4 sample(s)" in done.describe() and done.value.shape == (8, 1, 8, 8)
     primer = tmp_path / "primer.png"
     Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(primer)
-    sample_command(model, codec, dict(opts, primer=str(primer), rows=4, labels=None))
+    member.sample(model, codec, dict(opts, primer=str(primer), rows=4, labels=None))
     assert Image.open(tmp_path / "out" / "completion.png").size == (5 * 66 + 2, 10 * 66 + 2)
-    for bad, match in [(dict(labels=10), r"class ids \[10\] out of range"), (dict(prompt="x"), "prompt"),
+    for bad, match in [(dict(labels=10), r"class ids \[10\] out of range"),
+                       (dict(prompt="x"), "`prompt` does not apply to image models"),
+                       (dict(stop=["x"]), "`stop` does not apply to image models.*fixed number of tokens"),
+                       (dict(max_new_tokens=5), "`max_new_tokens` does not apply to image models"),
+                       (dict(guidance_scale=2), "unknown option 'guidance_scale'; did you mean 'guidance'"),
                        (dict(primer=str(primer), rows=3), "multiple of patch_size=2")]:
-        with pytest.raises(SystemExit, match=match):
-            sample_command(model, codec, opts | bad)
+        with pytest.raises(ValueError, match=match):
+            member.sample(model, codec, opts | bad)
+    # zoo-sample's defaults for other members' inputs are dropped unless given on the command line
+    member.sample(model, codec, opts | dict(stop=[], max_new_tokens=200), explicit={"labels", "num_samples"})
 
 
 @pytest.mark.slow

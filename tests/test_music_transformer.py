@@ -23,7 +23,8 @@ from PIL import Image
 
 from zoo.codecs.jsb import JSBGridCodec
 from zoo.codecs.midi import PerformanceCodec, load_midi, notes_to_midi
-from zoo.members.music import ids_to_midi, sample_command
+from zoo.members import member_for
+from zoo.members.music import ids_to_midi
 from zoo.models.base import MODELS, build_model
 from zoo.models.music_transformer import MusicTransformer, MusicTransformerConfig
 from zoo.sampling import SamplingConfig, generate, generate_sliding
@@ -169,10 +170,14 @@ def song(path: Path, seconds: float = 4.0) -> Path:
 
 
 def options(**kw) -> dict:
-    base = dict(prompt=None, prompts=[], num_samples=2, max_new_tokens=40, temperature=1.0, top_k=None,
-                top_p=None, min_p=None, repetition_penalty=1.0, stop=[], seed=0, stream=True, labels=None,
-                guidance=None, primer=None, rows=None, render_audio=True, out=None)
+    base = dict(num_samples=2, max_new_tokens=40, temperature=1.0, top_k=None, top_p=None, min_p=None,
+                repetition_penalty=1.0, seed=0, primer=None, render_audio=True, out="samples")
     return base | kw
+
+
+def sample_command(model, codec, opts: dict) -> None:
+    """What zoo-sample does with the options: ask the codec's member, print what it reports."""
+    print(member_for(codec).sample(model, codec, opts).describe())
 
 
 def test_sample_command_continues_a_primer_cropped_to_the_context(tmp_path, capsys):
@@ -209,17 +214,19 @@ def test_sample_command_errors(tmp_path):
     model = tiny(block_size=64)
     junk = tmp_path / "notes.mid"
     junk.write_text("this is not a MIDI file\n")
-    with pytest.raises(SystemExit, match=r"primer='.*notes\.mid' cannot be used: .*not a readable MIDI file"):
+    with pytest.raises(ValueError, match=r"primer='.*notes\.mid' cannot be used: .*not a readable MIDI file"):
         sample_command(model, PERF, options(primer=str(junk)))
-    with pytest.raises(SystemExit, match=r"primer='.*missing\.mid' cannot be used: MIDI file not found"):
+    with pytest.raises(ValueError, match=r"primer='.*missing\.mid' cannot be used: MIDI file not found"):
         sample_command(model, PERF, options(primer=str(tmp_path / "missing.mid")))
-    with pytest.raises(SystemExit, match="`prompt` does not apply to a music model"):
+    with pytest.raises(ValueError, match="`prompt` does not apply to music models"):
         sample_command(model, PERF, options(prompt="C major"))
-    with pytest.raises(SystemExit, match=r"`labels` does not apply to a music model \(got labels=\[3\]\)"):
+    with pytest.raises(ValueError, match=r"`labels` does not apply to music models \(got labels=\[3\]\)"):
         sample_command(model, PERF, options(labels=[3]))
-    with pytest.raises(SystemExit, match="primer= needs a model of MIDI performance events.*'jsb_grid'"):
+    with pytest.raises(ValueError, match="primer= needs a model of MIDI performance events.*'jsb_grid'"):
         sample_command(tiny(vocab_size=50), JSBGridCodec(), options(primer=str(song(tmp_path / "s.mid"))))
-    with pytest.raises(SystemExit, match="top_p must be in"):
+    with pytest.raises(ValueError, match="`guidance` does not apply to music models.*no condition"):
+        sample_command(model, PERF, options(guidance=2.0))
+    with pytest.raises(ValueError, match="top_p must be in"):
         sample_command(model, PERF, options(top_p=1.5))
 
 

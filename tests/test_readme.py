@@ -41,6 +41,8 @@ import pytest
 from helpers import ROOT, TINY, compose_train
 from omegaconf import OmegaConf
 
+import zoo
+
 README = ROOT / "README.md"
 
 # ---- how each README command is exercised ---------------------------------------------------------
@@ -127,7 +129,7 @@ PLACEHOLDERS = {"path/to/hf-gpt2-folder": "hf_gpt2", "path/to/zoo": "repo"}
 # Small enough to train a few steps in seconds; keys a model does not have are left out.
 TINY_TRAIN = [*TINY, "trainer.max_steps=2", "trainer.val_check_interval=2", "checkpoint.every_n_steps=2",
               "data.max_files=6", "data.num_eval=8"]
-SAMPLE_CAP = 24  # max_new_tokens for every zoo-sample command
+SAMPLE_CAP = 24  # max_new_tokens for every zoo-sample command whose member takes it (images are always whole)
 
 
 def _importable(module: str) -> bool:
@@ -322,10 +324,13 @@ def test_train_command(cmd, tmp_path):
 
 def _sample_in(cmd: str, cwd: Path) -> Result:
     args = shlex.split(cmd)[1:]
-    capped = with_overrides(args, [f"max_new_tokens={SAMPLE_CAP}"])
+    opts = dict(a.split("=", 1) for a in args)
+    path = cwd / opts["checkpoint"]  # a run's or an export's folder, else a pretrained name
+    # the checkpoint's member decides whether a length applies (an image member rejects one)
+    takes_length = "max_new_tokens" in zoo.load(path if path.exists() else opts["checkpoint"]).member.sampling
+    capped = with_overrides(args, [f"max_new_tokens={SAMPLE_CAP}"]) if takes_length else args
     r = run_entry_point("zoo.sample", capped, cwd)
     assert r.code == 0, f"{cmd} failed:\n{r.out[-2000:]}\n{r.err[-4000:]}"
-    opts = dict(a.split("=", 1) for a in args)
     if "out" in opts:  # media: files written under out=
         written = [p for p in r.files if p.is_relative_to(cwd / opts["out"])]
         assert written, f"{cmd} wrote nothing under {opts['out']}: {r.files}"

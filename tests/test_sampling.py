@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -249,8 +251,8 @@ def test_too_long_and_bad_requests_are_errors() -> None:
         generate(model, [])
     with pytest.raises(ValueError, match="at least one token"):
         generate(model, [[]], max_new_tokens=3)
-    with pytest.raises(ValueError, match="guidance_scale needs both `cond` and `uncond`"):
-        generate(model, [[1]], guidance_scale=2.0)
+    with pytest.raises(ValueError, match="guidance needs both `cond` and `uncond`"):
+        generate(model, [[1]], guidance=2.0)
     with pytest.raises(ValueError, match="compile=True compiles the cached decode step; it needs use_cache=True"):
         generate(model, [[1]], compile=True, use_cache=False)
     with pytest.raises(ValueError, match="compile=True needs a model with a fixed-shape decode step .* "
@@ -278,7 +280,7 @@ def test_linear_weights_in_out_same_outputs_then_restored() -> None:
 
 # --- classifier-free guidance -------------------------------------------------------------------------
 
-def test_guidance_scale_one_is_conditional_and_zero_is_unconditional() -> None:
+def test_guidance_one_is_conditional_and_zero_is_unconditional() -> None:
     model = ClassConditionalGPT().eval()
     prompts = [[4, 2], [], [9]]  # an empty prompt is fine: the class token starts the stream
     cond, null = torch.tensor([0, 1, 2]), torch.tensor([3])
@@ -286,13 +288,13 @@ def test_guidance_scale_one_is_conditional_and_zero_is_unconditional() -> None:
     conditional = generate(model, prompts, cond=cond, **kw)
     unconditional = generate(model, prompts, cond=null.expand(3), **kw)
     assert conditional != unconditional  # the condition matters, so the checks below can fail
-    assert generate(model, prompts, cond=cond, uncond=null, guidance_scale=1.0, **kw) == conditional
-    assert generate(model, prompts, cond=cond, uncond=null, guidance_scale=0.0, **kw) == unconditional
-    strong = generate(model, prompts, cond=cond, uncond=null, guidance_scale=3.0, **kw)
-    assert strong == generate(model, prompts, cond=cond, uncond=null, guidance_scale=3.0, use_cache=False, **kw)
+    assert generate(model, prompts, cond=cond, uncond=null, guidance=1.0, **kw) == conditional
+    assert generate(model, prompts, cond=cond, uncond=null, guidance=0.0, **kw) == unconditional
+    strong = generate(model, prompts, cond=cond, uncond=null, guidance=3.0, **kw)
+    assert strong == generate(model, prompts, cond=cond, uncond=null, guidance=3.0, use_cache=False, **kw)
     # with sampling, scale 1 also draws the very same tokens from the same seed
     sampled = generate(model, prompts, cond=cond, temperature=1.0, max_new_tokens=12, seed=5)
-    assert generate(model, prompts, cond=cond, uncond=null, guidance_scale=1.0, temperature=1.0,
+    assert generate(model, prompts, cond=cond, uncond=null, guidance=1.0, temperature=1.0,
                     max_new_tokens=12, seed=5) == sampled
 
 
@@ -305,7 +307,7 @@ def test_guided_logits_formula() -> None:
         u = model(torch.tensor([prompt]), cond=null)[:, -1]
     guided = u + 2.5 * (c - u)
     assert int(guided.argmax()) not in (int(c.argmax()), int(u.argmax()))  # guidance picks a third token
-    got = generate(model, [prompt], cond=cond, uncond=null, guidance_scale=2.5, temperature=0, max_new_tokens=1)
+    got = generate(model, [prompt], cond=cond, uncond=null, guidance=2.5, temperature=0, max_new_tokens=1)
     assert got == [[int(guided.argmax())]]
 
 
@@ -324,3 +326,42 @@ def test_model_modes_restored() -> None:
     with pytest.raises(RuntimeError, match="stop rule broke"):
         generate(model, [[1, 2]], max_new_tokens=2, should_stop=fail)
     assert model.training  # restored even when the loop raises
+
+
+# --- one SamplingConfig: names, the "1 means off" rule, options checked by name --------------------------
+
+def test_guidance_one_means_off_in_one_place() -> None:
+    assert SamplingConfig(guidance=1).guidance is None and SamplingConfig(guidance=None).guidance is None
+    assert SamplingConfig(guidance=2).guidance == 2.0
+    assert replace(SamplingConfig(guidance=3.0), guidance=1.0).guidance is None  # every copy is normalised too
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"guidance_scale": 2.0}, "unknown sampling option 'guidance_scale'; did you mean 'guidance'"),
+    ({"temprature": 1.0}, "did you mean 'temperature'"),
+    ({"top_k": "ten"}, "top_k='ten' is not accepted: expected int or null"),
+    ({"stop_tokens": [1]}, "unknown sampling option 'stop_tokens'"),  # set by members, not by users
+    ({"stop": [""]}, "stop must be a list of non-empty strings"),
+    ({"num_samples": 0}, "num_samples must be >= 1"),
+])
+def test_from_options_names_the_bad_option(options, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        SamplingConfig.from_options(options)
+
+
+def test_from_options_applies_over_a_base() -> None:
+    base = SamplingConfig(temperature=0.8, top_k=40)
+    cfg = SamplingConfig.from_options({"top_k": None, "stop": "\n\n"}, base)
+    assert (cfg.temperature, cfg.top_k, cfg.stop) == (0.8, None, ("\n\n",))
+
+
+def test_every_member_rejects_what_it_does_not_honour_by_name() -> None:
+    from zoo.members import member_for
+
+    for codec, option, value in [("char", "guidance", 2.0), ("image_patch", "stop", ["x"]),
+                                 ("text_image", "max_new_tokens", 10), ("midi_performance", "guidance", 2.0),
+                                 ("midi_performance", "labels", [3])]:
+        member = member_for(codec)
+        with pytest.raises(ValueError, match=f"`{option}` does not apply to {member.name} models"):
+            member.parse({option: value})
+        member.parse({option: value}, explicit=set())  # a default of another member's: dropped, not an error

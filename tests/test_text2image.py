@@ -15,8 +15,9 @@ from zoo.codecs.base import IGNORE_INDEX, codec_from_dict
 from zoo.codecs.image import ImagePatchCodec
 from zoo.codecs.text_image import TextImageCodec
 from zoo.data.text_image import CaptionedDigitsDataModule, CaptionedShapesDataModule, ImageTextFolderDataModule
+from zoo.members import member_for
 from zoo.members.image_io import auto_upscale
-from zoo.members.text2image import sample_command, sample_images
+from zoo.members.text2image import sample_images
 from zoo.models.text2image import Text2Image, Text2ImageConfig
 from zoo.sampling import generate
 from zoo.train import run
@@ -138,26 +139,26 @@ def test_loss_weights_give_the_weighted_sum_of_part_means(digits):
         torch.testing.assert_close(w, p.grad, rtol=1e-4, atol=1e-7)
 
 
-def test_guidance_scale_1_equals_plain_conditional_sampling(digits):
+def test_guidance_1_equals_plain_conditional_sampling(digits):
     model, codec = tiny_model(digits.codec), digits.codec
     captions = ["a 4 on the left and a 1 on the right", "a 7 on the right"]
     plain = sample_images(model, codec, captions, seed=5)
-    assert torch.equal(sample_images(model, codec, captions, seed=5, guidance_scale=1.0), plain)
+    assert torch.equal(sample_images(model, codec, captions, seed=5, guidance=1.0), plain)
     cond = codec.caption_ids(captions)
     guided = generate(model, [[], []], max_new_tokens=codec.tokens_per_image, cond=cond,
-                      uncond=model.null_caption(2), guidance_scale=1.0, temperature=0)
+                      uncond=model.null_caption(2), guidance=1.0, temperature=0)
     greedy = generate(model, [[], []], max_new_tokens=codec.tokens_per_image, cond=cond, temperature=0)
     assert guided == greedy  # through the doubled batch: u + 1·(c − u) = c
-    assert not torch.equal(sample_images(model, codec, captions, seed=5, guidance_scale=3.0), plain)
+    assert not torch.equal(sample_images(model, codec, captions, seed=5, guidance=3.0), plain)
 
 
 def test_generation_is_deterministic_under_a_seed_and_cache_exact(digits):
     model, codec = tiny_model(digits.codec), digits.codec
     captions = ["a 3 on the left", "a 9 on the left and a 2 on the right"]
-    first = sample_images(model, codec, captions, seed=11, guidance_scale=3.0)
-    assert torch.equal(sample_images(model, codec, captions, seed=11, guidance_scale=3.0), first)
-    assert not torch.equal(sample_images(model, codec, captions, seed=12, guidance_scale=3.0), first)
-    uncached = sample_images(model, codec, captions, seed=11, guidance_scale=3.0, use_cache=False)
+    first = sample_images(model, codec, captions, seed=11, guidance=3.0)
+    assert torch.equal(sample_images(model, codec, captions, seed=11, guidance=3.0), first)
+    assert not torch.equal(sample_images(model, codec, captions, seed=12, guidance=3.0), first)
+    uncached = sample_images(model, codec, captions, seed=11, guidance=3.0, use_cache=False)
     assert torch.equal(uncached, first)
 
 
@@ -236,17 +237,29 @@ def test_zoo_sample_writes_a_caption_grid(tmp_path, capsys):
     summary = run(compose_train(["experiment=text2image_digits", f"run_dir={tmp_path / 'run'}", *TINY_T2I]))
     model, codec = model_from_checkpoint(summary["checkpoint"])[:2]
     assert isinstance(codec, TextImageCodec) and isinstance(model, Text2Image)
+    member = member_for(codec)
     opts = dict(prompt="a 4 on the left and a 1 on the right", prompts=[], guidance=3, num_samples=8, seed=0,
-                out=str(tmp_path / "out"), temperature=1.0, top_k=None, top_p=None, min_p=None, labels=None,
-                primer=None, stop=[])
-    sample_command(model, codec, dict(opts))
+                out=str(tmp_path / "out"), temperature=1.0, top_k=None, top_p=None, min_p=None)
+    done = member.sample(model, codec, dict(opts))
     u = auto_upscale(8, 16)
     assert Image.open(tmp_path / "out" / "text2image.png").size == (8 * (16 * u + 2) + 2, 8 * u + 4)
-    assert "1 caption(s) × 8 sample(s)" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="unknown|not in"):
-        sample_command(model, codec, opts | {"prompt": "a 4 on the left ✗"})
-    with pytest.raises(SystemExit, match="labels"):
-        sample_command(model, codec, opts | {"labels": [1]})
+    assert "1 caption(s) × 8 sample(s)" in done.describe()
+    with pytest.raises(ValueError, match="unknown|not in"):
+        member.sample(model, codec, opts | {"prompt": "a 4 on the left ✗"})
+    with pytest.raises(ValueError, match="`labels` does not apply to text2image models"):
+        member.sample(model, codec, opts | {"labels": [1]})
+    with pytest.raises(ValueError, match="`stop` does not apply to text2image models"):
+        member.sample(model, codec, opts | {"stop": ["x"]})
+
+
+def test_repetition_penalty_is_honoured(digits):
+    """It used to be dropped silently: now it changes what is drawn (penalising tokens already in the image)."""
+    model, codec = tiny_model(digits.codec), digits.codec
+    member = member_for(codec)
+    kw = dict(prompt="a 4 on the left and a 1 on the right", num_samples=2, temperature=0)
+    plain = member.sample(model, codec, kw).value
+    assert torch.equal(member.sample(model, codec, kw | {"repetition_penalty": 1.0}).value, plain)
+    assert not torch.equal(member.sample(model, codec, kw | {"repetition_penalty": 3.0}).value, plain)
 
 
 def test_image_codec_must_be_unconditional():

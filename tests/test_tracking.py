@@ -343,3 +343,19 @@ def test_progress_bar_of_a_resumed_run_starts_at_the_resumed_step(tmp_path, monk
     first, last = seen[0][2], seen[-1][2]
     assert "tok/s" not in first and last["tok/s"][0].isdigit()  # throughput needs two steps of this process
     assert last["eta"] == "0:00:00" and re.fullmatch(r"\d+:\d\d:\d\d", first["eta"]) and "v_num" not in last
+
+
+def test_sample_callback_asks_the_member_and_rejects_what_it_does_not_take(tmp_path):
+    from types import SimpleNamespace
+
+    from zoo.codecs.text import CharCodec
+    from zoo.training.callbacks import SampleCallback
+
+    module = SimpleNamespace(codec=CharCodec.fit("abc"), model=SimpleNamespace(model_type="gpt"))
+    cb = SampleCallback(tmp_path, every_n_steps=0, max_new_tokens=8, temperature=0.8, guidance=None, stop=[])
+    cb.setup(None, module, "fit")
+    assert cb.member.name == "text" and cb.sampling.max_new_tokens == 8
+    with pytest.raises(ValueError, match="`guidance` does not apply to text models"):
+        SampleCallback(tmp_path, guidance=2.0).setup(None, module, "fit")
+    with pytest.raises(ValueError, match="did you mean 'guidance'"):
+        SampleCallback(tmp_path, guidance_scale=2.0)

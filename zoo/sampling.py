@@ -19,10 +19,11 @@ captions) are the conditional calls of this loop that the members, the hub and `
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -36,14 +37,23 @@ from zoo.models.base import GenerativeModel
 
 @dataclass(kw_only=True)
 class SamplingConfig:
+    """Every sampling option, the one schema for zoo-sample, training's `samples:` section and Python.
+
+    `guidance` is the classifier-free guidance scale (logits = u + guidance · (c − u)); None and 1 both
+    mean "off" (u + 1·(c − u) = c), normalised to None here and nowhere else. `stop` (strings) and
+    `num_samples` are applied by the members (`zoo.members`), not by `generate`, which sees token ids:
+    its stop rule is `stop_tokens`, set by a member (its codec's EOS), never a user option.
+    """
+
     max_new_tokens: int = 256
     temperature: float = 1.0  # 0 = greedy
     top_k: int | None = None
     top_p: float | None = None
     min_p: float | None = None
     repetition_penalty: float = 1.0  # CTRL (Keskar et al. 2019): >1 discourages tokens already present
-    guidance_scale: float | None = None  # classifier-free guidance; needs `uncond`
-    stop_tokens: tuple[int, ...] = ()
+    guidance: float | None = None  # classifier-free guidance; needs `cond` and `uncond`; None or 1 = off
+    stop: tuple[str, ...] = ()  # stop strings (text members): a sample ends before the first one
+    num_samples: int = 1  # samples per prompt / label / caption / primer (members)
     seed: int | None = None
     use_cache: bool = True
     # Decode through a torch.compile'd fixed-shape step (`GPT.decode_step_static`; GPT-family models;
@@ -53,12 +63,24 @@ class SamplingConfig:
     # it gained ~5% over the default for a small GPT (benchmarks/gpt_cpu.md: each token is dominated by
     # the matrix products); it pays off where per-token dispatch dominates.
     compile: bool = False
+    stop_tokens: tuple[int, ...] = ()  # set by members (the codec's EOS); not one of OPTIONS
 
     def __post_init__(self) -> None:
+        if self.guidance is not None:
+            self.guidance = float(self.guidance)
+            if self.guidance == 1.0:  # the one place where "1 means off" is decided
+                self.guidance = None
+        if isinstance(self.stop, str):  # one stop string given bare
+            self.stop = (self.stop,)
+        self.stop, self.stop_tokens = tuple(self.stop), tuple(self.stop_tokens)
+        if not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError(f"stop must be a list of non-empty strings, got {list(self.stop)!r}")
         if self.compile and not self.use_cache:
             raise ValueError("compile=True compiles the cached decode step; it needs use_cache=True")
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
@@ -70,6 +92,28 @@ class SamplingConfig:
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
 
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], base: SamplingConfig | None = None) -> SamplingConfig:
+        """`base` (default: the defaults) with user options (command line, training config, Python keywords)
+        applied. An unknown option is a ValueError naming it, the closest accepted name and all of them;
+        a value of the wrong type names the option, the value and the expected type."""
+        for name, value in options.items():
+            if name not in OPTIONS:
+                close = [RENAMED[name]] if name in RENAMED else difflib.get_close_matches(name, OPTIONS, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown sampling option {name!r}{hint} Accepted: {', '.join(OPTIONS)}")
+            hint = str(_HINTS[name])
+            kind = (str, list, tuple) if name == "stop" else bool if hint == "bool" else int if "float" not in hint \
+                else (int, float)
+            if not (value is None and "None" in hint) and (not isinstance(value, kind) or
+                                                            (kind is not bool and isinstance(value, bool))):
+                raise ValueError(f"{name}={value!r} is not accepted: expected {hint.replace(' | None', ' or null')}")
+        return replace(base or cls(), **options)
+
+
+_HINTS = {f.name: f.type for f in fields(SamplingConfig)}
+OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(SamplingConfig) if f.name != "stop_tokens")  # user options
+RENAMED = {"guidance_scale": "guidance"}  # old name -> today's (saved configs may still hold the old one)
 
 COMPILE_LENGTH_STEP = 128  # compiled decoding allocates the cache in multiples of this (fewer recompiles)
 
@@ -142,9 +186,9 @@ def generate(
     if not rows:
         raise ValueError("generate needs at least one prompt, got an empty batch")
     b = len(rows)
-    guided = cfg.guidance_scale is not None
+    guided = cfg.guidance is not None
     if guided and (cond is None or uncond is None):
-        raise ValueError("guidance_scale needs both `cond` and `uncond`")
+        raise ValueError("guidance needs both `cond` and `uncond`")
     if guided:
         cond = torch.cat([cond, uncond.expand_as(cond) if uncond.dim() == cond.dim() else uncond], dim=0)
     lens = [len(r) for r in rows]
@@ -172,7 +216,7 @@ def _decode(model: GenerativeModel, rows: list[list[int]], cfg: SamplingConfig, 
             on_token: Callable[[int, Tensor], None] | None,
             should_stop: Callable[[int, list[int]], bool] | None) -> list[list[int]]:
     """`generate`'s loop, on validated arguments (`cond` already doubled for guidance)."""
-    b, guided = len(rows), cfg.guidance_scale is not None
+    b, guided = len(rows), cfg.guidance is not None
     lens = [len(r) for r in rows]
     n0, n_max = min(lens), max(lens)
     total = n_max - n0 + cfg.max_new_tokens
@@ -211,7 +255,7 @@ def _decode(model: GenerativeModel, rows: list[list[int]], cfg: SamplingConfig, 
     for step in range(total):
         if guided:
             c, u = logits[:b], logits[b:]
-            logits = u + cfg.guidance_scale * (c - u)
+            logits = u + cfg.guidance * (c - u)
         if cfg.repetition_penalty != 1.0:
             if vocab_seen is None:
                 vocab_seen = torch.zeros(b, logits.shape[-1], dtype=torch.bool, device=device)
@@ -324,7 +368,7 @@ def sample_tokens(
     prefix: image tokens every row starts with, (n,) or (B, n); they are kept and the T − n others
         generated. `codec.prefix_length(rows)` tokens hold the top `rows` pixel rows.
     cfg / overrides: a `SamplingConfig` and field overrides (temperature, top_k, top_p, min_p, seed,
-        guidance_scale ...); `max_new_tokens` and `stop_tokens` are set here.
+        guidance ...); `max_new_tokens` and `stop_tokens` are set here.
     """
     if labels is not None:
         labels = codec.check_class_ids(labels).reshape(-1)
@@ -347,8 +391,8 @@ def sample_tokens(
         null = torch.full((b,), codec.num_classes, dtype=torch.long, device=device)
         cond = labels.to(device) if labels is not None else null
         uncond = null
-    if cfg.guidance_scale is not None and labels is None:
-        raise ValueError("guidance_scale needs class labels (and a class-conditional model)")
+    if cfg.guidance is not None and labels is None:
+        raise ValueError(f"guidance={cfg.guidance} needs class labels (and a class-conditional model)")
     new = codec.tokens_per_image - prefix.shape[1]
     cfg = replace(cfg, max_new_tokens=new, stop_tokens=())
     rows = generate(model, prefix, cfg, cond=cond, uncond=uncond) if new else [[] for _ in range(b)]
@@ -359,12 +403,11 @@ def sample_tokens(
 def sample_images(model: GenerativeModel, codec: TextImageCodec, captions: Sequence[str],
                   cfg: SamplingConfig | None = None, **overrides: Any) -> Tensor:
     """One image per caption -> tokens (B, T). "" is the unconditional prompt. `cfg` / overrides:
-    temperature, top_k, top_p, seed, guidance_scale (None or 1 = plain conditional sampling)."""
+    temperature, top_k, top_p, min_p, repetition_penalty, seed, guidance (None or 1 = plain conditional
+    sampling: SamplingConfig normalises 1 to None, so no doubled batch is computed)."""
     if not captions:
         raise ValueError("sample_images needs at least one caption")
     cfg = replace(cfg or SamplingConfig(), **overrides)
-    if cfg.guidance_scale == 1.0:  # u + 1·(c − u) = c: skip the doubled batch
-        cfg = replace(cfg, guidance_scale=None)
     device = next(model.parameters()).device
     cond = codec.caption_ids(captions).to(device)
     uncond = torch.full_like(cond, codec.pad_id)

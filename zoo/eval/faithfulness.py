@@ -107,7 +107,7 @@ def layout_accuracy(read: Sequence[Layout], wanted: Sequence[Layout]) -> float:
 
 @torch.no_grad()
 def faithfulness(model: Text2Image, dm: Any,
-                 reader: DigitsReader | ShapesReader, captions: Sequence[str], *, guidance_scale: float | None = None,
+                 reader: DigitsReader | ShapesReader, captions: Sequence[str], *, guidance: float | None = None,
                  seed: int = 0, temperature: float = 1.0, batch_size: int = 64) -> float:
     """Fraction of `captions` whose generated image (one each) the reader reads back as the caption's layout.
 
@@ -115,7 +115,7 @@ def faithfulness(model: Text2Image, dm: Any,
     codec = dm.codec
     read: list[Layout] = []
     for s in range(0, len(captions), batch_size):
-        tokens = sample_images(model, codec, captions[s:s + batch_size], guidance_scale=guidance_scale,
+        tokens = sample_images(model, codec, captions[s:s + batch_size], guidance=guidance,
                                seed=seed + s, temperature=temperature)
         read += reader.read(codec.decode_batch(tokens))
     return layout_accuracy(read, [reader.parse(c) for c in captions])

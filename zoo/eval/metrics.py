@@ -88,7 +88,7 @@ def sample_class_accuracy(
     """Sample `per_class` images of every class; return (accuracy, images (N, C, H, W) float, labels (N,)).
 
     Accuracy is the fraction the classifier assigns to the requested class. `cfg`/`overrides` are the
-    sampling settings (e.g. guidance_scale=2.0, seed=0).
+    sampling settings (e.g. guidance=2.0, seed=0).
     """
     if not codec.num_classes:
         raise ValueError("sample_class_accuracy needs a class-conditional model (codec.num_classes > 0)")

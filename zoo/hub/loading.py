@@ -46,21 +46,26 @@ from zoo.hub.registry import (
     describe_models,
     list_models,
 )
-from zoo.members.image import PADDING, parse_labels
-from zoo.members.image_io import save_grid_png
-from zoo.members.text import generate_text
+from zoo.members import Member, member_for
 from zoo.models.base import build_model
-from zoo.sampling import SamplingConfig, generate_sliding, sample_images, sample_tokens
+from zoo.sampling import RENAMED, SamplingConfig
 from zoo.training.checkpoint import model_from_checkpoint
 
 # What a run's `samples` section contributes to a checkpoint's sampling defaults (generation_config.json).
-_SAMPLING_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "min_p", "guidance_scale")
+_SAMPLING_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "min_p", "guidance")
 
 
 def generation_defaults(train_config: dict[str, Any]) -> dict[str, Any]:
     """Sampling defaults from the training run's `samples` section (what its logged samples used)."""
-    samples = train_config.get("samples") or {}
+    samples = upgrade_options(train_config.get("samples") or {})
     return {k: samples[k] for k in _SAMPLING_KEYS if samples.get(k) is not None}
+
+
+def upgrade_options(stored: dict[str, Any]) -> dict[str, Any]:
+    """Sampling options read back from a file written by an older zoo (generation_config.json, a checkpoint's
+    training config: `guidance_scale`) under today's names; a value under the new name wins."""
+    old = {RENAMED[k]: v for k, v in stored.items() if k in RENAMED}
+    return old | {k: v for k, v in stored.items() if k not in RENAMED}
 
 
 
@@ -104,20 +109,19 @@ class Pretrained:
         with torch.no_grad():
             return self.model(idx, cond=cond)
 
-    def sampling_options(self, **overrides: Any) -> dict[str, Any]:
-        accepted = {f.name for f in dataclasses.fields(SamplingConfig)} - {"stop_tokens"}
-        opts = {k: v for k, v in self.generation.items() if k in accepted} | overrides
-        unknown = sorted(set(opts) - accepted)
-        if unknown:
-            raise TypeError(f"unknown sampling option(s) {unknown}; accepted: {sorted(accepted)}")
-        return opts
+    @property
+    def member(self) -> Member:
+        """The member (`zoo.members`) that samples this model: asked by its codec, else its model type."""
+        return member_for(self.codec, model_type=self.model_type)
 
     def generate(self, prompt: Any = None, **options: Any) -> Any:
         """Sample from the model; what `prompt` means and what comes back depend on the member.
 
-        Keyword options common to every member override the checkpoint's defaults (`.generation`):
-        max_new_tokens, temperature (0 = greedy), top_k, top_p, min_p, repetition_penalty, seed
-        (`zoo.sampling.SamplingConfig`); an unknown option raises TypeError listing the accepted ones.
+        Sampling options (`zoo.sampling.SamplingConfig`) override the checkpoint's defaults
+        (`.generation`): max_new_tokens, temperature (0 = greedy), top_k, top_p, min_p,
+        repetition_penalty, guidance (classifier-free guidance scale; 1 = none), stop, num_samples,
+        seed, use_cache, compile. Each member honours the options that make sense for it; any other
+        option, or an unknown one, raises ValueError naming it and the accepted ones.
 
         text (gpt-pydoc, gpt2):
             generate(prompt="", *, num_samples=1, stop=(), **options) -> str
@@ -127,80 +131,28 @@ class Pretrained:
             generate(labels=None, *, num_samples=1, guidance=None, out=None, **options) -> Tensor
             float images in [0, 1], (len(labels) * num_samples, C, H, W), num_samples per label;
             labels: class ids or names (None = every class); guidance: classifier-free guidance scale
-            (1 = none, 2 gives class-typical digits; None = the checkpoint's default, see .generation);
-            out: a PNG grid, one row per label.
+            (None or 1 = none, 2 gives class-typical digits; left out = the checkpoint's default, .generation);
+            out: a PNG grid, one row per label; primer=IMAGE, rows=N: complete an image's top N rows.
         captions (text2image-digits):
             generate(captions, *, num_samples=1, guidance=None, out=None, **options) -> Tensor
             float images in [0, 1], (len(captions) * num_samples, C, H, W); a caption string or a list;
             "" or None is the unconditional prompt; guidance as for images; out: a PNG grid, one row per
             caption.
         music (music-transformer-bach):
-            generate(primer=None, *, out=None, **options) -> pretty_midi.PrettyMIDI
-            primer: a .mid file to continue (None = from the start); out: writes a .mid file. Longer
-            than the context, a window slides. Audio and pictures: zoo.members.music_render.render_wav(pm,
-            "x.wav") and zoo.members.music_render.piano_roll_png(pm, "x.png").
+            generate(primer=None, *, out=None, render_audio=False, **options) -> pretty_midi.PrettyMIDI
+            primer: a .mid file to continue (None = from the start); out: writes a .mid file (render_audio:
+            also .wav and a piano roll). Longer than the context, a window slides. Audio and pictures:
+            zoo.members.music_render.render_wav(pm, "x.wav") and zoo.members.music_render.piano_roll_png(pm, "x.png").
+        Any other member (a plug-in): see its `Member` class, `m.member`.
         """
-        kind = getattr(self.codec, "type_name", None)
-        if kind in ("char", "byte", "bpe"):
-            return self._generate_text(prompt or "", **options)
-        if kind == "image_patch":  # the "prompt" of an image model is its class label(s)
-            return self._generate_images(options.pop("labels", prompt), **options)
-        if kind in ("midi_performance", "jsb_grid"):  # ... and of a music model a primer MIDI file
-            return self._generate_music(options.pop("primer", prompt), **options)
-        if kind == "text_image":  # ... and of a text-to-image model its caption(s)
-            return self._generate_captioned(prompt, **options)
-        raise HubError(f"no generate() for codec {kind!r}; use .model and zoo.sampling.generate directly")
-
-    def _generate_text(self, prompt: str, num_samples: int = 1, stop: tuple[str, ...] = (), **options: Any) -> Any:
-        opts = self.sampling_options(**options)
-        block = getattr(getattr(self.model, "config", None), "block_size", None)
-        if "max_new_tokens" not in options and block is not None and "max_new_tokens" in opts:
-            # the default must fit the context whatever the prompt; an explicit value is checked by sampling
-            opts["max_new_tokens"] = max(0, min(opts["max_new_tokens"], block - max(1, len(self.codec.encode(prompt)))))
-        texts = generate_text(self.model, self.codec, [prompt], num_samples=num_samples, stop=stop, **opts)
-        out = [p + t for p, t in texts]
-        return out[0] if num_samples == 1 else out
-
-    def _generate_images(self, labels: Any = None, num_samples: int = 1, out: str | Path | None = None,
-                         guidance: float | None = None, **options: Any) -> torch.Tensor:
-        ids = parse_labels(self.codec, labels)  # None: every class (conditional) or no class
-        opts = self.sampling_options(**options)
-        if guidance is not None:
-            opts["guidance_scale"] = None if float(guidance) == 1.0 else float(guidance)
-        rows = ids.repeat_interleave(num_samples) if ids is not None else None
-        tokens = sample_tokens(self.model, self.codec, rows, num=num_samples, cfg=SamplingConfig(**opts))
-        images = self.codec.decode_batch(tokens.cpu())
-        if out is not None:
-            save_grid_png(images, Path(out), nrow=num_samples, padding=PADDING)
-        return images
-
-    def _generate_captioned(self, captions: str | list[str] | None = None, num_samples: int = 1,
-                            out: str | Path | None = None, guidance: float | None = None,
-                            **options: Any) -> torch.Tensor:
-        """Images (len(captions)·num_samples, C, H, W) for caption(s); "" or None = unconditional."""
-        captions = [captions or ""] if captions is None or isinstance(captions, str) else list(captions)
-        rows = [c for c in captions for _ in range(num_samples)]
-        if guidance is not None:  # else the checkpoint's generation default
-            options["guidance_scale"] = None if float(guidance) == 1.0 else float(guidance)
-        cfg = SamplingConfig(**self.sampling_options(**options))
-        images = self.codec.decode_batch(sample_images(self.model, self.codec, rows, cfg).cpu())
-        if out is not None:
-            save_grid_png(images, Path(out), nrow=num_samples, padding=PADDING)
-        return images
-
-    def _generate_music(self, primer: str | Path | None = None, out: str | Path | None = None,
-                        **options: Any) -> Any:
-        # in the function: the music member needs the `music` extra (pretty_midi); text and images do not
-        from zoo.members.music import ids_to_midi, primer_ids, window_alignment
-
-        prompt = primer_ids(self.codec, primer) if primer is not None else [self.codec.bos_id]
-        cfg = SamplingConfig(**self.sampling_options(**options), stop_tokens=(self.codec.eos_id,))
-        ids = generate_sliding(self.model, [prompt], cfg, align=window_alignment(self.codec))[0]
-        pm = ids_to_midi(self.codec, prompt + ids)
-        if out is not None:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            pm.write(str(out))
-        return pm
+        member = self.member
+        if prompt is not None:
+            if member.primary is None or member.primary in options:
+                raise TypeError(f"generate() got a positional argument {prompt!r} that the {member.name} member "
+                                f"has no place for" + (f" besides {member.primary}=" if member.primary else ""))
+            options = {member.primary: prompt, **options}
+        base = SamplingConfig.from_options({k: v for k, v in self.generation.items() if k in member.sampling})
+        return member.sample(self.model, self.codec, options, base=base).value
 
 
 # ---- loading ------------------------------------------------------------------------------------
@@ -224,7 +176,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
     `m(idx)` -> logits (B, T, V).
 
     Sampling each member (options: max_new_tokens, temperature, top_k, top_p, min_p,
-    repetition_penalty, seed; details in help(zoo.hub.Pretrained.generate)):
+    repetition_penalty, guidance, stop, num_samples, seed; details in help(zoo.hub.Pretrained.generate)):
       text      zoo.load("gpt-pydoc").generate("The with statement", max_new_tokens=80, top_k=40) -> str
                 (num_samples=4 -> list[str]; stop=("\\n\\n",) ends a sample at a blank line)
       image     zoo.load("image-gpt-digits").generate(labels=[3, 7], num_samples=8, guidance=2.0,
@@ -338,7 +290,7 @@ def load_export(folder: str | Path, device: str | torch.device = "cpu",
     _load_state(model, state, source=str(folder / WEIGHTS_FILE))
     codec = load_codec(folder) if (folder / CODEC_FILE).is_file() else None
     gen_path = folder / GENERATION_FILE
-    generation = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
+    generation = upgrade_options(json.loads(gen_path.read_text())) if gen_path.is_file() else {}
     return _ready(Pretrained(model, codec, generation, config=config, name=config.get("name"),
                              card=config.get("card", {})), device, dtype)
 

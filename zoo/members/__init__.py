@@ -1,16 +1,30 @@
-"""Members: one module per modality, the place that knows how its samples are drawn, rendered and saved.
+"""Members: one object per modality, the one place that knows how its models are sampled, saved and shown.
 
-    text.py        prompts -> text (streaming, stop strings, sliding window); the text renderer
+    base.py        `Member` (the contract), `Samples`, `SampleSet`, the registry `member_for` and plug-ins
+    text.py        prompts -> text (streaming, stop strings, sliding window)
     image.py       class grids and completions (PNG), labels, primers; image_io.py writes the grids
     music.py       MIDI + WAV + piano roll + mel spectrogram; music_render.py renders them
     text2image.py  captions -> image grids
-    base.py        `SampleSet`, the `SampleRenderer` protocol and the renderer registry
 
-Importing `zoo.members` imports every built-in member, so each has
-registered its renderer.
+Importing `zoo.members` registers every built-in member and loads the members of other packages
+(entry-point group `zoo.members`), so that their models and codecs are registered before any config is
+checked or checkpoint read (docs/adding_a_model.md).
 """
 
-from zoo.members import image, music, text, text2image  # noqa: F401  (each registers its renderer)
-from zoo.members.base import RENDERERS, SampleRenderer, SampleSet, get_renderer, register_renderer
+from zoo.members import image, music, text, text2image  # noqa: F401  (each registers its member)
+from zoo.members.base import (
+    ENTRY_POINT_GROUP,
+    MEMBERS,
+    Member,
+    Samples,
+    SampleSet,
+    load_plugins,
+    member_for,
+    output_path,
+    register_member,
+)
 
-__all__ = ["RENDERERS", "SampleRenderer", "SampleSet", "get_renderer", "register_renderer"]
+__all__ = ["ENTRY_POINT_GROUP", "MEMBERS", "Member", "SampleSet", "Samples", "load_plugins", "member_for",
+           "output_path", "register_member"]
+
+load_plugins()  # at import: a plug-in's model type must be known before a config naming it is checked

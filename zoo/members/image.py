@@ -3,8 +3,8 @@
 `zoo.sampling.sample_tokens` is the one call that turns a model, a codec and class ids into images: it drives
 `zoo.sampling.generate` with an empty prompt (the model's class token starts the image) or a prefix of
 image tokens (completion: the top rows given, the rest generated), with classifier-free guidance when
-the sampling config sets `guidance_scale`. `render` is the image `SampleRenderer` of
-`zoo.members.base.RENDERERS`; `sample_command` is the image command of `zoo-sample`.
+the sampling config sets `guidance`. `render` draws the training-time grids; `ImageMember` is the member
+that zoo-sample, `zoo.load(...).generate` and the training callback ask.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import torch
 from torch import Tensor
 
 from zoo.codecs.image import ImagePatchCodec
-from zoo.members.base import SampleSet, register_renderer
+from zoo.members.base import Member, Samples, SampleSet, output_path, register_member
 from zoo.members.image_io import save_grid_png
 from zoo.models.base import GenerativeModel
-from zoo.sampling import SamplingConfig, sample_tokens
+from zoo.sampling import OPTIONS, SamplingConfig, sample_tokens
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def class_label(codec: ImagePatchCodec, class_id: int) -> str:
     return f"class {class_id}" if name == str(class_id) else f"class {class_id} ({name})"
 
 
-def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, step: int) -> Any:
+def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, step: int) -> SampleSet:
     """The training callback's image renderer: a grid of samples (rows = classes, SAMPLES_PER_CLASS
     columns; UNCONDITIONAL_ROWS rows without classes) and, when the datamodule has a test split, a
     completion grid (rows: originals, their top half given, the completions), captioned with the
@@ -55,7 +55,7 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
     model, codec = module.model, module.codec
     k = codec.num_classes
     labels = torch.arange(k).repeat_interleave(SAMPLES_PER_CLASS) if k else None
-    scfg = cfg if k else dataclasses.replace(cfg, guidance_scale=None)
+    scfg = cfg if k else dataclasses.replace(cfg, guidance=None)
     tokens = sample_tokens(model, codec, labels, num=UNCONDITIONAL_ROWS * SAMPLES_PER_CLASS, cfg=scfg)
     images = codec.decode_batch(tokens.cpu())  # (rows·SAMPLES_PER_CLASS, C, H, W), class-major
     out = SampleSet()
@@ -140,52 +140,59 @@ def load_primer(codec: ImagePatchCodec, path: str | Path) -> Tensor:
     return torch.tensor(codec.encode(pixels if pixels.ndim == 2 else pixels.transpose(2, 0, 1)))
 
 
-def sample_command(model: GenerativeModel, codec: ImagePatchCodec, opts: dict[str, Any]) -> None:
-    """zoo-sample for image models: a PNG grid, one row per requested class, `num_samples` columns.
+class ImageMember(Member):
+    """Class-conditional (or unconditional) image models: `labels` (ids or names; None = every class) ->
+    a grid with one row per label and `num_samples` columns; with `primer` (an image file) its top `rows`
+    pixel rows are kept and the rest generated. Value: float images (rows·num_samples, C, H, W) in [0, 1].
+    `out`: a .png file or a folder (samples.png, or completion.png with a primer)."""
 
-    Keys used: labels, num_samples, guidance (null or 1 = none), temperature, top_k, top_p, min_p,
-    repetition_penalty, seed, out (folder, default ./samples), primer (an image file: its top `rows`
-    pixel rows are kept and the rest generated; `rows` defaults to half the image). Text-only keys
-    (prompt, prompts, stop) are errors when set; max_new_tokens is ignored (an image has T tokens).
-    """
-    for key in ("prompt", "prompts", "stop"):
-        if opts.get(key) not in (None, [], ""):
-            raise SystemExit(f"zoo-sample: `{key}` does not apply to an image model (use labels=, primer=)")
-    try:
-        labels = parse_labels(codec, opts.get("labels"))
-        n = int(opts.get("num_samples") or 1)
-        guidance = opts.get("guidance")
-        if guidance is not None and float(guidance) != 1.0 and labels is None:
-            raise ValueError(f"guidance={guidance} needs a class-conditional model; this one has no classes")
-        cfg = SamplingConfig(
-            temperature=opts.get("temperature", 1.0), top_k=opts.get("top_k"), top_p=opts.get("top_p"),
-            min_p=opts.get("min_p"), repetition_penalty=opts.get("repetition_penalty", 1.0),
-            seed=opts.get("seed"), guidance_scale=None if guidance in (None, 1, 1.0) else float(guidance),
-        )
-        prefix, rows = None, None
-        if opts.get("primer"):
-            rows = opts.get("rows")
-            rows = half_rows(codec) if rows is None else int(rows)
+    name = "image"
+    codec_types = ("image_patch",)
+    model_types = ("image_gpt",)
+    inputs = {"labels": None, "primer": None, "rows": None, "out": None}
+    primary = "labels"
+    sampling = frozenset(OPTIONS) - {"stop", "max_new_tokens"}
+    rejected = {"stop": "an image ends after its fixed number of tokens (use labels=, primer=)",
+                "max_new_tokens": "an image is always generated whole (its number of tokens is fixed)"}
+
+    def generate(self, model: GenerativeModel, codec: ImagePatchCodec, inputs: dict[str, Any],
+                 sampling: SamplingConfig, *, on_text: Any = None) -> Samples:
+        labels = parse_labels(codec, inputs["labels"])
+        n = sampling.num_samples
+        if sampling.guidance is not None and labels is None:
+            raise ValueError(f"guidance={sampling.guidance:g} needs a class-conditional model; this one has no classes")
+        prefix = rows = primer = None
+        if inputs["primer"]:
+            rows = half_rows(codec) if inputs["rows"] is None else int(inputs["rows"])
             if not 0 < rows < codec.height:
                 raise ValueError(f"rows={rows}: keep between 1 and {codec.height - 1} pixel rows of the primer")
-            primer = load_primer(codec, opts["primer"])
+            primer = load_primer(codec, inputs["primer"])
             prefix = primer[:codec.prefix_length(rows)]
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"zoo-sample: {e}") from e
-    row_labels = labels.repeat_interleave(n) if labels is not None else None
-    tokens = sample_tokens(model, codec, row_labels, num=n, prefix=prefix, cfg=cfg)
-    images = codec.decode_batch(tokens.cpu())  # (rows·n, C, H, W)
-    out = Path(opts.get("out") or "samples")
-    if prefix is None:
-        path = save_grid_png(images, out / "samples.png", nrow=n, padding=PADDING)
-    else:  # first column: what the model was shown
-        shown = hide_below(codec, codec.decode(primer)[None], rows)
-        per_row = images.view(-1, n, *images.shape[1:])
-        grid = torch.cat([shown.expand(len(per_row), 1, *shown.shape[1:]), per_row], dim=1).flatten(0, 1)
-        path = save_grid_png(grid, out / "completion.png", nrow=n + 1, padding=PADDING)
-    names = ([codec.class_names[i] if codec.class_names else str(i) for i in labels.tolist()]
-             if labels is not None else ["(unconditional)"])
-    print(f"wrote {path}: {len(names)} row(s) ({', '.join(names)}) × {n} sample(s)")
+        elif inputs["rows"] is not None:
+            raise ValueError(f"rows={inputs['rows']} needs primer= (an image whose top rows are kept)")
+        row_labels = labels.repeat_interleave(n) if labels is not None else None
+        tokens = sample_tokens(model, codec, row_labels, num=n, prefix=prefix, cfg=sampling)
+        images = codec.decode_batch(tokens.cpu())  # (rows·n, C, H, W)
+        out = Samples(images)
+        path = output_path(inputs["out"], "samples.png" if prefix is None else "completion.png")
+        if path is None:
+            return out
+        if prefix is None:
+            path = save_grid_png(images, path, nrow=n, padding=PADDING)
+        else:  # first column: what the model was shown
+            shown = hide_below(codec, codec.decode(primer)[None], rows)
+            per_row = images.view(-1, n, *images.shape[1:])
+            grid = torch.cat([shown.expand(len(per_row), 1, *shown.shape[1:]), per_row], dim=1).flatten(0, 1)
+            path = save_grid_png(grid, path, nrow=n + 1, padding=PADDING)
+        names = ([codec.class_names[i] if codec.class_names else str(i) for i in labels.tolist()]
+                 if labels is not None else ["(unconditional)"])
+        out.files.append(path)
+        out.lines.append(f"wrote {path}: {len(names)} row(s) ({', '.join(names)}) × {n} sample(s)")
+        return out
+
+    def render_training_samples(self, module: Any, datamodule: Any, sampling: SamplingConfig, out_dir: Path,
+                                step: int) -> SampleSet:
+        return render(module, datamodule, sampling, out_dir, step)
 
 
-register_renderer(("image_patch",), render)
+register_member(ImageMember)

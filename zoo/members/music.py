@@ -1,4 +1,4 @@
-"""Sampling music models: the training-time renderer and the `zoo-sample` command for MIDI codecs.
+"""The music member: the training-time renderer and `MusicMember` (zoo-sample, `zoo.load(...).generate`).
 
 Both codecs of zoo/codecs are served: `midi_performance` (ids -> `PerformanceCodec.decode`, a piano
 MIDI) and `jsb_grid` (ids -> grid -> `JSBGridCodec.to_midi`, four choir voices). Every sample is
@@ -31,16 +31,13 @@ import pretty_midi
 from zoo.codecs.base import Codec
 from zoo.codecs.jsb import JSBGridCodec
 from zoo.codecs.midi import MidiError, PerformanceCodec, load_midi
-from zoo.members.base import SampleSet, register_renderer
+from zoo.members.base import Member, Samples, SampleSet, register_member
 from zoo.members.music_render import mel_spectrogram, piano_roll_png, render_wav, write_midi
-from zoo.sampling import SamplingConfig, generate_sliding
+from zoo.sampling import OPTIONS, SamplingConfig, generate_sliding
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 22050  # Hz, for rendered audio
-# zoo-sample options handed to SamplingConfig; any other option (a text or image one: prompt, stop,
-# labels, ...) is an error when set, and ignored when left empty (null or []).
-SAMPLING_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed")
 
 
 def ids_to_midi(codec: Codec, ids: Sequence[int]) -> pretty_midi.PrettyMIDI:
@@ -126,58 +123,72 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
     return out
 
 
-# ---------------------------------------------------------------------------------------- zoo-sample
+# ---------------------------------------------------------------------------------------- sampling
 def primer_ids(codec: Codec, path: str | Path) -> list[int]:
-    """BOS + the events of a MIDI file; SystemExit with a message naming the file if it is not usable."""
+    """BOS + the events of a MIDI file; ValueError naming the file if it is not usable."""
     if not isinstance(codec, PerformanceCodec):
-        raise SystemExit(f"zoo-sample: primer= needs a model of MIDI performance events; this checkpoint's codec "
+        raise ValueError(f"primer= needs a model of MIDI performance events; this checkpoint's codec "
                          f"is {codec.type_name!r} (generate from scratch without primer=)")
     try:
         ids = codec.encode(load_midi(path))
     except (MidiError, FileNotFoundError) as e:
-        raise SystemExit(f"zoo-sample: primer={str(path)!r} cannot be used: {e}. Give a standard MIDI file "
+        raise ValueError(f"primer={str(path)!r} cannot be used: {e}. Give a standard MIDI file "
                          "(.mid/.midi) with notes.") from e
     if not ids:
-        raise SystemExit(f"zoo-sample: primer={str(path)!r} has no notes this model's codec keeps "
+        raise ValueError(f"primer={str(path)!r} has no notes this model's codec keeps "
                          f"(codec options {codec.config()})")
     return [codec.bos_id, *ids]
 
 
-def sample_command(model: Any, codec: Codec, opts: dict[str, Any]) -> None:
-    """zoo-sample for music checkpoints: write num_samples .mid files (+ .wav and piano-roll .png with
-    render_audio) into `out` (default ./samples) and print their paths. From scratch, or continuing
-    `primer` (a MIDI file; the output holds the primer and its continuation). max_new_tokens beyond
-    the model's context is generated with a sliding window (module docstring)."""
-    opts = dict(opts)
-    opts.pop("stream", None)  # text streaming; music is written to files
-    primer, render_audio, out = opts.pop("primer", None), bool(opts.pop("render_audio", True)), opts.pop("out", None)
-    num_samples = int(opts.pop("num_samples", 1))
-    sampling = {k: opts.pop(k) for k in SAMPLING_KEYS if k in opts}
-    for key, value in opts.items():
-        if value not in (None, []):
-            raise SystemExit(f"zoo-sample: `{key}` does not apply to a music model (got {key}={value!r})")
-    if num_samples < 1:
-        raise SystemExit(f"zoo-sample: num_samples must be >= 1, got {num_samples}")
-    out_dir = Path(out or "samples")
-    prompt = primer_ids(codec, primer) if primer else [codec.bos_id]
-    try:
-        cfg = SamplingConfig(**sampling, stop_tokens=(codec.eos_id,))
-    except ValueError as e:
-        raise SystemExit(f"zoo-sample: {e}") from e
-    ctx = model.max_len
-    if len(prompt) > ctx // 2:
-        print(f"primer: {len(prompt) - 1} events; the model sees its last {ctx // 2} (half its context of {ctx})")
-    if len(prompt) + cfg.max_new_tokens > ctx:
-        print(f"max_new_tokens={cfg.max_new_tokens} goes past the context of {ctx} tokens: generating with a "
-              f"sliding window (each window keeps the last {ctx // 2} tokens)")
-    rows = generate_sliding(model, [prompt] * num_samples, cfg, align=window_alignment(codec))
-    stem = f"{Path(primer).stem}_continued" if primer else "sample"
-    for i, ids in enumerate(rows):
-        pm = ids_to_midi(codec, prompt + ids)
-        paths = write_sample(pm, out_dir / f"{stem}_{i:02d}", audio=render_audio)
-        print(f"sample {i}: {len(ids)} new tokens, {note_summary(pm)}")
-        for p in paths:
-            print(f"  {p}")
+class MusicMember(Member):
+    """Music models (MIDI performance events, JSB grids): `num_samples` pieces from scratch, or continuing
+    `primer` (a MIDI file; the output holds the primer and its continuation). Longer than the context, a
+    window slides (module docstring). Value: a PrettyMIDI, a list of them when several are drawn.
+    `out`: a .mid file (one piece) or a folder (`sample_00.mid`, or `<primer>_continued_00.mid`, ...);
+    `render_audio` also writes each piece's .wav and piano-roll .png."""
+
+    name = "music"
+    codec_types = ("midi_performance", "jsb_grid")
+    model_types = ("music_transformer",)
+    inputs = {"primer": None, "render_audio": False, "out": None}
+    primary = "primer"
+    sampling = frozenset(OPTIONS) - {"guidance", "stop"}
+    rejected = {"guidance": "music models have no condition to guide",
+                "stop": "a piece ends at the codec's end-of-piece event"}
+
+    def generate(self, model: Any, codec: Codec, inputs: dict[str, Any], sampling: SamplingConfig, *,
+                 on_text: Any = None) -> Samples:
+        primer = inputs["primer"]
+        prompt = primer_ids(codec, primer) if primer else [codec.bos_id]
+        cfg = dataclasses.replace(sampling, stop_tokens=(codec.eos_id,))
+        n, ctx, out = cfg.num_samples, model.max_len, Samples(None)
+        if len(prompt) > ctx // 2:
+            out.lines.append(f"primer: {len(prompt) - 1} events; the model sees its last {ctx // 2} "
+                             f"(half its context of {ctx})")
+        if len(prompt) + cfg.max_new_tokens > ctx:
+            out.lines.append(f"max_new_tokens={cfg.max_new_tokens} goes past the context of {ctx} tokens: generating "
+                             f"with a sliding window (each window keeps the last {ctx // 2} tokens)")
+        rows = generate_sliding(model, [prompt] * n, cfg, align=window_alignment(codec))
+        pms = [ids_to_midi(codec, prompt + ids) for ids in rows]
+        out.value = pms[0] if n == 1 else pms
+        stem = f"{Path(primer).stem}_continued" if primer else "sample"
+        dest = None if inputs["out"] is None else Path(inputs["out"])
+        for i, (ids, pm) in enumerate(zip(rows, pms)):
+            out.lines.append(f"sample {i}: {len(ids)} new tokens, {note_summary(pm)}")
+            if dest is None:
+                continue
+            if dest.suffix != ".mid":  # a folder
+                named = dest / f"{stem}_{i:02d}"
+            else:  # one file asked for; several pieces are numbered
+                named = dest.with_suffix("") if n == 1 else dest.with_name(f"{dest.stem}_{i:02d}")
+            paths = write_sample(pm, named, audio=bool(inputs["render_audio"]))
+            out.files += paths
+            out.lines += [f"  {p}" for p in paths]
+        return out
+
+    def render_training_samples(self, module: Any, datamodule: Any, sampling: SamplingConfig, out_dir: Path,
+                                step: int) -> SampleSet:
+        return render(module, datamodule, sampling, out_dir, step)
 
 
-register_renderer(("midi_performance", "jsb_grid"), render)
+register_member(MusicMember)

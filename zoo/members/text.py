@@ -1,33 +1,34 @@
-"""Text in, text out: prompts are encoded with the model's codec, samples decoded and streamed; the text
-renderer of the training callback (`text_samples`)."""
+"""The text member: prompts are encoded with the model's codec, samples decoded and streamed (`TextMember`,
+`generate_text`); the training callback's text renderer (`text_samples`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from zoo.codecs.base import Codec
 from zoo.codecs.text import StreamDecoder
-from zoo.members.base import SampleSet, register_renderer
+from zoo.members.base import Member, Samples, SampleSet, register_member
 from zoo.models.base import GenerativeModel
-from zoo.sampling import SamplingConfig, generate, generate_sliding
+from zoo.sampling import OPTIONS, SamplingConfig, generate, generate_sliding
 
 
-def generate_text(model: GenerativeModel, codec: Codec, prompts: Sequence[str], *, num_samples: int = 1,
-                  stop: Sequence[str] = (), on_text: Callable[[str], Any] | None = None,
-                  **sampling: Any) -> list[tuple[str, str]]:
-    """Sample `num_samples` continuations of each prompt; return (prompt, continuation) pairs.
+def generate_text(model: GenerativeModel, codec: Codec, prompts: Sequence[str], cfg: SamplingConfig | None = None, *,
+                  on_text: Callable[[str], Any] | None = None, **overrides: Any) -> list[tuple[str, str]]:
+    """Sample `cfg.num_samples` continuations of each prompt; return (prompt, continuation) pairs.
 
     An empty prompt starts from the codec's end-of-text token when it has one, else from "\\n".
     Stop strings end a sample; the returned text is cut just before the stop string. Longer than
     the model's context, generation slides a window (`zoo.sampling.generate_sliding`).
     `on_text`, for a single row, receives the text as it is generated (streaming).
     """
-    rows = [p for p in prompts for _ in range(num_samples)]
     eos = getattr(codec, "eos_id", None)
+    cfg = replace(cfg or SamplingConfig(), **overrides, stop_tokens=(eos,) if eos is not None else ())
+    stop = cfg.stop
+    rows = [p for p in prompts for _ in range(cfg.num_samples)]
     ids = [codec.encode(p) if p else ([eos] if eos is not None else codec.encode("\n")) for p in rows]
-    cfg = SamplingConfig(**sampling, stop_tokens=(eos,) if eos is not None else ())
 
     def should_stop(r: int, out: list[int]) -> bool:
         return bool(stop) and any(s in codec.decode(out[-64:]) for s in stop)
@@ -51,12 +52,13 @@ def generate_text(model: GenerativeModel, codec: Codec, prompts: Sequence[str], 
     for p, o in zip(rows, out):
         if eos is not None and o and o[-1] == eos:
             o = o[:-1]
-        t = codec.decode(o)
-        for s in stop:
-            if s in t:
-                t = t[: t.index(s)]
-        texts.append((p, t))
+        texts.append((p, cut_at_stop(codec.decode(o), stop)))
     return texts
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` up to (not including) the first of the stop strings it contains."""
+    return text[:min((text.index(s) for s in stop if s in text), default=len(text))]
 
 
 def text_samples(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path,
@@ -68,10 +70,55 @@ def text_samples(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Pat
     prompts = [codec.decode(i) for i in ids]
     max_new = min(cfg.max_new_tokens, room - max(len(i) for i in ids))
     rows = generate(module.model, ids, cfg, max_new_tokens=max_new)
-    texts = [(p, codec.decode(r)) for p, r in zip(prompts, rows)]
+    texts = [(p, cut_at_stop(codec.decode(r), cfg.stop)) for p, r in zip(prompts, rows)]
     path = out_dir / f"step_{step:06d}.txt"
     path.write_text("".join(f"=== prompt: {p!r}\n{p}{s}\n\n" for p, s in texts))
     return SampleSet(texts=texts)
 
 
-register_renderer(("char", "byte", "bpe"), text_samples)
+class TextMember(Member):
+    """Text models: `prompt` (or a batch, `prompts`) -> continuations; streamed to `on_text` when `stream`
+    is set and a single sample is drawn. Value: prompt + continuation, a list when several are drawn."""
+
+    name = "text"
+    codec_types = ("char", "byte", "bpe")
+    model_types = ("gpt",)
+    inputs = {"prompt": None, "prompts": [], "stream": False}
+    primary = "prompt"
+    sampling = frozenset(OPTIONS) - {"guidance"}
+    rejected = {"guidance": "classifier-free guidance needs a conditional model and text models have no condition"}
+
+    def sample(self, model: Any, codec: Any, options: Mapping[str, Any], *, base: SamplingConfig | None = None,
+               explicit: Any = None, on_text: Callable[[str], Any] | None = None) -> Samples:
+        inputs, cfg = self.parse(options, base=base, explicit=explicit)
+        block = getattr(getattr(model, "config", None), "block_size", None)
+        if base is not None and "max_new_tokens" not in options and block is not None:
+            # a checkpoint's default length must fit the context whatever the prompt; an explicit one may slide
+            longest = max(1, *(len(codec.encode(p)) for p in self._prompts(inputs)))
+            cfg = replace(cfg, max_new_tokens=max(0, min(cfg.max_new_tokens, block - longest)))
+        return self.generate(model, codec, inputs, cfg, on_text=on_text)
+
+    @staticmethod
+    def _prompts(inputs: dict[str, Any]) -> list[str]:
+        prompts = list(inputs["prompts"] or [])
+        if inputs["prompt"] is not None:
+            prompts.append(str(inputs["prompt"]))
+        return prompts or [""]
+
+    def generate(self, model: Any, codec: Any, inputs: dict[str, Any], sampling: SamplingConfig, *,
+                 on_text: Callable[[str], Any] | None = None) -> Samples:
+        prompts = self._prompts(inputs)
+        stream = on_text is not None and inputs["stream"] and len(prompts) == 1 and sampling.num_samples == 1
+        if stream:
+            on_text(prompts[0])  # the prompt, then the continuation as it is generated
+        texts = generate_text(model, codec, prompts, sampling, on_text=on_text if stream else None)
+        full = [p + t for p, t in texts]
+        lines = [""] if stream else [f"=== sample {i} (prompt {p!r})\n{p}{t}\n" for i, (p, t) in enumerate(texts)]
+        return Samples(full[0] if len(full) == 1 else full, lines=lines)
+
+    def render_training_samples(self, module: Any, datamodule: Any, sampling: SamplingConfig, out_dir: Path,
+                                step: int) -> SampleSet:
+        return text_samples(module, datamodule, sampling, out_dir, step)
+
+
+register_member(TextMember)

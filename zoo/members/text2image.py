@@ -1,7 +1,7 @@
-"""Sampling images from captions: the training callback's caption -> image grids and zoo-sample's command.
+"""The text-to-image member: captions -> image grids, for the training callback, zoo-sample and `zoo.load`.
 
 `zoo.sampling.sample_images` is the one call: captions in, image tokens (B, T) out, through `zoo.sampling.generate`
-with the captions as `cond` and, when `guidance_scale` is set, the empty caption as `uncond`
+with the captions as `cond` and, when `guidance` is set, the empty caption as `uncond`
 (classifier-free guidance: logits = u + s·(c − u), one doubled batch, one KV cache).
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from zoo.codecs.text_image import TextImageCodec
-from zoo.members.base import SampleSet, register_renderer
+from zoo.members.base import Member, Samples, SampleSet, output_path, register_member
 from zoo.members.image_io import save_grid_png
 from zoo.models.base import GenerativeModel
-from zoo.sampling import SamplingConfig, sample_images
+from zoo.sampling import OPTIONS, SamplingConfig, sample_images
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def caption_rows(captions: Sequence[str]) -> str:
     return "".join(f"row {i}: {c!r}\n" for i, c in enumerate(captions))
 
 
-def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, step: int) -> Any:
+def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, step: int) -> SampleSet:
     """The training callback's renderer: held-out (test) captions first, then validation captions.
 
     Writes the grid `step_<step>.png` (one row per caption, listed in `step_<step>.txt`) and one strip
@@ -67,31 +67,44 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
     return out
 
 
-def sample_command(model: GenerativeModel, codec: TextImageCodec, opts: dict[str, Any]) -> None:
-    """zoo-sample for text-to-image: prompt= or prompts= captions (rows) × num_samples (columns) -> PNG.
+class Text2ImageMember(Member):
+    """Text-to-image models: captions (`prompt`, or a batch `prompts`; a list given as `prompt` is a batch)
+    -> a grid with one row per caption and `num_samples` columns; no caption = the empty, unconditional one.
+    Value: float images (captions·num_samples, C, H, W) in [0, 1]. `out`: a .png file or a folder
+    (text2image.png); the captions are listed beside it (.txt). `repetition_penalty` is honoured: it
+    penalises image tokens already drawn in the same image (the caption is a condition, not a prefix)."""
 
-    Keys used: prompt, prompts, num_samples, guidance (null or 1 = none), temperature, top_k, top_p,
-    min_p, seed, out (folder, default ./samples). No prompt = the empty caption (unconditional).
-    """
-    for key in ("labels", "primer", "stop"):
-        if opts.get(key) not in (None, [], ""):
-            raise SystemExit(f"zoo-sample: `{key}` does not apply to a text-to-image model (use prompt=)")
-    captions = list(opts.get("prompts") or [])
-    if opts.get("prompt") is not None:
-        captions.append(str(opts["prompt"]))
-    captions = captions or [""]
-    guidance = opts.get("guidance")
-    try:
+    name = "text2image"
+    codec_types = ("text_image",)
+    model_types = ("text2image",)
+    inputs = {"prompt": None, "prompts": [], "out": None}
+    primary = "prompt"
+    sampling = frozenset(OPTIONS) - {"stop", "max_new_tokens"}
+    rejected = {"stop": "an image ends after its fixed number of tokens",
+                "max_new_tokens": "an image is always generated whole (its number of tokens is fixed)"}
+
+    def generate(self, model: GenerativeModel, codec: TextImageCodec, inputs: dict[str, Any],
+                 sampling: SamplingConfig, *, on_text: Any = None) -> Samples:
+        prompt = inputs["prompt"]
+        captions = list(inputs["prompts"] or []) + (list(prompt) if isinstance(prompt, list | tuple) else
+                                                    [] if prompt is None else [str(prompt)])
+        captions = [c or "" for c in captions] or [""]
         for c in captions:
-            codec.encode_caption(c)  # unknown characters / too long (on_long=error) fail here
-        cfg = SamplingConfig(temperature=opts.get("temperature", 1.0), top_k=opts.get("top_k"),
-                             top_p=opts.get("top_p"), min_p=opts.get("min_p"), seed=opts.get("seed"),
-                             guidance_scale=None if guidance is None else float(guidance))
-    except ValueError as e:
-        raise SystemExit(f"zoo-sample: {e}") from e
-    n = int(opts.get("num_samples") or 1)
-    path = caption_grid(model, codec, captions, n, Path(opts.get("out") or "samples") / "text2image.png", cfg)
-    print(f"wrote {path}: {len(captions)} caption(s) × {n} sample(s): {captions}")
+            codec.encode_caption(c)  # unknown characters / too long (on_long=error) fail here, before sampling
+        n = sampling.num_samples
+        tokens = sample_images(model, codec, [c for c in captions for _ in range(n)], sampling)
+        out = Samples(codec.decode_batch(tokens.cpu()))
+        path = output_path(inputs["out"], "text2image.png")
+        if path is not None:
+            path = save_grid_png(out.value, path, nrow=n, padding=PADDING)
+            path.with_suffix(".txt").write_text(caption_rows(captions))
+            out.files += [path, path.with_suffix(".txt")]
+            out.lines.append(f"wrote {path}: {len(captions)} caption(s) × {n} sample(s): {captions}")
+        return out
+
+    def render_training_samples(self, module: Any, datamodule: Any, sampling: SamplingConfig, out_dir: Path,
+                                step: int) -> SampleSet:
+        return render(module, datamodule, sampling, out_dir, step)
 
 
-register_renderer(("text_image",), render)
+register_member(Text2ImageMember)

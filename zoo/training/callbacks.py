@@ -1,9 +1,9 @@
 """Training callbacks: periodic samples (saved under the run folder, logged as media), monitoring for
 the loggers (gradient norm, model summary and parameter count). The progress bar is `zoo.training.progress`.
 
-How samples are drawn and rendered depends on the member: each one registers a `SampleRenderer` keyed
-by codec type (`zoo.members.base`), and the callback asks `zoo.members.get_renderer`. How the media
-reach each logger is `zoo.training.tracking.log_media`.
+How samples are drawn and rendered depends on the member: the callback asks `zoo.members.member_for`
+the codec's member and calls its `render_training_samples`. How the media reach each logger is
+`zoo.training.tracking.log_media`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch import Tensor
 from torch.distributed.tensor import DTensor
 
-from zoo.members import SampleSet, get_renderer
+from zoo.members import Member, SampleSet, member_for
 from zoo.sampling import SamplingConfig
 from zoo.training.tracking import log_media
 
@@ -31,15 +31,34 @@ log = logging.getLogger(__name__)
 
 class SampleCallback(L.Callback):
     """Every `every_n_steps` optimizer steps (and at the end of training), on global rank 0,
-    generate samples, save them under `out_dir` and log them to every logger that takes media."""
+    generate samples, save them under `out_dir` and log them to every logger that takes media.
 
-    def __init__(self, out_dir: str | Path, *, every_n_steps: int = 500, num_samples: int = 3,
-                 **sampling: Any) -> None:
+    `sampling`: training's `samples:` section less `every_n_steps`, read by `SamplingConfig.from_options`
+    (the names zoo-sample and `zoo.load(...).generate` take). At fit start the model's member checks them:
+    an option it does not take is an error when set (not null, not empty); `max_new_tokens`, which every
+    run's section holds, only applies where the member takes it (text, music)."""
+
+    def __init__(self, out_dir: str | Path, *, every_n_steps: int = 500, **sampling: Any) -> None:
         self.out_dir = Path(out_dir)
-        self.every_n_steps, self.num_samples = every_n_steps, num_samples
-        self.sampling = SamplingConfig(**sampling)
+        self.every_n_steps = every_n_steps
+        self.options = dict(sampling)
+        self.sampling = SamplingConfig.from_options(self.options)
+        self.member: Member | None = None
         self.last: SampleSet | None = None
         self._last_step: int | None = None  # no second set at the end when the last step already sampled
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        codec = getattr(pl_module, "codec", None)
+        model_type = getattr(getattr(pl_module, "model", None), "model_type", None)
+        if codec is None:
+            return
+        try:
+            self.member = member_for(codec, model_type=model_type)
+        except ValueError as e:  # a codec no member serves: train anyway, without samples
+            log.warning("no samples during training: %s", e)
+            return
+        set_keys = {k for k, v in self.options.items() if v not in (None, [], ()) and k != "max_new_tokens"}
+        self.sampling = self.member.parse(self.options, explicit=set_keys)[1]  # ValueError naming the option
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step
@@ -51,16 +70,15 @@ class SampleCallback(L.Callback):
             self.sample(trainer, pl_module)
 
     def sample(self, trainer: L.Trainer, pl_module: L.LightningModule) -> SampleSet | None:
-        codec = getattr(pl_module, "codec", None)
-        renderer = get_renderer(codec.type_name) if codec is not None else None
-        if not trainer.is_global_zero or renderer is None:
+        if not trainer.is_global_zero or self.member is None:
             return None
         if isinstance(trainer.strategy, ModelParallelStrategy):
             return None  # sharded parameters: sample from the saved checkpoint with zoo-sample instead
         self.out_dir.mkdir(parents=True, exist_ok=True)
         step = trainer.global_step
         with torch.random.fork_rng():  # sampling must not change the training RNG stream
-            samples = renderer(pl_module, trainer.datamodule, self.sampling, self.out_dir, step)
+            samples = self.member.render_training_samples(pl_module, trainer.datamodule, self.sampling,
+                                                          self.out_dir, step)
         self.last, self._last_step = samples, step
         for logger in trainer.loggers:
             log_media(logger, samples, step)

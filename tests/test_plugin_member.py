@@ -1,0 +1,117 @@
+"""A fifth member from outside the zoo package, registered through the entry-point group `zoo.members`.
+
+tests/plugin_member/zoo_plug is a tiny plug-in (a bigram model of digit strings, its codec, data module
+and `Member`). A `*.dist-info/entry_points.txt` made in a temporary folder and put on PYTHONPATH registers
+it the way `pip install` would, so nothing is installed. Then zoo-train (its model/data configs found via
+hydra.searchpath), zoo-sample, `zoo.load(...).generate`, zoo-export and `zoo.load(export)` must all work
+for it, asking the member, with no zoo file naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, run_cli
+
+from zoo.codecs import base as codecs_base
+from zoo.members import base as members_base
+from zoo.models.base import MODELS
+
+PLUGIN_DIR = Path(__file__).resolve().parent / "plugin_member"
+ENTRY_POINTS = "[zoo.members]\ndigits = zoo_plug:PlugMember\n"
+
+
+def make_site(folder: Path) -> Path:
+    """A folder holding the plug-in's package metadata, as `pip install zoo-plug` would leave it."""
+    info = folder / "zoo_plug-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-plug\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    return folder
+
+
+@pytest.fixture
+def plugin_loaded(tmp_path, monkeypatch):
+    """The plug-in loaded into this process through its entry point; every registration undone after."""
+    for path in (str(make_site(tmp_path / "site")), str(PLUGIN_DIR)):
+        monkeypatch.syspath_prepend(path)
+    monkeypatch.setattr(members_base, "_loaded", False)
+    monkeypatch.setattr(members_base, "MEMBERS", dict(members_base.MEMBERS))
+    monkeypatch.setitem(MODELS, "_placeholder", None)  # so monkeypatch restores MODELS' keys below
+    models_before, codecs_before = dict(MODELS), dict(codecs_base._REGISTRY)
+    members_base.load_plugins()
+    yield
+    MODELS.clear()
+    MODELS.update(models_before)
+    codecs_base._REGISTRY.clear()
+    codecs_base._REGISTRY.update(codecs_before)
+    sys.modules.pop("zoo_plug", None)
+
+
+def test_entry_point_registers_member_model_and_codec(plugin_loaded):
+    member = members_base.member_for("plug_digits")
+    assert member.name == "digits_plug" and type(member).__name__ == "PlugMember"
+    assert members_base.member_for(None, model_type="bigram") is member
+    assert "bigram" in MODELS and "plug_digits" in codecs_base._REGISTRY
+    with pytest.raises(ValueError, match="`guidance` does not apply to digits_plug models .*a bigram has no condition"):
+        member.parse({"guidance": 2.0})
+    with pytest.raises(ValueError, match="unknown option 'tempreature'; did you mean 'temperature'"):
+        member.parse({"tempreature": 1.0})
+
+
+def test_unknown_codec_names_the_known_members():
+    with pytest.raises(ValueError, match=r"no zoo member serves codec 'nope'; known members: .*text \(codecs char"):
+        members_base.member_for("nope")
+
+
+def test_a_broken_plugin_is_reported_not_fatal(tmp_path, monkeypatch, caplog):
+    site = tmp_path / "site"
+    info = site / "broken-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[zoo.members]\nbroken = no_such_module:Member\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(members_base, "_loaded", False)
+    monkeypatch.setattr(members_base, "PLUGIN_ERRORS", [])
+    members_base.load_plugins()
+    assert members_base.member_for("bpe").name == "text"  # the built-in members still work
+    with pytest.raises(ValueError, match="Plug-ins that failed to load: broken \\(no_such_module:Member\\)"):
+        members_base.member_for("nope")
+
+
+@pytest.mark.slow  # five fresh interpreters
+def test_train_sample_load_and_export_a_plugin_member(tmp_path):
+    site = make_site(tmp_path / "site")
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(site), str(PLUGIN_DIR)])}
+    run_dir = tmp_path / "run"
+    r = run_cli(["zoo-train", f"hydra.searchpath=[file://{PLUGIN_DIR / 'zoo_plug' / 'conf'}]", "model=plug",
+                 "data=plug", "trainer.max_steps=30", "trainer.val_check_interval=10", "trainer.accelerator=cpu",
+                 "module.lr=0.5", "module.warmup_steps=0", "module.weight_decay=0", "samples.every_n_steps=0",
+                 "samples.max_new_tokens=6",
+                 "samples.temperature=0", "checkpoint.every_n_steps=10", "logger=none", "threads=1",
+                 f"run_dir={run_dir}"], cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file() and (run_dir / "samples" / "step_30.txt").read_text().startswith("3")
+
+    r = run_cli(["zoo-sample", f"checkpoint={ckpt}", "prompt=7", "max_new_tokens=5", "temperature=0",
+                 f"out={tmp_path / 'out'}"], cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "789012" in r.stdout and (tmp_path / "out" / "digits.txt").read_text() == "789012\n"
+    r = run_cli(["zoo-sample", f"checkpoint={ckpt}", "labels=3"], cwd=tmp_path, env=env)
+    assert r.returncode != 0 and "`labels` does not apply to digits_plug models" in r.stderr
+
+    r = run_cli(["zoo-export", f"checkpoint={ckpt}", f"out={tmp_path / 'export'}"], cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    code = ("import sys, zoo\n"
+            "for source in sys.argv[1:]:\n"
+            "    m = zoo.load(source)\n"
+            "    print(type(m.member).__name__, m.generate('4', max_new_tokens=4, temperature=0))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(ckpt), str(tmp_path / "export")], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env={**os.environ, **env, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.splitlines() == ["PlugMember 45678", "PlugMember 45678"]
