@@ -331,6 +331,11 @@ def prepare_corpus(
     train, val = split_pieces(files, piece_bytes=piece_bytes, val_fraction=val_fraction, max_val_bytes=max_val_bytes)
     if codec_from is not None:
         text_codec = load_manifest(codec_from)[1]
+        if isinstance(text_codec, CharCodec):  # fail here, not inside an optimize worker
+            unknown = set().union(*map(_char_set, train + val)) - set(text_codec.chars)
+            if unknown:
+                raise ValueError(f"codec_from={codec_from!r}: its char codec lacks {len(unknown)} characters of these "
+                                 f"inputs ({sorted(unknown)[:10]!r}); use a byte or bpe codec to mix such corpora")
     else:
         text_codec = build_codec(codec, train + val, vocab_size=vocab_size, num_workers=num_workers,
                                  fit_bytes=fit_bytes)
