@@ -44,7 +44,8 @@ LAYER_NAMES = {0: "core", 1: "models/codecs", 2: "data/sampling/eval", 3: "membe
                6: "entry points"}
 INDEPENDENT = [("zoo.models", "zoo.codecs"), ("zoo.codecs", "zoo.models"), ("zoo.eval", "zoo.data"),
                ("zoo.data", "zoo.eval")]
-HYDRA_ALLOWED = ("zoo.train", "zoo.sample", "zoo.export", "zoo.cli", "zoo.bench", "zoo.serve.__main__")
+HYDRA_ALLOWED = ("zoo.train", "zoo.sample", "zoo.export", "zoo.cli", "zoo.bench", "zoo.serve.__main__",
+                 "zoo.prepare")
 
 
 def module_name(path: Path) -> str:

@@ -167,7 +167,7 @@ def _sampling(m: Any, *, max_tokens: int | None, repetition: bool = True) -> lis
 
 def _guidance(m: Any) -> Option:
     return Option(name="guidance", kind="number", minimum=0, maximum=20, nullable=True,
-                  default=m.generation.get("guidance_scale"),
+                  default=m.generation.get("guidance"),
                   help="classifier-free guidance scale: 1 = none, higher = closer to the condition")
 
 
@@ -369,8 +369,8 @@ class MusicAdapter(Adapter):
             path.write_bytes(opts["primer"])
             try:
                 primer_ids(self.m.codec, path)
-            except SystemExit as e:  # zoo-sample's message, meant for the command line
-                raise bad_field("primer", str(e).removeprefix("zoo-sample: "), self.options["primer"].accepted(),
+            except ValueError as e:  # the member's message names the problem and what a primer must be
+                raise bad_field("primer", str(e), self.options["primer"].accepted(),
                                 f"{len(opts['primer'])} bytes") from None
 
     def _run_one(self, opts: dict[str, Any]) -> dict[str, Any]:
