@@ -233,7 +233,7 @@ class Adapter:
 
     def _sampling_kwargs(self, opts: Mapping[str, Any]) -> dict[str, Any]:
         names = [n for n, o in self.options.items() if o.sampling and n != "guidance"]
-        return self.m.sampling_options(**{n: opts[n] for n in names})
+        return {n: opts[n] for n in names}  # the defaults are the checkpoint's already (`_sampling`)
 
 
 class TextAdapter(Adapter):
