@@ -130,8 +130,9 @@ class ExtendedBlockwiseBias(ExtendedBias, BlockwiseBias):
         return self.inner.prepare(s, heads, rows, grad=grad)
 
     def block(self, state: Any, qb: Tensor, bi: int, h0: int, h1: int, a: int, z: int) -> Tensor:
-        extra = self.extra(a, z)  # (B|1, H|1, z - a, end)
-        extra = extra[bi if extra.shape[0] > 1 else 0]
+        extra = self.extra(a, z)  # (B|1, H|1, z - a, end), or fewer leading dims
+        extra = extra.view((1,) * (4 - extra.dim()) + tuple(extra.shape))  # (B|1, H|1, z - a, end)
+        extra = extra[bi if extra.shape[0] > 1 else 0]  # (H|1, z - a, end)
         return self.inner.block(state, qb, bi, h0, h1, a, z).add_(extra[h0:h1] if extra.shape[0] > 1 else extra)
 
     def block_backward(self, state: Any, ds: Tensor, qb: Tensor, dqb: Tensor, bi: int, h0: int, h1: int,
