@@ -268,8 +268,8 @@ def test_config_errors_name_the_key_and_accepted_values() -> None:
         GPTConfig(n_embd=30, n_head=4)
     with pytest.raises(ValueError, match=r"GPTConfig\.norm='batchnorm'.*\['layernorm', 'rmsnorm'\]"):
         GPTConfig(norm="batchnorm")
-    with pytest.raises(ValueError, match=r"GPTConfig\.position='alibi'.*\['learned', 'rotary', 'none'\]"):
-        GPTConfig(position="alibi")
+    with pytest.raises(ValueError, match=r"GPTConfig\.position='sinusoidal'.*\['learned', 'rotary', 'alibi', 'none'\]"):
+        GPTConfig(position="sinusoidal")
     with pytest.raises(ValueError, match=r"GPTConfig\.n_layer must be a positive integer, got 0"):
         GPTConfig(n_layer=0)
     with pytest.raises(ValueError, match=r"unknown gpt config key\(s\) \['n_layers'\].*'n_layer'"):

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from zoo.bench import peers as P
 from zoo.bench.common import Row, Sizes, interleaved, median, ratio_stats, skipped
+from zoo.models.gpt import GPT, GPTConfig
 from zoo.sampling import SamplingConfig, generate
 
 STD = 0.3  # a random model at GPT-2's 0.02 repeats one token; larger weights give a stronger token check
@@ -54,6 +55,8 @@ def run(s: Sizes, device: torch.device) -> tuple[list[Row], dict[str, Any]]:
     option = zoo_compile_option()
     context["zoo_compile_option"] = (f"{option}=True timed at batch {list(s.zoo_compile_batches)}" if option
                                      else "none in this zoo version")
+    gqa_rows, context["gqa"] = run_gqa(s, device)
+    rows += gqa_rows
     for b in s.decode_batches:
         section = f"decode batch {b}"
         prompt = torch.randint(0, s.vocab_size, (b, s.decode_prompt), generator=torch.Generator().manual_seed(b))
@@ -117,4 +120,44 @@ def run(s: Sizes, device: torch.device) -> tuple[list[Row], dict[str, Any]]:
                                  "zoo first call s": first_call.get(zc, float("nan"))}))
         print(f"  {section}: " + ", ".join(f"{n} {tokens / median(t):.0f} tok/s" for n, t in times.items()),
               flush=True)
+    return rows, context
+
+
+def run_gqa(s: Sizes, device: torch.device, *, prompt: int | None = None,
+            new: int | None = None) -> tuple[list[Row], dict[str, Any]]:
+    """Multi-head vs grouped-query vs multi-query attention at equal width (same n_embd, n_head, layers; only
+    c_attn's key/value outputs and the cache shrink): KV-cache bytes allocated for prompt + new positions and
+    greedy decode tokens/s (prefill included), per batch size, interleaved rounds. Random weights (std 0.02)."""
+    prompt, new = prompt or s.decode_prompt, new or s.decode_new
+    kv_heads = sorted({s.n_head, max(1, s.n_head // 2), 1}, reverse=True)
+    rows: list[Row] = []
+    context: dict[str, Any] = {"prompt": prompt, "new_tokens": new, "n_head": s.n_head, "n_kv_head": kv_heads,
+                               "cache_bytes": {}, "tokens_per_s": {}}
+    models = {}
+    for h in kv_heads:
+        torch.manual_seed(0)
+        cfg = GPTConfig(vocab_size=s.vocab_size, block_size=prompt + new, n_layer=s.n_layer, n_head=s.n_head,
+                        n_embd=s.n_embd, n_kv_head=h, position="rotary")
+        models[h] = GPT(cfg).eval().to(device)
+    name = lambda h: "mha" if h == s.n_head else ("mqa" if h == 1 else f"gqa n_kv_head={h}")  # noqa: E731
+    for b in s.decode_batches:
+        section = f"decode gqa batch {b}"
+        ids = torch.randint(0, s.vocab_size, (b, prompt), generator=torch.Generator().manual_seed(b)).to(device)
+        fns = {name(h): (lambda m=m, ids=ids: generate(m, ids, temperature=0, max_new_tokens=new))
+               for h, m in models.items()}
+        times = interleaved(fns, s.rounds, device, warmup=1)
+        full = name(s.n_head)
+        full_bytes = models[s.n_head].new_cache(b, prompt + new).nbytes
+        for h, m in models.items():
+            nbytes = m.new_cache(b, prompt + new).nbytes
+            rate = b * new / median(times[name(h)])
+            context["cache_bytes"][f"{section} {name(h)}"] = nbytes
+            context["tokens_per_s"][f"{section} {name(h)}"] = rate
+            if h != s.n_head:
+                rows.append(Row(section, f"{name(h)} vs mha", "tokens/s ratio",
+                                ratio_stats(times[full], times[name(h)]),
+                                {"tokens/s": rate, "mha tokens/s": b * new / median(times[full]),
+                                 "cache MiB": nbytes / 2**20, "mha cache MiB": full_bytes / 2**20}))
+        rates = ", ".join(f"{n} {b * new / median(t):.0f} tok/s" for n, t in times.items())
+        print(f"  {section}: {rates}", flush=True)
     return rows, context

@@ -9,8 +9,17 @@ from torch import Tensor
 class KVCache:
     """Per-layer key/value cache for incremental decoding.
 
-    Preallocates (B, H, max_len, D) buffers once and fills them in place, so decoding a token costs
-    no reallocation. `pos` is the number of positions already stored (shared by all layers).
+    Preallocates (B, Hkv, max_len, D) buffers once and fills them in place, so decoding a token costs
+    no reallocation. `pos` is the number of positions already seen (shared by all layers). Hkv is the
+    model's key/value heads (`n_kv_head`): grouped-query attention stores H / Hkv times less.
+
+    Rolling mode (`window=W`, sliding-window attention, and max_len > 2W): the buffers hold 2W positions
+    whatever the length generated, and keep the last W - 1 positions the next query can see. Keys stay in
+    chronological order: when the next write would overflow, the kept W - 1 are moved to the front (one
+    copy of W - 1 positions every W + 1 tokens decoded, amortised O(1)) rather than wrapping around as a ring
+    would, so `update` always returns a contiguous (B, Hkv, S, D) run of the last S positions and every
+    kernel and position bias sees an ordinary prefix: the biases depend on distances only, which local
+    coordinates give exactly. A prompt longer than the buffer attends over a temporary concatenation.
 
     Static mode (`make_static`, used by compiled decoding): the position is also kept as a 0-d int64
     tensor `position`, `update` writes at that tensor position and returns the WHOLE buffers, and
@@ -19,13 +28,34 @@ class KVCache:
     """
 
     def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int,
-                 device: torch.device | str, dtype: torch.dtype) -> None:
-        shape = (batch, n_head, max_len, head_dim)
+                 device: torch.device | str, dtype: torch.dtype, *, window: int | None = None) -> None:
+        if window is not None and window < 1:
+            raise ValueError(f"KVCache window must be a positive number of positions or None, got {window}")
+        self.window = window if window is not None and max_len > 2 * window else None  # rolling mode
+        size = max_len if self.window is None else 2 * window
+        shape = (batch, n_head, size, head_dim)  # n_head: the key/value heads
         self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.max_len = max_len
         self.pos = 0
+        self.begin = self.fill = 0  # rolling mode: buffer slots begin .. fill - 1 hold the kept positions
         self.position: Tensor | None = None  # 0-d int64 copy of `pos`, in static mode only
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes allocated by the key and value buffers of all layers."""
+        return sum(x.untyped_storage().nbytes() for x in self.k + self.v)
+
+    def _roll_plan(self, t: int) -> tuple[str, int, int]:
+        """Rolling mode: how T new positions are stored ("append", "shift" or "long") and the (begin, fill)
+        the buffers hold afterwards, before dropping what no later query sees (the same for every layer)."""
+        size, n = self.k[0].shape[2], self.fill - self.begin
+        if self.fill + t <= size:
+            return "append", self.begin, self.fill + t
+        if n + t <= size:
+            return "shift", 0, n + t
+        keep = min(self.window - 1, n + t)
+        return "long", 0, keep
 
     @property
     def static(self) -> bool:
@@ -36,6 +66,9 @@ class KVCache:
         enter the products (0 · v must not be NaN, which uninitialised memory may hold)."""
         if self.position is not None:
             return
+        if self.window is not None:
+            raise ValueError("a rolling (sliding-window) KV cache has no fixed-shape mode; decode with "
+                             "compile=False, or allocate a cache of at most 2 * window positions")
         for buf in self.k + self.v:
             buf[:, :, self.pos:].zero_()
         self.position = torch.tensor(self.pos, dtype=torch.long, device=self.k[0].device)
@@ -62,6 +95,8 @@ class KVCache:
             self.k[layer].index_copy_(2, at, k)
             self.v[layer].index_copy_(2, at, v)
             return self.k[layer], self.v[layer]
+        if self.window is not None:
+            return self._update_rolling(layer, k, v)
         end = self.pos + k.shape[-2]
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: {end} positions requested, cache holds {self.max_len}")
@@ -70,8 +105,28 @@ class KVCache:
         vb[:, :, self.pos:end] = v
         return kb[:, :, :end], vb[:, :, :end]
 
+    def _update_rolling(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        t, begin, fill = k.shape[-2], self.begin, self.fill
+        kb, vb = self.k[layer], self.v[layer]
+        how, _, end = self._roll_plan(t)
+        if how == "append":
+            kb[:, :, fill:end], vb[:, :, fill:end] = k, v
+            return kb[:, :, begin:end], vb[:, :, begin:end]  # (B, Hkv, S, D), S = kept + T
+        if how == "shift":  # kept positions to the front (clone: the two ranges may overlap)
+            n = fill - begin
+            kb[:, :, :n], vb[:, :, :n] = kb[:, :, begin:fill].clone(), vb[:, :, begin:fill].clone()
+            kb[:, :, n:end], vb[:, :, n:end] = k, v
+            return kb[:, :, :end], vb[:, :, :end]
+        ks = torch.cat([kb[:, :, begin:fill], k], 2)  # (B, Hkv, kept + T, D): a temporary, this call only
+        vs = torch.cat([vb[:, :, begin:fill], v], 2)
+        kb[:, :, :end], vb[:, :, :end] = ks[:, :, ks.shape[2] - end:], vs[:, :, vs.shape[2] - end:]
+        return ks, vs
+
     def advance(self, t: int) -> None:
         """Called once per forward pass after every layer has written its `t` new positions."""
+        if self.window is not None:
+            _, begin, fill = self._roll_plan(t)
+            self.begin, self.fill = max(begin, fill - (self.window - 1)), fill  # what the next query can see
         self.pos += t
         if self.position is not None:
             self.position.add_(t)

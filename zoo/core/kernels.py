@@ -6,8 +6,12 @@ Shape legend used throughout `zoo.core`:
 The kernel contract (../shared/DESIGN.md)::
 
     kernel(q, k, v, *, bias, causal, dropout_p, scale) -> out
-    q (B, H, T, D); k, v (B, H, S, D); out (B, H, T, D)
+    q (B, H, T, D); k, v (B, Hkv, S, D); out (B, H, T, D)
     out = softmax(q kᵀ · scale + bias, causal mask) v,   scale None = 1/sqrt(D)
+
+Grouped-query attention (Ainslie et al. 2023, "GQA"): k and v may have Hkv heads, Hkv dividing H; key/value
+head g serves query heads g·H/Hkv .. (g + 1)·H/Hkv - 1 (`repeat_kv`). Hkv = 1 is multi-query attention
+(Shazeer 2019). Every kernel accepts it; `math` repeats k and v, `sdpa` passes `enable_gqa`.
 
 `bias` is None, a Tensor broadcastable to (B, H, T, S), or an `AttentionBias`: a lazy bias that a
 kernel may materialise whole (`dense`), by query rows (`rows`) or, if it is a `BlockwiseBias`, block
@@ -89,6 +93,75 @@ class BlockwiseBias(AttentionBias):
         return ()
 
 
+class ExtendedBias(AttentionBias):
+    """`inner` (an `AttentionBias` or None) plus an additive term `extra(a, z)`: the (B|1, H|1, z - a, S - T + z)
+    term of query rows a .. z - 1 over the keys they may see. What the sliding window (`window_extra`: 0 or
+    -inf) and a second position bias (ALiBi on top of the relative term) add onto a bias, built by rows so that
+    a chunking kernel still builds one chunk at a time. `masks_future` if either part already masks the future.
+    """
+
+    def __init__(self, inner: AttentionBias | None, extra: Any, shape: tuple[int, int], *,
+                 extra_masks_future: bool) -> None:
+        self.inner, self.extra, self._shape = inner, extra, shape
+        self.masks_future = extra_masks_future or (inner is not None and inner.masks_future)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._shape
+
+    def dense(self) -> Tensor:
+        t = self._shape[0]
+        return self.extra(0, t) if self.inner is None else self.inner.dense() + self.extra(0, t)
+
+    def rows(self, a: int, b: int) -> Tensor:
+        return self.extra(a, b) if self.inner is None else self.inner.rows(a, b) + self.extra(a, b)
+
+
+class ExtendedBlockwiseBias(ExtendedBias, BlockwiseBias):
+    """`ExtendedBias` over a `BlockwiseBias`: the fused path adds the extra term onto each block in place (the
+    term holds no parameter: the inner bias's backward is unchanged, dS is its gradient too)."""
+
+    inner: BlockwiseBias
+
+    def inputs(self) -> tuple[Tensor, ...]:
+        return self.inner.inputs()
+
+    def prepare(self, s: int, heads: int, rows: int, *, grad: bool) -> Any:
+        return self.inner.prepare(s, heads, rows, grad=grad)
+
+    def block(self, state: Any, qb: Tensor, bi: int, h0: int, h1: int, a: int, z: int) -> Tensor:
+        extra = self.extra(a, z)  # (B|1, H|1, z - a, end), or fewer leading dims
+        extra = extra.view((1,) * (4 - extra.dim()) + tuple(extra.shape))  # (B|1, H|1, z - a, end)
+        extra = extra[bi if extra.shape[0] > 1 else 0]  # (H|1, z - a, end)
+        return self.inner.block(state, qb, bi, h0, h1, a, z).add_(extra[h0:h1] if extra.shape[0] > 1 else extra)
+
+    def block_backward(self, state: Any, ds: Tensor, qb: Tensor, dqb: Tensor, bi: int, h0: int, h1: int,
+                       a: int, z: int) -> None:
+        self.inner.block_backward(state, ds, qb, dqb, bi, h0, h1, a, z)
+
+    def input_grads(self, state: Any) -> tuple[Tensor | None, ...]:
+        return self.inner.input_grads(state)
+
+
+def extend_bias(inner: Bias, extra: Any, t: int, s: int, *, extra_masks_future: bool = False) -> ExtendedBias:
+    """`inner` (None, a tensor or an `AttentionBias`) plus `extra` (see `ExtendedBias`)."""
+    if isinstance(inner, Tensor):
+        inner = TensorBias(inner, t, s)
+    cls = ExtendedBlockwiseBias if isinstance(inner, BlockwiseBias) else ExtendedBias
+    return cls(inner, extra, (t, s), extra_masks_future=extra_masks_future)
+
+
+def window_extra(t: int, s: int, window: int, device: torch.device, dtype: torch.dtype) -> Any:
+    """The sliding window (Beltagy et al. 2020, Longformer; Mistral 7B) as an `ExtendedBias` term: query i, at
+    position S - T + i, sees keys S - T + i - window + 1 .. S - T + i; -inf on the others (the future too)."""
+    def extra(a: int, z: int) -> Tensor:
+        end = s - t + z
+        dist = (torch.arange(a, z, device=device) + (s - t)).unsqueeze(1) - torch.arange(end, device=device)
+        allowed = (dist >= 0) & (dist < window)  # (z - a, end)
+        return torch.zeros((), dtype=dtype, device=device).masked_fill(~allowed, float("-inf"))
+    return extra
+
+
 class TensorBias(AttentionBias):
     """A dense bias tensor (broadcastable to (B, H, T, S)) seen through the `AttentionBias` interface."""
 
@@ -124,6 +197,17 @@ def causal_mask(t: int, s: int, device: torch.device | None = None) -> Tensor:
     return j <= i
 
 
+def repeat_kv(x: Tensor, n_head: int) -> Tensor:
+    """k or v (B, Hkv, S, D) -> (B, H, S, D) for grouped-query attention: key/value head g repeated for its
+    H / Hkv query heads (a copy; none when Hkv == H)."""
+    b, hkv, s, d = x.shape
+    if hkv == n_head:
+        return x
+    if n_head % hkv:
+        raise ValueError(f"grouped-query attention: {hkv} key/value heads do not divide {n_head} query heads")
+    return x[:, :, None].expand(b, hkv, n_head // hkv, s, d).reshape(b, n_head, s, d)  # (B, H, S, D)
+
+
 def dense_bias(bias: Bias) -> Tensor | None:
     """The bias as a tensor broadcastable to (B, H, T, S), or None."""
     return bias.dense() if isinstance(bias, AttentionBias) else bias
@@ -135,6 +219,7 @@ def math_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Bias = None, causal
     the oracle for float64 tests)."""
     t, s = q.shape[-2], k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    k, v = repeat_kv(k, q.shape[1]), repeat_kv(v, q.shape[1])  # (B, H, S, D)
     dt = torch.promote_types(q.dtype, torch.float32)
     att = (q.to(dt) @ k.to(dt).transpose(-2, -1)) * scale  # (B, H, T, S)
     if bias is not None:
@@ -151,18 +236,21 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Bias = None, causal
                    dropout_p: float = 0.0, scale: float | None = None) -> Tensor:
     """Fast kernel through PyTorch's fused scaled-dot-product attention."""
     t, s = q.shape[-2], k.shape[-2]
+    gqa = k.shape[1] != q.shape[1]  # SDPA's own grouped-query support: k, v are not copied per query head
     if bias is None:
         if not causal or t == s:
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale)
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale,
+                                                  enable_gqa=gqa)
         if t == 1:  # one new token sees the whole cache: no mask at all
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale, enable_gqa=gqa)
         mask = causal_mask(t, s, q.device)  # SDPA's is_causal is top-left aligned; ours is bottom-right
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale,
+                                              enable_gqa=gqa)
     masked = isinstance(bias, AttentionBias) and bias.masks_future
     bias = dense_bias(bias).to(q.dtype)
     if causal and not masked:  # one more pass over (B, H, T, S), skipped when the bias holds the mask
         bias = bias.masked_fill(~causal_mask(t, s, q.device), float("-inf"))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale, enable_gqa=gqa)
 
 
 # Bytes of bias built at a time by `chunked`, per device type. On CPU a few MiB stay in cache and below
@@ -209,6 +297,7 @@ def chunked_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Bias = None, cau
     if bias is None or not causal:
         return sdpa_attention(q, k, v, bias=bias, causal=causal, dropout_p=dropout_p, scale=scale)
     bias = bias if isinstance(bias, AttentionBias) else TensorBias(bias, t, s)
+    k, v = repeat_kv(k, h), repeat_kv(v, h)  # (B, H, S, D): the block loops index heads of q, k, v alike
     # Not under torch.compile: the matmul path is an eager Python loop over (batch, heads, chunk) blocks
     # that the compiler would unroll into one graph per length; the kernel path compiles as one graph.
     matmul_ok = (q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64) and dropout_p == 0.0

@@ -149,13 +149,18 @@ class Block(nn.Module):
         activation: Activation = "gelu",
         causal: bool = True,
         cross_attention: bool = False,
+        n_kv_head: int | None = None,
+        window: int | None = None,
     ) -> None:
         super().__init__()
         self.ln_1 = make_norm(norm, n_embd, bias)
         self.attn = MultiHeadAttention(n_embd, n_head, kernel=kernel, position_bias=position_bias, dropout=dropout,
-                                       bias=bias, causal=causal, layer_idx=layer_idx)
+                                       bias=bias, causal=causal, layer_idx=layer_idx, n_kv_head=n_kv_head,
+                                       window=window)
         self.cross_attention = cross_attention  # a plain flag: hasattr() on a Module costs an exception
-        if cross_attention:  # positions do not carry across streams: no position bias here
+        # Cross-attention stays full multi-head and unwindowed: its keys are a short condition, not a cache
+        # that grows, and positions do not carry across streams: no position bias here.
+        if cross_attention:
             self.ln_cross = make_norm(norm, n_embd, bias)
             self.cross_attn = MultiHeadAttention(n_embd, n_head, kernel=kernel, dropout=dropout, bias=bias,
                                                  cross=True, layer_idx=layer_idx)

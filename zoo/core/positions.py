@@ -6,8 +6,8 @@ Three ways a scheme can reach attention, and which schemes use them:
 - a rotation of q and k (`RotaryEmbedding`, RoFormer), called by `MultiHeadAttention` with the offset.
 - an additive bias on the logits (`PositionBias`): a provider builds, per call, the bias the kernel
   receives (`zoo.core.kernels.AttentionBias`), so kernels never know the scheme. The Music Transformer's
-  relative attention (`RelativePositionBias`) is one; ALiBi would be another (subclass `PositionBias`,
-  implement `bias_at` with -slope · distance; `bias` then comes for free, the static decode path too).
+  relative attention (`RelativePositionBias`) is one, ALiBi (`AlibiPositionBias`, `bias_at` only) another;
+  `SumPositionBias` adds several (ALiBi on top of the relative term).
 "none" is no scheme at all.
 
 Relative attention (Huang et al. 2018, "Music Transformer: Generating Music with Long-Term Structure",
@@ -25,13 +25,14 @@ measured.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from zoo.core.kernels import AttentionBias, BlockwiseBias, Kernel, TensorBias, chunked_attention
+from zoo.core.kernels import AttentionBias, BlockwiseBias, Kernel, TensorBias, chunked_attention, extend_bias
 
 
 class PositionBias:
@@ -92,6 +93,64 @@ class RelativePositionBias(PositionBias):
         logits = torch.einsum("bhtd,hld->bhtl", q, table)  # (B, H, T, L + 1)
         dist = positions.unsqueeze(1) - torch.arange(n_keys, device=q.device)  # (T, S); < 0 for future keys
         return logits.gather(-1, dist.clamp(0, n).expand(b, h, t, n_keys))  # (B, H, T, S)
+
+
+def alibi_slopes(n_head: int) -> Tensor:
+    """ALiBi's per-head slopes (Press et al. 2022, "Train Short, Test Long", section 3): for n heads a power of
+    2, the geometric sequence 2^(-8/n), 2^(-16/n), .. 2^(-8); otherwise those of the closest lower power of 2,
+    m, then every other slope of 2m (the authors' reference code, used for their non-power-of-2 models)."""
+    def geometric(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * (i + 1) / n) for i in range(n)]
+    m = 2 ** int(math.floor(math.log2(n_head)))
+    slopes = geometric(m) + geometric(2 * m)[0::2][:n_head - m]
+    return torch.tensor(slopes, dtype=torch.float64)  # (H,)
+
+
+class AlibiPositionBias(PositionBias):
+    """ALiBi (Press et al. 2022): bias -slope_h · (query position - key position) on the scaled logits,
+    nothing learned. The slopes are a non-persistent buffer `attn.alibi_slopes` (H,): no checkpoint key.
+    Causal self-attention only (the paper's; the distance to a future key has no defined sign here)."""
+
+    def __repr__(self) -> str:
+        return "AlibiPositionBias()"
+
+    def attach(self, attn: nn.Module) -> None:
+        if attn.cross or not attn.causal:
+            raise ValueError("ALiBi biases causal self-attention by the distance to earlier keys; got "
+                             f"cross={attn.cross}, causal={attn.causal}: use cross=False, causal=True")
+        attn.register_buffer("alibi_slopes", alibi_slopes(attn.n_head).float(), persistent=False)
+
+    def bias_at(self, attn: nn.Module, q: Tensor, positions: Tensor, n_keys: int) -> Tensor:
+        dist = positions.unsqueeze(1) - torch.arange(n_keys, device=q.device)  # (T, S); < 0 for future keys
+        slopes = attn.alibi_slopes.to(q.dtype).view(1, -1, 1, 1)  # (1, H, 1, 1)
+        return -slopes * dist.clamp(min=0).to(q.dtype)  # (1, H, T, S); future keys 0, the caller masks them
+
+
+class SumPositionBias(PositionBias):
+    """Several bias schemes at once (e.g. the relative term and ALiBi): their biases add. The first one's
+    bias keeps its lazy form (the relative term's fused chunked path); the others are added by query rows."""
+
+    def __init__(self, *parts: PositionBias) -> None:
+        self.parts = parts
+
+    def __repr__(self) -> str:
+        return f"SumPositionBias{self.parts!r}"
+
+    def attach(self, attn: nn.Module) -> None:
+        for part in self.parts:
+            part.attach(attn)
+
+    def bias(self, attn: nn.Module, q: Tensor, s: int) -> AttentionBias:
+        t = q.shape[-2]
+        positions = torch.arange(s - t, s, device=q.device)
+
+        def extra(a: int, z: int) -> Tensor:
+            end = s - t + z
+            return sum(p.bias_at(attn, q[:, :, a:z], positions[a:z], end) for p in self.parts[1:])
+        return extend_bias(self.parts[0].bias(attn, q, s), extra, t, s)
+
+    def bias_at(self, attn: nn.Module, q: Tensor, positions: Tensor, n_keys: int) -> Tensor:
+        return sum(p.bias_at(attn, q, positions, n_keys) for p in self.parts)
 
 
 @dataclass
@@ -264,6 +323,7 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"rotary embeddings need an even head dim, got {head_dim}")
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)  # (D/2,)
         angles = torch.outer(torch.arange(max_len).float(), inv_freq)  # (max_len, D/2)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
@@ -276,8 +336,12 @@ class RotaryEmbedding(nn.Module):
             cos, sin = self.cos.index_select(0, at).to(x.dtype), self.sin.index_select(0, at).to(x.dtype)
         else:
             if offset + t > self.cos.shape[0]:
-                raise ValueError(f"position {offset + t} is past the rotary table of {self.cos.shape[0]}")
-            cos = self.cos[offset:offset + t].to(x.dtype)  # (T, D/2)
-            sin = self.sin[offset:offset + t].to(x.dtype)
+                # Past the table (sliding-window models generate without end): the table's own formula, so
+                # positions inside it get bit-identical values either way.
+                angles = torch.outer(torch.arange(offset, offset + t, device=x.device).float(), self.inv_freq.float())
+                cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)  # (T, D/2)
+            else:
+                cos = self.cos[offset:offset + t].to(x.dtype)  # (T, D/2)
+                sin = self.sin[offset:offset + t].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D/2) each
         return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)

@@ -9,6 +9,7 @@ Training convention: `logits[:, t]` predicts `idx[:, t + 1]` (the datamodule shi
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,7 +19,13 @@ from torch import Tensor, nn
 
 from zoo.core.cache import KVCache
 from zoo.core.layers import Activation, Block, NormKind, make_norm
-from zoo.core.positions import PositionBias, RelativePositionBias, RotaryEmbedding
+from zoo.core.positions import (
+    AlibiPositionBias,
+    PositionBias,
+    RelativePositionBias,
+    RotaryEmbedding,
+    SumPositionBias,
+)
 from zoo.models.base import GenerativeModel, register, require_positive, validate_choices
 
 
@@ -28,6 +35,13 @@ class GPTConfig:
     picks the attention: "math" (the reference) or "sdpa" with no position bias, or "relative", the
     Music Transformer's relative position bias (`zoo.core.positions.RelativePositionBias`, L =
     `max_relative_position`) through the chunked kernel. It combines with any `position`.
+
+    `position="alibi"` is ALiBi (Press et al. 2022): a fixed per-head linear bias on the distance, no table,
+    so the model reads sequences longer than it was trained on. `n_kv_head` (None = `n_head`) is the number
+    of key/value heads: fewer is grouped-query attention (1: multi-query), with a KV cache n_head / n_kv_head
+    times smaller. `window` (None = full attention) is sliding-window attention: each token sees itself and
+    the window - 1 before it; decoding then keeps a rolling cache of 2 · window positions and generates past
+    `block_size` without end, which learned positions cannot (their table ends at block_size).
     """
 
     vocab_size: int = 256  # training sets this from the data's codec
@@ -39,10 +53,12 @@ class GPTConfig:
     bias: bool = True
     norm: NormKind = "layernorm"
     activation: Activation = "gelu"
-    position: Literal["learned", "rotary", "none"] = "learned"
+    position: Literal["learned", "rotary", "alibi", "none"] = "learned"
     kernel: Literal["math", "sdpa", "relative"] = "sdpa"
     max_relative_position: int | None = None  # kernel="relative" only; None = block_size
     tie_weights: bool = True
+    n_kv_head: int | None = None  # key/value heads; None = n_head (multi-head), 1 = multi-query
+    window: int | None = None  # sliding-window attention span in positions; None = full causal attention
 
     def __post_init__(self) -> None:
         validate_choices(self)
@@ -60,13 +76,28 @@ class GPTConfig:
         elif self.max_relative_position is not None:
             raise ValueError("max_relative_position is only used with kernel='relative', "
                              f"got kernel={self.kernel!r}")
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        require_positive(self, "n_kv_head")
+        if self.n_head % self.n_kv_head:
+            raise ValueError(f"{type(self).__name__}.n_kv_head={self.n_kv_head} must divide n_head={self.n_head}; "
+                             f"accepted: {[d for d in range(1, self.n_head + 1) if self.n_head % d == 0]}")
+        if self.window is not None:
+            require_positive(self, "window")
+            if self.position == "learned":
+                raise ValueError(f"{type(self).__name__}.window={self.window} with position='learned': sliding-window "
+                                 "decoding goes past block_size, where a learned position table ends; use position="
+                                 "'rotary', 'alibi' or 'none' (with kernel='relative'), which depend on distances only")
 
 
 def attention_parts(c: GPTConfig) -> tuple[str, PositionBias | None]:
-    """The core kernel name and position-bias provider that `c.kernel` stands for, decided once here."""
+    """The core kernel name and position-bias provider that `c.kernel` and `c.position` stand for, decided
+    once here. ALiBi with the relative kernel adds both biases (the relative one keeps its fused path)."""
+    alibi = AlibiPositionBias() if c.position == "alibi" else None
     if c.kernel == "relative":  # the config's name for the relative position bias (through the chunked kernel)
-        return "chunked", RelativePositionBias(c.max_relative_position)
-    return c.kernel, None
+        relative = RelativePositionBias(c.max_relative_position)
+        return "chunked", relative if alibi is None else SumPositionBias(relative, alibi)
+    return c.kernel, alibi
 
 
 @register("gpt", GPTConfig)
@@ -80,7 +111,7 @@ class GPT(GenerativeModel):
             drop=nn.Dropout(c.dropout),
             h=nn.ModuleList(
                 Block(c.n_embd, c.n_head, layer_idx=i, kernel=kernel, position_bias=position_bias, dropout=c.dropout,
-                      bias=c.bias, norm=c.norm, activation=c.activation)
+                      bias=c.bias, norm=c.norm, activation=c.activation, n_kv_head=c.n_kv_head, window=c.window)
                 for i in range(c.n_layer)
             ),
             ln_f=make_norm(c.norm, c.n_embd, c.bias),
@@ -116,7 +147,7 @@ class GPT(GenerativeModel):
             raise ValueError("GPT needs at least one token per row (an empty prompt has nothing to condition "
                              "on; start it with a token such as the codec's end-of-text id)")
         offset = cache.pos if cache is not None else 0
-        if offset + t > self.config.block_size:
+        if self.config.window is None and offset + t > self.config.block_size:
             raise ValueError(f"sequence of {offset + t} tokens exceeds block_size={self.config.block_size}")
         x = self.transformer.wte(idx)  # (B, T, C)
         if self.config.position == "learned":  # rows offset .. offset+T of the table: no index tensor to build
@@ -131,6 +162,19 @@ class GPT(GenerativeModel):
             x = x[:, -1:]
         return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
 
+    @property
+    def max_len(self) -> int:
+        """block_size; unbounded (sys.maxsize) with a sliding window: the rolling cache keeps memory constant."""
+        return self.config.block_size if self.config.window is None else sys.maxsize
+
+    def new_cache(self, batch: int, max_len: int | None = None, *, device: torch.device | str | None = None,
+                  dtype: torch.dtype | None = None) -> KVCache:
+        """A KV cache of n_kv_head heads; with a window, a rolling one of 2 · window positions when max_len is
+        longer (`KVCache`)."""
+        c, p = self.config, next(self.parameters())
+        return KVCache(c.n_layer, batch, c.n_kv_head, max_len or c.block_size, c.n_embd // c.n_head,
+                       device=device or p.device, dtype=dtype or p.dtype, window=c.window)
+
     def decode_step_static(self, idx: Tensor, *, cache: KVCache, compile: bool = False) -> Tensor:
         """`decode_step` with the same tensor shapes at every position; returns next-token logits (B, V).
 
@@ -144,6 +188,9 @@ class GPT(GenerativeModel):
         """
         t = idx.shape[1]
         end = cache.pos + t
+        if self.config.window is not None:
+            raise ValueError(f"compile=True (the fixed-shape decode step) does not support model.window="
+                             f"{self.config.window} yet: decode with compile=False (the rolling KV cache)")
         if end > min(self.config.block_size, cache.max_len):
             raise ValueError(f"sequence of {end} tokens exceeds block_size={self.config.block_size} or the "
                              f"cache's {cache.max_len} positions")

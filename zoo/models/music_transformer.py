@@ -46,7 +46,7 @@ class MusicTransformerConfig(GPTConfig):
     n_head: int = 8
     n_embd: int = 256
     dropout: float = 0.1
-    position: Literal["learned", "rotary", "none"] = "none"
+    position: Literal["learned", "rotary", "alibi", "none"] = "none"
     kernel: Literal["math", "sdpa", "relative"] = "relative"
 
     def __post_init__(self) -> None:
