@@ -87,6 +87,12 @@ def test_gpt2_names_come_from_openai_community_in_the_cache(hf_cache, gpt2_dir):
         zoo.load("gpt2-huge")
 
 
+def test_torch_hub_gpt2_entry_point_reads_the_cache(hf_cache, gpt2_dir):
+    put_in_hf_cache(hf_cache, "openai-community/gpt2-large", gpt2_dir)
+    m = torch.hub.load(str(ROOT), "gpt2", source="local", trust_repo=True, size="gpt2-large")
+    assert m.name == "gpt2-large" and torch.equal(m(_ids(m)), zoo.load(gpt2_dir)(_ids(m)))
+
+
 def test_offline_miss_says_what_is_missing_where_and_how_to_fetch_it(hf_cache):
     with pytest.raises(hub.HubError) as e:
         zoo.load("gpt2")
@@ -231,3 +237,13 @@ def test_zoo_export_push_to_exports_measures_and_uploads(tiny_ckpt, tmp_path, re
     assert upload["commit_message"] == f"zoo-export tiny (val loss {metric} nats/token)"
     assert data.license == "mit" and data.datasets == ["pydoc"] and data.library_name == "zoo"
     assert "zoo.load('hf:me/tiny')" in (path / "README.md").read_text()
+
+
+def test_docs_hub_md_export_command_composes():
+    """docs/hub.md's zoo-export push command is a valid zoo-export command line (not run: it uploads)."""
+    import shlex
+
+    text = (ROOT / "docs" / "hub.md").read_text().replace("\\\n", " ")
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("zoo-export ")]
+    cfg = compose_train(shlex.split(line)[1:], "export")
+    assert cfg.push_to == "ORG/my-gpt" and cfg.card.license == "mit" and cfg.card.train_command.startswith("zoo-train")
