@@ -1,4 +1,4 @@
-"""torch.hub entry points, one per pretrained zoo checkpoint (weights ship inside the package).
+"""torch.hub entry points, one per pretrained zoo checkpoint (weights ship inside the package), and gpt2.
 
     import torch
     m = torch.hub.load("/path/to/zoo", "gpt_pydoc", source="local")
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-dependencies = ["torch", "safetensors", "tokenizers"]
+dependencies = ["torch", "safetensors", "tokenizers", "huggingface_hub"]
 
 
 def _load(name: str, device: Any, dtype: Any) -> Any:
@@ -54,9 +54,13 @@ def text2image_digits(device: str = "cpu", dtype: Any = None) -> Any:
     return _load("text2image-digits", device, dtype)
 
 
-def gpt2(path: str, device: str = "cpu", dtype: Any = None) -> Any:
-    """A Hugging Face GPT-2 folder you already have (config.json, model.safetensors or pytorch_model.bin,
-    vocab.json, merges.txt), converted to zoo's GPT and BPE codec; nothing is downloaded."""
+def gpt2(path: str | None = None, device: str = "cpu", dtype: Any = None, size: str = "gpt2",
+         revision: str | None = None) -> Any:
+    """OpenAI's GPT-2 converted to zoo's GPT and BPE codec (logits equal transformers'): `size` "gpt2",
+    "gpt2-medium", "gpt2-large" or "gpt2-xl", fetched once from the Hugging Face Hub (openai-community/,
+    at `revision`) into its cache (HF_HUB_CACHE; HF_HUB_OFFLINE=1 reads only the cache); or `path`, a
+    Hugging Face GPT-2 folder you already have (config.json, model.safetensors or pytorch_model.bin,
+    vocab.json, merges.txt)."""
     from zoo.hub import load
 
-    return load("gpt2", device=device, dtype=dtype, path=path)
+    return load(size, device=device, dtype=dtype, path=path, revision=revision)

@@ -92,12 +92,16 @@ def test_zoo_export_cli_then_zoo_sample_reads_the_folder(tiny_ckpt, tmp_path):
         export_checkpoint(tiny_ckpt, tmp_path / "x", dtype="int8")
 
 
-def test_unknown_name_lists_the_registered_models(tmp_path):
+def test_unknown_name_lists_the_registered_models(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
     with pytest.raises(hub.HubError, match=r"registered: \['gpt-pydoc'"):
         zoo.load("no-such-model")
     with pytest.raises(hub.HubError, match="not an exported zoo model"):
         zoo.load(tmp_path)
-    with pytest.raises(hub.HubError, match="pass path="):
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # empty, offline: tests/test_hf_hub.py
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(hub.HubError, match="openai-community/gpt2 is not in the cache"):
         zoo.load("gpt2")
     assert "gpt-pydoc" in zoo.list_models()
 

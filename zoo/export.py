@@ -3,14 +3,18 @@
     zoo-export checkpoint=runs/gpt_pydoc/checkpoints/last.ckpt out=exports/gpt-pydoc
     zoo-export checkpoint=... out=... dtype=bfloat16 name=my-model measure=false
     zoo-export checkpoint=runs/NAME/checkpoints/last.ckpt out=NAME-full.ckpt   # sharded folder -> one file
+    zoo-export checkpoint=... out=exports/my-gpt push_to=ORG/NAME +card.license=mit  # and upload it
 
-What the folder holds and how a sharded checkpoint is consolidated: `zoo.hub.export`.
+What the folder holds and how a sharded checkpoint is consolidated: `zoo.hub.export`; the upload
+(token from HF_TOKEN or `hf auth login`): `zoo.hub.hf_hub.push`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -18,7 +22,23 @@ from omegaconf import DictConfig
 from zoo.cli import CONF_DIR, quiet_console, resolve, run_checked
 from zoo.hub.export import consolidate_checkpoint, export_checkpoint
 from zoo.hub.export import measure_loss as measure_loss  # the shipped model cards' metric_command imports it here
+from zoo.hub.hf_hub import check_repo_id, push
 from zoo.hub.registry import CONFIG_FILE
+
+
+def export_and_push(opts: dict[str, Any]) -> tuple[Path, str | None]:
+    """The export folder and, with push_to=ORG/NAME, the URL of the commit that uploaded it."""
+    card = dict(opts["card"] or {})
+    if opts["push_to"]:
+        check_repo_id(opts["push_to"])  # before the export and its measurement, not after
+        card.setdefault("hub_repo", opts["push_to"])  # the card then says zoo.load("hf:ORG/NAME")
+    path = export_checkpoint(opts["checkpoint"], opts["out"], dtype=opts["dtype"], name=opts["name"],
+                             measure=opts["measure"], hardware=opts["hardware"], card=card)
+    if not opts["push_to"]:
+        return path, None
+    metric = json.loads((path / CONFIG_FILE).read_text())["card"].get("metric_value")
+    message = f"zoo-export {path.name}" + (f" (val loss {metric} nats/token)" if metric is not None else "")
+    return path, push(path, opts["push_to"], private=opts["private"], commit_message=message)
 
 
 def main() -> None:
@@ -34,14 +54,15 @@ def main() -> None:
             print(f"consolidated {opts['checkpoint']} into {path}")
             return
         try:
-            path = export_checkpoint(opts["checkpoint"], opts["out"], dtype=opts["dtype"], name=opts["name"],
-                                     measure=opts["measure"], hardware=opts["hardware"], card=opts["card"])
+            path, url = export_and_push(opts)
         except (ValueError, FileNotFoundError) as e:
             raise SystemExit(f"zoo-export: {e}") from e
         card = json.loads((path / CONFIG_FILE).read_text())["card"]
         print(f"exported to {path}: " + ", ".join(sorted(p.name for p in path.iterdir())))
         if "metric_value" in card:
             print(f"{card['metric']}: {card['metric_value']}")
+        if url:
+            print(f"pushed to {url}; load it with zoo.load('hf:{opts['push_to']}')")
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     run_checked("export", _main)

@@ -7,7 +7,9 @@
 The folder holds `model.safetensors` (weights, no pickle; tied tensors stored once), `config.json`
 (format marker, model type and config, the resolved training config with absolute paths removed,
 the model card), `codec.json` (+ the codec's own files), `generation_config.json` (sampling defaults)
-and `README.md` (the model card, human-readable). Nothing in it refers to the machine it came from.
+and `README.md` (the model card: Hugging Face metadata in YAML front matter, which
+`huggingface_hub.ModelCard` parses, then a human-readable table). Nothing in it refers to the machine
+it came from. `zoo-export ... push_to=ORG/NAME` uploads the folder (zoo.hub.hf_hub.push).
 
 `checkpoint` may also be a sharded checkpoint folder (strategy=fsdp with
 strategy.save_distributed_checkpoint=true): it is consolidated into full tensors first, without any
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import EvalResult, ModelCardData
 from safetensors.torch import save_file
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
@@ -99,13 +102,38 @@ def save_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype) -> None
     path.chmod(0o644)  # safetensors writes 0600; package data must be readable by every user
 
 
-def model_card(name: str, config: dict[str, Any]) -> str:
+# A member's Hub pipeline tag (how the Hub lists and searches the model); members without one get none.
+PIPELINE_TAGS = {"text": "text-generation", "image": "unconditional-image-generation", "text2image": "text-to-image"}
+
+
+def card_metadata(name: str, config: dict[str, Any], member: str | None = None) -> ModelCardData:
+    """The model card's Hugging Face metadata: licence, library, tags, data set and the measured metric.
+
+    `license` is the card's `license` field (a Hub licence id: mit, apache-2.0, cc-by-4.0, ...), else
+    "other": the weights' terms are the exporter's to state, within the training data's licence."""
+    card = config["card"]
+    data = card.get("data")
+    evals = None
+    if card.get("metric_value") is not None and data:
+        evals = [EvalResult(task_type=PIPELINE_TAGS.get(member or "", "other"), dataset_type=data, dataset_name=data,
+                            dataset_split="validation", metric_type="loss", metric_value=card["metric_value"],
+                            metric_name=card.get("metric") or "val loss")]
+    tags = ["zoo", config["model_type"]] + ([member] if member and member != config["model_type"] else [])
+    return ModelCardData(model_name=name, library_name="zoo", license=card.get("license") or "other",
+                         tags=tags, datasets=[data] if data else None, pipeline_tag=PIPELINE_TAGS.get(member or ""),
+                         eval_results=evals)
+
+
+def model_card(name: str, config: dict[str, Any], member: str | None = None) -> str:
+    """README.md: YAML front matter (`card_metadata`), then the card as a table and the model config."""
     card, mc = config["card"], config["model_config"]
     params = card.get("parameters")
-    lines = [f"# {name}", "", f"A zoo `{config['model_type']}` model ({params:,} parameters, weights in "
-             f"{config['dtype']}).", "", "```python", "import zoo",
-             f"m = zoo.load({name!r})  # or zoo.load(THIS_FOLDER)", "```", "", "| | |", "|---|---|"]
-    for key in ("data", "data_license", "steps", "hardware", "train_command", "metric", "metric_value",
+    load_as = f"hf:{card['hub_repo']}" if card.get("hub_repo") else name
+    lines = ["---", card_metadata(name, config, member).to_yaml().strip(), "---", "", f"# {name}", "",
+             f"A zoo `{config['model_type']}` model ({params:,} parameters, weights in {config['dtype']}).", "",
+             "```python", "import zoo", f"m = zoo.load({load_as!r})  # or zoo.load(THIS_FOLDER)", "```", "",
+             "| | |", "|---|---|"]
+    for key in ("data", "data_license", "license", "steps", "hardware", "train_command", "metric", "metric_value",
                 "metric_command", "sample"):
         if card.get(key) is not None:
             lines.append(f"| {key.replace('_', ' ')} | {card[key]} |")
@@ -132,8 +160,15 @@ def export(m: Pretrained, out: str | Path, *, dtype: str = "float16", name: str 
     if m.codec is not None:
         m.codec.save(out)
     (out / GENERATION_FILE).write_text(json.dumps(m.generation or generation_defaults(train_config), indent=2))
-    (out / "README.md").write_text(model_card(name, config))
+    (out / "README.md").write_text(model_card(name, config, _member_name(m)))
     return out
+
+
+def _member_name(m: Pretrained) -> str | None:
+    try:
+        return m.member.name
+    except ValueError:  # no member serves it (a plug-in's model without its package): no pipeline tag
+        return None
 
 
 # What a consolidated checkpoint keeps of a sharded one besides the weights. The optimizer state is

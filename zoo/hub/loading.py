@@ -6,12 +6,15 @@
     print(m.generate("The with statement", max_new_tokens=80))
     zoo.load("runs/gpt_pydoc/checkpoints/last.ckpt")    # a zoo-train checkpoint (weights_only=True)
     zoo.load("exports/gpt_pydoc")                       # a folder written by zoo-export
-    zoo.load("gpt2", path="~/models/gpt2")              # a Hugging Face GPT-2 folder, converted
+    zoo.load("gpt2")                                    # OpenAI's GPT-2 from the Hugging Face Hub, converted
+    zoo.load("hf:ORG/NAME", revision="main")            # any GPT-2 Hub repo, or a zoo export pushed there
+    zoo.load("gpt2", path="~/models/gpt2")              # a Hugging Face GPT-2 folder you already have
 
 `help(zoo.load)` is the user's guide (names, what comes back, how to sample each member, devices,
-files and errors). An entry's files live in a folder inside the package (`zoo/hub/<name>/`) or behind
-a URL prefix; URL files are downloaded once into `$ZOO_CACHE/hub/<name>/` and every file is checked
-against its pinned sha256 before use, so an offline machine runs from the cache. Loading never
+files and errors). An entry's files live in a folder inside the package (`zoo/hub/<name>/`), behind
+a URL prefix or in a Hugging Face Hub repo; URL files are downloaded once into `$ZOO_CACHE/hub/<name>/`,
+Hub files into the Hugging Face cache (zoo.hub.hf_hub), and every registered file is checked against its
+pinned sha256 before use, so an offline machine runs from the cache. Loading never
 unpickles untrusted data: exported weights are safetensors, `.ckpt` files and `pytorch_model.bin` are
 read with weights_only=True. To publish a new checkpoint: `zoo-export`, copy the folder to
 `zoo/hub/<name>/`, add an `Entry` below with the files' sha256, and a function in hubconf.py
@@ -34,10 +37,13 @@ from safetensors.torch import load_file
 from zoo.codecs.base import CODEC_FILE, Codec, load_codec
 from zoo.data.download import ChecksumError, cache_root, download, file_sha256
 from zoo.hub.gpt2 import load_gpt2
+from zoo.hub.hf_hub import fetch
 from zoo.hub.registry import (
     CONFIG_FILE,
     EXPORT_FORMAT,
     GENERATION_FILE,
+    GPT2_REPOS,
+    HF_PREFIX,
     HUB_DIR,
     REGISTRY,
     WEIGHTS_FILE,
@@ -157,7 +163,7 @@ class Pretrained:
 
 # ---- loading ------------------------------------------------------------------------------------
 def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
-         path: str | Path | None = None) -> Pretrained:
+         path: str | Path | None = None, revision: str | None = None) -> Pretrained:
     """Load a pretrained zoo model, ready to sample: `m = zoo.load(name_or_path); m.generate(...)`.
 
     Names (`zoo.list_models()`):
@@ -166,9 +172,15 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
     name_or_path may also be
       * a zoo-train checkpoint, e.g. "runs/gpt_pydoc/checkpoints/last.ckpt" (read with weights_only=True);
       * a folder written by zoo-export (model.safetensors, config.json, codec.json, generation_config.json);
+      * "hf:ORG/NAME": a Hugging Face Hub repo of the GPT-2 architecture (converted, as below) or a zoo
+        export pushed with `zoo-export ... push_to=ORG/NAME`; `revision` picks a branch, tag or commit
+        (default main). Hub files (and "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", from
+        openai-community/) are fetched once by huggingface_hub into its cache (HF_HUB_CACHE, default
+        ~/.cache/huggingface/hub), then read from there; HF_HUB_OFFLINE=1 never touches the network;
+        HF_TOKEN or `hf auth login` give access to private and gated repos;
       * a Hugging Face GPT-2 folder (config.json with model_type "gpt2", model.safetensors or
         pytorch_model.bin, vocab.json + merges.txt), or "gpt2" with path=FOLDER: converted to zoo's GPT
-        and a byte-level BPE codec, logits equal to transformers' GPT2LMHeadModel. Nothing is downloaded.
+        and a byte-level BPE codec, logits equal to transformers' GPT2LMHeadModel.
     `path` also points a registered name at your own copy of its files (still sha256-verified).
 
     Returns a `zoo.hub.Pretrained`: `.model` (nn.Module in eval mode on `device`), `.codec`,
@@ -193,28 +205,39 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
 
     Files and cache: shipped names are read from the installed package (zoo/hub/<name>/); an entry
     with a URL location downloads once into $ZOO_CACHE/hub/<name>/ ($ZOO_CACHE defaults to
-    ~/.cache/zoo) and then works offline. Every registered file is checked against its pinned sha256.
+    ~/.cache/zoo), one with an "hf:" location into the Hugging Face cache, and then works offline.
+    Every registered file is checked against its pinned sha256.
 
     Errors (all subclasses of ValueError, each message says what to do):
       HubError        unknown name (lists the registered ones), missing file, a folder that is not an
-                      export, weights that do not fit the config, "gpt2" without path=, a bad dtype
+                      export, weights that do not fit the config, a bad dtype; a Hub repo or revision
+                      that does not exist, or is not in the cache when offline (says how to fetch it)
       ChecksumError   (zoo.data.download) a file's sha256 differs from the pinned one: truncated,
                       corrupt or another checkpoint; delete it and load again, or reinstall zoo
       CheckpointError (zoo.training.checkpoint) a .ckpt that is empty, truncated or not a zoo checkpoint; a
                       pickle that would run code is refused (HubError for GPT-2 .bin files)
     """
     name = str(name_or_path)
+    is_hub = name.startswith(HF_PREFIX) or (name in GPT2_REPOS and path is None)
+    if revision is not None and not is_hub:
+        raise HubError(f"revision={revision!r} applies to Hugging Face Hub sources ('hf:ORG/NAME', "
+                       f"{sorted(GPT2_REPOS)}), not to {name!r}")
     if name in REGISTRY:
         entry = REGISTRY[name]
-        folder = resolve_entry(entry, path)
-        m = load_export(folder, device=device, dtype=dtype)
+        m = _load_folder(resolve_entry(entry, path), entry.name, device, dtype)
         m.name, m.card = entry.name, {**m.card, **entry.card}
         return m
     if name == "gpt2" or name.startswith("gpt2-"):
-        if path is None:
-            raise HubError("zoo does not download GPT-2 weights; pass path= to a Hugging Face GPT-2 folder "
-                           "(config.json, model.safetensors or pytorch_model.bin, vocab.json, merges.txt)")
-        return _ready(_gpt2_pretrained(Path(path).expanduser(), name), device, dtype)
+        if path is not None:
+            return _ready(_gpt2_pretrained(Path(path).expanduser(), name), device, dtype)
+        if name not in GPT2_REPOS:
+            raise HubError(f"{name!r} is not a GPT-2 size on the Hub; accepted {list(GPT2_REPOS)}, "
+                           "'hf:ORG/NAME' for another repo, or path= to a Hugging Face GPT-2 folder")
+        return _ready(_gpt2_pretrained(fetch(GPT2_REPOS[name], revision, name=name), name), device, dtype)
+    if name.startswith(HF_PREFIX):
+        m = _load_folder(fetch(name.removeprefix(HF_PREFIX), revision, name=name), name, device, dtype)
+        m.name = name
+        return m
     p = Path(name).expanduser()
     hf_config = (p if p.is_dir() else p.parent) / CONFIG_FILE
     if p.exists() and hf_config.is_file() and _is_hf_gpt2(hf_config):
@@ -233,6 +256,13 @@ if load.__doc__:  # None under python -OO
     load.__doc__ = load.__doc__.replace("{registry}", textwrap.indent(describe_models(), " " * 6).strip())
 
 
+def _load_folder(folder: Path, name: str, device: str | torch.device, dtype: torch.dtype | str | None) -> Pretrained:
+    """A verified folder (registry entry or Hub snapshot): a zoo export, or a Hugging Face GPT-2 folder."""
+    if _is_hf_gpt2(folder / CONFIG_FILE):
+        return _ready(_gpt2_pretrained(folder, name), device, dtype)
+    return load_export(folder, device=device, dtype=dtype)
+
+
 def _gpt2_pretrained(path: Path, name: str) -> Pretrained:
     model, codec = load_gpt2(path)
     config = {"model_type": "gpt", "model_config": dataclasses.asdict(model.config)}
@@ -242,14 +272,17 @@ def _gpt2_pretrained(path: Path, name: str) -> Pretrained:
 def _is_hf_gpt2(config_path: Path) -> bool:
     try:
         return json.loads(config_path.read_text()).get("model_type") == "gpt2"
-    except (json.JSONDecodeError, AttributeError):
+    except (json.JSONDecodeError, AttributeError, FileNotFoundError):
         return False
 
 
 def resolve_entry(entry: Entry, path: str | Path | None = None) -> Path:
-    """The verified local folder of `entry`: `path`, the package folder, or the download cache."""
+    """The verified local folder of `entry`: `path`, the package folder, or the download cache (zoo's for
+    a URL, the Hugging Face cache for an "hf:" repo)."""
     if path is not None:
         folder = Path(path).expanduser()
+    elif entry.hf_repo is not None:
+        folder = fetch(entry.hf_repo, entry.revision, files=sorted(entry.files), name=entry.name)
     elif not entry.is_url:
         folder = HUB_DIR / entry.location
     else:
@@ -261,6 +294,11 @@ def resolve_entry(entry: Entry, path: str | Path | None = None) -> Path:
         if not f.is_file():
             raise HubError(f"{entry.name}: missing {f}; expected the files {sorted(entry.files)}")
         actual = file_sha256(f)
+        if actual != sha and entry.hf_repo is not None and path is None:
+            raise ChecksumError(f"{entry.name}: {fname} of the Hub repo {entry.hf_repo} (revision {entry.revision}) "
+                                f"has sha256 {actual}, expected {sha}; nothing was loaded. The cached file "
+                                f"{f.resolve()} is corrupt, or the revision does not hold the pinned file: "
+                                f"delete the file and load again, or pin the revision that holds it.")
         if actual != sha:
             raise ChecksumError(f"{entry.name}: {f} has sha256 {actual}, expected {sha}: the file is truncated, "
                                 f"corrupt or not this checkpoint. Delete it and load again (URL entries are "

@@ -1,10 +1,11 @@
 """The registry of pretrained checkpoints: one `Entry` per name, its files pinned by sha256.
 
-An entry's files live in a folder inside the package (`zoo/hub/<name>/`, next to this module) or behind
-a URL prefix. The file names below are the export format that `zoo.hub.export` writes and
-`zoo.hub.loading` reads. To publish a new checkpoint: `zoo-export`, copy the folder to
-`zoo/hub/<name>/`, add an `Entry` below with the files' sha256, and a function in hubconf.py
-(docs/adding_a_model.md).
+An entry's files live in a folder inside the package (`zoo/hub/<name>/`, next to this module), behind
+a URL prefix, or in a Hugging Face Hub repo ("hf:ORG/NAME" at a pinned revision). The file names below
+are the export format that `zoo.hub.export` writes and `zoo.hub.loading` reads. To publish a new
+checkpoint: `zoo-export`, copy the folder to `zoo/hub/<name>/` (or `zoo-export ... push_to=ORG/NAME`
+and pin the pushed commit), add an `Entry` below with the files' sha256, and a function in hubconf.py
+(docs/adding_a_model.md, docs/hub.md).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 GENERATION_FILE = "generation_config.json"
 EXPORT_FORMAT = "zoo-export"
+HF_PREFIX = "hf:"  # zoo.load("hf:ORG/NAME"): a Hugging Face Hub repo
+
+# Names for OpenAI's GPT-2 checkpoints on the Hugging Face Hub (weights under a modified MIT licence).
+GPT2_REPOS = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
 
 
 class HubError(ValueError):
@@ -28,8 +33,10 @@ class HubError(ValueError):
 class Entry:
     """A registered pretrained checkpoint.
 
-    location: a folder relative to `zoo/hub/` (shipped in the package) or an http(s):// / file:// URL
-    prefix; `files` maps each file of the exported folder to its sha256. `card` summarises the model
+    location: a folder relative to `zoo/hub/` (shipped in the package), an http(s):// / file:// URL
+    prefix, or "hf:ORG/NAME", a Hugging Face Hub repo fetched at `revision` (a commit hash pins it; None =
+    main) into the Hugging Face cache; `files` maps each file of the folder to its sha256 (for a Hub repo,
+    the files fetched: a zoo export's or a GPT-2 folder's). `card` summarises the model
     card of the folder's config.json / README.md (data, data_license, steps, hardware, train_command,
     metric, metric_value); the metric is re-measured by `zoo.hub.export.measure_loss(zoo.load(name))`.
     `summary` is the one line `help(zoo.load)` shows for it.
@@ -41,10 +48,16 @@ class Entry:
     files: dict[str, str]
     card: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+    revision: str | None = None
 
     @property
     def is_url(self) -> bool:
         return "://" in self.location
+
+    @property
+    def hf_repo(self) -> str | None:
+        """The Hub repo id of an "hf:ORG/NAME" location, else None."""
+        return self.location.removeprefix(HF_PREFIX) if self.location.startswith(HF_PREFIX) else None
 
     @property
     def hub_function(self) -> str:
@@ -150,7 +163,8 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
 
 
 def list_models() -> list[str]:
-    """Names accepted by `load`, registered pretrained checkpoints first, then "gpt2" (needs path=)."""
+    """Names accepted by `load`: registered pretrained checkpoints, then "gpt2" (from the Hugging Face Hub;
+    "gpt2-medium", "gpt2-large", "gpt2-xl" too, see describe_models)."""
     return sorted(REGISTRY) + ["gpt2"]
 
 
@@ -161,5 +175,7 @@ def describe_models() -> str:
         e = REGISTRY[name]
         metric = e.card.get("metric_value")
         lines.append(f"{name:<24}{e.summary or e.model_type}" + (f"; val {metric:.3f} nats/token" if metric else ""))
-    lines.append(f"{'gpt2':<24}a Hugging Face GPT-2 folder you already have (path=...), converted; no download")
+    for name, repo in GPT2_REPOS.items():
+        lines.append(f"{name:<24}OpenAI's GPT-2 from the Hugging Face Hub ({repo}), fetched once into the HF cache")
+    lines.append(f"{'hf:ORG/NAME':<24}any Hub repo of the GPT-2 architecture, or a zoo export pushed there")
     return "\n".join(lines)
