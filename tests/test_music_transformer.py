@@ -112,7 +112,7 @@ def test_cached_decoding_equals_full_recomputation_through_sampling(max_rel):
 
 
 def test_sliding_window_continues_past_the_context_on_voice_boundaries(monkeypatch):
-    import zoo.sampling as sampling
+    import zoo.sampling.loop as sampling  # generate_sliding calls the loop module's generate
 
     model = tiny(vocab_size=50, block_size=32)
     calls: list[list[list[int]]] = []  # per window: the context of each row

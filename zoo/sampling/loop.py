@@ -1,119 +1,19 @@
-"""One autoregressive loop for every zoo model.
-
-`generate` drives any `GenerativeModel` through `prefill` / `decode_step` (KV cache) or, with
-`use_cache=False`, by recomputing the whole prefix each step (the reference the tests compare with).
-
-Prompts of different lengths share one batch without padding: all rows are prefilled with the
-shortest prompt, then rows that still have prompt tokens are teacher-forced (their prompt token is
-fed instead of a sample) until their prompt is used up. Positions stay aligned, so learned,
-rotary and relative position schemes are all exact.
-
-Logits are processed in this order: guidance, repetition penalty, temperature, then top-k, top-p
-(nucleus, Holtzman et al. 2020: the smallest set of most probable tokens whose mass reaches p) and
-min-p (keep tokens with p >= min_p · p_max), each filter seeing the previous one's output.
-
-`sample_tokens` (images from class ids, or completions of a prefix) and `sample_images` (images from
-captions) are the conditional calls of this loop that the members, the hub and `zoo.eval` share.
-"""
+"""The autoregressive loop: filters, `generate` (cache, ragged prompts, guidance), `generate_sliding`."""
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
-from zoo.codecs.image import ImagePatchCodec
-from zoo.codecs.text_image import TextImageCodec
 from zoo.core.layers import linear_weights_in_out
 from zoo.models.base import GenerativeModel
-
-
-@dataclass(kw_only=True)
-class SamplingConfig:
-    """Every sampling option, the one schema for zoo-sample, training's `samples:` section and Python.
-
-    `guidance` is the classifier-free guidance scale (logits = u + guidance · (c − u)); None and 1 both
-    mean "off" (u + 1·(c − u) = c), normalised to None here and nowhere else. `stop` (strings) and
-    `num_samples` are applied by the members (`zoo.members`), not by `generate`, which sees token ids:
-    its stop rule is `stop_tokens`, set by a member (its codec's EOS), never a user option.
-    """
-
-    max_new_tokens: int = 256
-    temperature: float = 1.0  # 0 = greedy
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    repetition_penalty: float = 1.0  # CTRL (Keskar et al. 2019): >1 discourages tokens already present
-    guidance: float | None = None  # classifier-free guidance; needs `cond` and `uncond`; None or 1 = off
-    stop: tuple[str, ...] = ()  # stop strings (text members): a sample ends before the first one
-    num_samples: int = 1  # samples per prompt / label / caption / primer (members)
-    seed: int | None = None
-    use_cache: bool = True
-    # Decode through a torch.compile'd fixed-shape step (`GPT.decode_step_static`; GPT-family models;
-    # other models raise). Compiling takes seconds to a minute once per batch size and cache length
-    # (rounded up to COMPILE_LENGTH_STEP positions; the cache then attends over that many masked slots).
-    # Greedy tokens equal the default path's (tested), sampled ones up to floating-point rounding. On CPU
-    # it gained ~5% over the default for a small GPT (benchmarks/gpt_cpu.md: each token is dominated by
-    # the matrix products); it pays off where per-token dispatch dominates.
-    compile: bool = False
-    stop_tokens: tuple[int, ...] = ()  # set by members (the codec's EOS); not one of OPTIONS
-
-    def __post_init__(self) -> None:
-        if self.guidance is not None:
-            self.guidance = float(self.guidance)
-            if self.guidance == 1.0:  # the one place where "1 means off" is decided
-                self.guidance = None
-        if isinstance(self.stop, str):  # one stop string given bare
-            self.stop = (self.stop,)
-        self.stop, self.stop_tokens = tuple(self.stop), tuple(self.stop_tokens)
-        if not all(isinstance(s, str) and s for s in self.stop):
-            raise ValueError(f"stop must be a list of non-empty strings, got {list(self.stop)!r}")
-        if self.compile and not self.use_cache:
-            raise ValueError("compile=True compiles the cached decode step; it needs use_cache=True")
-        if self.max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
-        for name in ("top_p", "min_p"):
-            v = getattr(self, name)
-            if v is not None and not 0.0 < v <= 1.0:
-                raise ValueError(f"{name} must be in (0, 1] or None, got {v}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any], base: SamplingConfig | None = None) -> SamplingConfig:
-        """`base` (default: the defaults) with user options (command line, training config, Python keywords)
-        applied. An unknown option is a ValueError naming it, the closest accepted name and all of them;
-        a value of the wrong type names the option, the value and the expected type."""
-        for name, value in options.items():
-            if name not in OPTIONS:
-                close = [RENAMED[name]] if name in RENAMED else difflib.get_close_matches(name, OPTIONS, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"unknown sampling option {name!r}{hint} Accepted: {', '.join(OPTIONS)}")
-            hint = str(_HINTS[name])
-            kind = (str, list, tuple) if name == "stop" else bool if hint == "bool" else int if "float" not in hint \
-                else (int, float)
-            if not (value is None and "None" in hint) and (not isinstance(value, kind) or
-                                                            (kind is not bool and isinstance(value, bool))):
-                raise ValueError(f"{name}={value!r} is not accepted: expected {hint.replace(' | None', ' or null')}")
-        return replace(base or cls(), **options)
-
-
-_HINTS = {f.name: f.type for f in fields(SamplingConfig)}
-OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(SamplingConfig) if f.name != "stop_tokens")  # user options
-RENAMED = {"guidance_scale": "guidance"}  # old name -> today's (saved configs may still hold the old one)
+from zoo.sampling.config import SamplingConfig
 
 COMPILE_LENGTH_STEP = 128  # compiled decoding allocates the cache in multiples of this (fewer recompiles)
 
@@ -348,69 +248,3 @@ def generate_sliding(model: GenerativeModel, prompts: Sequence[Sequence[int]], c
     return new
 
 
-# ---- whole images from classes or captions (members, hub and eval share these) ---------------------------
-@torch.no_grad()
-def sample_tokens(
-    model: GenerativeModel,
-    codec: ImagePatchCodec,
-    labels: Tensor | Sequence[int] | None,
-    *,
-    num: int | None = None,
-    prefix: Tensor | None = None,
-    cfg: SamplingConfig | None = None,
-    **overrides: Any,
-) -> Tensor:
-    """Sample whole images as tokens (B, T).
-
-    labels: class ids (B,), checked against the codec (out of range -> ValueError naming the accepted
-        ids); None samples `num` images without a condition (a conditional model then uses its
-        "no condition" class).
-    prefix: image tokens every row starts with, (n,) or (B, n); they are kept and the T − n others
-        generated. `codec.prefix_length(rows)` tokens hold the top `rows` pixel rows.
-    cfg / overrides: a `SamplingConfig` and field overrides (temperature, top_k, top_p, min_p, seed,
-        guidance ...); `max_new_tokens` and `stop_tokens` are set here.
-    """
-    if labels is not None:
-        labels = codec.check_class_ids(labels).reshape(-1)
-        b = len(labels)
-    elif num is None or num < 1:
-        raise ValueError(f"sample_tokens without labels needs num >= 1 images, got num={num!r}")
-    else:
-        b = num
-    device = next(model.parameters()).device
-    cfg = replace(cfg or SamplingConfig(), **overrides)
-    if prefix is None:
-        prefix = torch.zeros(b, 0, dtype=torch.long)
-    prefix = torch.as_tensor(prefix, dtype=torch.long)
-    prefix = prefix.expand(b, -1) if prefix.dim() == 1 else prefix
-    if prefix.shape[0] != b or prefix.shape[1] > codec.tokens_per_image:
-        raise ValueError(f"prefix must be (n,) or ({b}, n) with n <= {codec.tokens_per_image}, "
-                         f"got {tuple(prefix.shape)}")
-    cond = uncond = None
-    if codec.num_classes:
-        null = torch.full((b,), codec.num_classes, dtype=torch.long, device=device)
-        cond = labels.to(device) if labels is not None else null
-        uncond = null
-    if cfg.guidance is not None and labels is None:
-        raise ValueError(f"guidance={cfg.guidance} needs class labels (and a class-conditional model)")
-    new = codec.tokens_per_image - prefix.shape[1]
-    cfg = replace(cfg, max_new_tokens=new, stop_tokens=())
-    rows = generate(model, prefix, cfg, cond=cond, uncond=uncond) if new else [[] for _ in range(b)]
-    return torch.cat([prefix, torch.tensor(rows, dtype=torch.long).view(b, new)], dim=1)
-
-
-@torch.no_grad()
-def sample_images(model: GenerativeModel, codec: TextImageCodec, captions: Sequence[str],
-                  cfg: SamplingConfig | None = None, **overrides: Any) -> Tensor:
-    """One image per caption -> tokens (B, T). "" is the unconditional prompt. `cfg` / overrides:
-    temperature, top_k, top_p, min_p, repetition_penalty, seed, guidance (None or 1 = plain conditional
-    sampling: SamplingConfig normalises 1 to None, so no doubled batch is computed)."""
-    if not captions:
-        raise ValueError("sample_images needs at least one caption")
-    cfg = replace(cfg or SamplingConfig(), **overrides)
-    device = next(model.parameters()).device
-    cond = codec.caption_ids(captions).to(device)
-    uncond = torch.full_like(cond, codec.pad_id)
-    cfg = replace(cfg, max_new_tokens=codec.tokens_per_image, stop_tokens=())
-    rows = generate(model, [[] for _ in captions], cfg, cond=cond, uncond=uncond)
-    return torch.tensor(rows, dtype=torch.long).view(len(captions), codec.tokens_per_image)
