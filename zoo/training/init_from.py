@@ -23,6 +23,10 @@ from zoo.config import ConfigError
 from zoo.models.base import build_model
 from zoo.training.builders import import_target
 
+# Settings that change how a model computes but not what: the kernels are numerically interchangeable
+# (the math kernel is the oracle for the others). Dropout rates (`dropout`, `cond_dropout`) are taken too.
+_COMPUTE_ONLY = frozenset({"kernel"})
+
 
 def model_section(source: str, source_type: str, source_config: Mapping[str, Any], section: Mapping[str, Any],
                   overrides: Collection[str]) -> dict[str, Any]:
@@ -47,10 +51,12 @@ def model_section(source: str, source_type: str, source_config: Mapping[str, Any
             shapes = _shapes(source_type, {**source_config, key: value})
         except (ValueError, TypeError) as e:
             raise ConfigError(f"model.{key}={value!r} does not fit init_from={source} ({e})") from None
-        if shapes != reference:
-            raise ConfigError(f"model.{key}={value!r} changes the weight shapes of init_from={source}, whose "
-                              f"{key} is {source_config[key]!r}; fine-tuning keeps the source's shapes: leave "
-                              f"model.{key} out (settings that keep them, e.g. model.dropout, may be changed)")
+        problem = ("changes the weight shapes" if shapes != reference else
+                   None if key in _COMPUTE_ONLY or "dropout" in key else "changes what the weights compute")
+        if problem:
+            raise ConfigError(f"model.{key}={value!r} {problem} of init_from={source}, whose {key} is "
+                              f"{source_config[key]!r}; fine-tuning keeps the source's architecture: leave "
+                              f"model.{key} out (dropout and the attention kernel may be changed)")
         out[key] = value
     return out
 
