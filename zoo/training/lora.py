@@ -83,8 +83,9 @@ def apply_lora(model: nn.Module, config: LoRAConfig | dict[str, Any]) -> nn.Modu
         return model
     if lora_settings(model) is not None:
         raise ValueError("this model already has LoRA adapters")
-    linear = sorted({n.rpartition(".")[2] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
-    if not set(config.targets) & set(linear):
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    linear = sorted({n.rpartition(".")[2] for n in names})
+    if not any(n == t or n.endswith("." + t) for n in names for t in config.targets):  # peft's suffix rule
         raise ValueError(f"lora.targets={config.targets} matches no nn.Linear of this {type(model).__name__}; "
                          f"its nn.Linear names: {linear}")
     peft = _peft()
