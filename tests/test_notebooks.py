@@ -39,17 +39,20 @@ EXPECTED_OUTPUTS = {
     "04_text2image_quickstart.ipynb": {"image"},
     "05_train_your_own.ipynb": {"text", "image"},
     "06_attention_core.ipynb": {"text", "image"},
+    "07_finetune.ipynb": {"text"},
 }
 
 # Code injected after a notebook's `parameters` cell; {tmp} is the kernel's working directory.
 QUICK_PARAMETERS = {
     "05_train_your_own.ipynb": 'QUICK = True\nMAX_STEPS = 4\nRUN_DIR = "{tmp}/run"',
+    "07_finetune.ipynb": 'MAX_STEPS = 4\nRUN_DIR = "{tmp}/run"',
 }
 
 # Files a notebook writes into its working directory (proves it ran there, not in the repository).
 EXPECTED_FILES = {
     "03_music_quickstart.ipynb": ["bach_sample.mid"],
     "05_train_your_own.ipynb": ["run/checkpoints/last.ckpt"],
+    "07_finetune.ipynb": ["run/checkpoints/last.ckpt", "my_text.txt"],
 }
 
 

@@ -89,6 +89,11 @@ def tiny_overrides(base: list[str], tmp_path: Path) -> list[str]:
         keep.append(f"data.path={jsb_fixture(tmp_path)}")
     if cfg.data.name == "bach_chorales":
         keep.append("data.max_files=6")
+    if cfg.get("init_from") == "gpt2":  # experiment=gpt2_finetune downloads GPT-2: a tiny GPT-2 folder stands in
+        pytest.importorskip("transformers")
+        from test_hub import _tiny_gpt2
+
+        keep += [f"init_from={_tiny_gpt2(tmp_path / 'gpt2')}", f"data.path={_corpus(tmp_path)}", "data.block_size=32"]
     return keep
 
 

@@ -17,13 +17,14 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from zoo import cli
 from zoo.config import ConfigError
 from zoo.data.download import MissingExtra
-from zoo.training import builders, checkpoint_io, resilience
+from zoo.training import builders, checkpoint_io, init_from, lora, resilience
 from zoo.training.builders import build_data, build_module
 from zoo.training.callbacks import SampleCallback, monitoring_callbacks
 from zoo.training.checkpoint_io import CheckpointError, CheckpointSaveError, InsufficientDiskSpace
@@ -36,11 +37,14 @@ from zoo.training.tracking import build_logger
 log = logging.getLogger("zoo.train")
 
 
-def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict:
+def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, overrides: list[str] | None = None) -> dict:
     """Train with a composed config; return a summary dict (paths, metrics, samples).
 
-    Raises `zoo.config.ConfigError` for a config that cannot work, before any work, and
-    `zoo.training.resilience.Interrupted` after SIGTERM / SIGINT / SIGUSR1, once `last.ckpt` is saved."""
+    `overrides`: the command line's (Hydra's task overrides when None); with `init_from` they say which
+    model settings the user changed. Raises `zoo.config.ConfigError` for a config that cannot work, before
+    any work, and `zoo.training.resilience.Interrupted` after SIGTERM / SIGINT / SIGUSR1, once `last.ckpt` is saved."""
+    keys = override_keys(overrides)
+    source = load_source(cfg, keys) if cfg.get("init_from") else None
     c = cli.resolve(cfg, "zoo-train")
     cli.check_train_config(c)
     run_dir = Path(c["run_dir"] or cli.hydra_run_dir())
@@ -52,10 +56,24 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         torch.set_num_threads(c["threads"])
     L.seed_everything(c["seed"], workers=True, verbose=False)
 
-    dm = build_data(c["data"])
-    dm.prepare_data()
-    dm.setup("fit")
+    dm = build_data(init_from.data_section(c["init_from"], source.codec, c["data"], keys) if source else c["data"])
+    try:
+        dm.prepare_data()
+        dm.setup("fit")
+    except ValueError as e:  # e.g. characters the source's char codec has no token for
+        if source is None:
+            raise
+        raise init_from.codec_refusal(c["init_from"], source.codec, c["data"].get("name", "data"), e) from None
     module = build_module(c["model"], c["module"], codec=dm.codec, train_config=c)
+    ckpt_path = builders.resolve_ckpt_path(c["ckpt_path"], ckpt_dir)
+    if source is not None and ckpt_path:
+        log.info("init_from=%s: not applied, this run resumes from its own %s", c["init_from"], ckpt_path)
+    elif source is not None:
+        init_from.copy_weights(module.model, source.model, c["init_from"])
+        log.info("init_from=%s: weights loaded (fresh optimizer, step 0)", c["init_from"])
+    if (c.get("lora") or {}).get("rank"):
+        lora.apply_lora(module.model, c["lora"])
+        log.info("%s", lora.parameter_summary(module.model))
     checkpoint_io.check_free_space(ckpt_dir, 2 * checkpoint_io.checkpoint_size_estimate(module))
     log.info("%s", opening_line(module, c["data"].get("name", "data"), c["trainer"]["max_steps"], run_dir))
     if c["compile"]:
@@ -70,7 +88,6 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         callbacks.append(ProgressBar())
     logger = build_logger(c["logger"], run_dir=run_dir, name=c["name"], config=c)
     trainer = builders.build_trainer(c["trainer"], c["strategy"], run_dir=run_dir, callbacks=callbacks, logger=logger)
-    ckpt_path = builders.resolve_ckpt_path(c["ckpt_path"], ckpt_dir)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     summary = {"run_dir": str(run_dir), "checkpoint": str(ckpt_dir / "last.ckpt"),
@@ -94,6 +111,32 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     if trainer.is_global_zero:
         print_summary(summary)
     return summary
+
+
+def override_keys(overrides: list[str] | None) -> set[str]:
+    """The keys a command line sets ("model.dropout", "model" for a group), from Hydra when not given."""
+    if overrides is None:
+        try:
+            overrides = list(HydraConfig.get().overrides.task)
+        except ValueError:  # not launched through Hydra (`run(cfg)` from Python)
+            overrides = []
+    return {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+
+
+def load_source(cfg: DictConfig, keys: set[str]):
+    """zoo.load(init_from); the run's `model` section becomes the source's (with shape-keeping overrides)."""
+    from zoo import load  # the hub sits above training: it is called here and its model passed down
+
+    try:
+        source = load(cfg.init_from)
+    except (ValueError, OSError) as e:  # HubError, CheckpointError, a missing file: say which key it was
+        raise ConfigError(f"init_from={cfg.init_from}: {e}") from None
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    section = init_from.model_section(cfg.init_from, source.model_type, init_from.source_config(source.model),
+                                      model, keys)
+    with open_dict(cfg):
+        cfg.model = OmegaConf.create(section)
+    return source
 
 
 def print_summary(s: dict) -> None:

@@ -21,6 +21,7 @@ import torch
 from zoo.codecs.base import Codec, codec_from_dict
 from zoo.models.base import GenerativeModel, build_model
 from zoo.training.checkpoint_io import CheckpointError, safe_load
+from zoo.training.lora import apply_lora, merge_lora
 
 CHECKPOINT_VERSION = 1  # ckpt["zoo"]["version"] that zoo-train writes (zoo.training.module) and the newest read here
 
@@ -75,9 +76,12 @@ def check_metadata(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> N
         raise CheckpointError(f"{path}: 'state_dict' is a {type(ckpt['state_dict']).__name__}, expected a dict")
 
 
-def model_from_checkpoint(path: str | Path, *, expect_type: str | None = None,
-                          device: str | torch.device = "cpu") -> tuple[GenerativeModel, Codec | None, dict]:
-    """Rebuild (model, codec, zoo metadata) from a zoo `.ckpt`; the model is in eval mode."""
+def model_from_checkpoint(path: str | Path, *, expect_type: str | None = None, device: str | torch.device = "cpu",
+                          keep_lora: bool = False) -> tuple[GenerativeModel, Codec | None, dict]:
+    """Rebuild (model, codec, zoo metadata) from a zoo `.ckpt`; the model is in eval mode.
+
+    A LoRA run's checkpoint (`meta["lora"]`) gives a plain model with the adapters merged into its
+    weights, or with `keep_lora=True` the wrapped model (`zoo.training.lora`: adapters separate)."""
     ckpt = read_checkpoint(path)
     meta = ckpt["zoo"]
     if expect_type is not None and meta["model_type"] != expect_type:
@@ -86,6 +90,8 @@ def model_from_checkpoint(path: str | Path, *, expect_type: str | None = None,
         model = build_model(meta["model_type"], meta["model_config"])
     except (ValueError, TypeError) as e:  # unknown type, unknown/invalid config field
         raise CheckpointError(f"{path}: its metadata does not describe a model this zoo can build ({e})") from e
+    if meta.get("lora"):
+        apply_lora(model, meta["lora"])
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
              if isinstance(k, str) and k.startswith("model.")}
     try:
@@ -98,6 +104,8 @@ def model_from_checkpoint(path: str | Path, *, expect_type: str | None = None,
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match a {meta['model_type']} model with its config: "
                               f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if meta.get("lora") and not keep_lora:
+        model = merge_lora(model)
     try:
         codec = codec_from_dict(meta["codec"]) if meta.get("codec") else None
     except (ValueError, TypeError, KeyError) as e:

@@ -54,6 +54,7 @@ class RunConfig:
     run_dir: str | None = None  # None = Hydra's run dir
     seed: int = 1337
     ckpt_path: str | None = "last"  # "last" = resume from the run's last.ckpt if present; None = fresh; a path
+    init_from: str | None = None  # start from a pretrained model's weights: anything zoo.load accepts
     compile: bool = False  # torch.compile the model in place (checkpoint keys unchanged)
     threads: int | None = None  # torch.set_num_threads; None or 0 = torch's default
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

@@ -27,6 +27,7 @@ from zoo.data.base import Batch
 from zoo.models.base import GenerativeModel
 from zoo.training.checkpoint import CHECKPOINT_VERSION, CheckpointError, check_metadata
 from zoo.training.config import ModuleConfig
+from zoo.training.lora import lora_settings
 
 log = logging.getLogger(__name__)
 CPU_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
@@ -198,13 +199,17 @@ class GenerativeModule(L.LightningModule):
 
     # ---- checkpoints -------------------------------------------------------------------------
     def zoo_metadata(self) -> dict[str, Any]:
-        return {
+        meta = {
             "version": CHECKPOINT_VERSION,
             "model_type": self.model.model_type,
             "model_config": dataclasses.asdict(self.model.config),
             "codec": self.codec.to_dict() if self.codec is not None else None,
             "train_config": self.train_config,
         }
+        lora = lora_settings(self.model)
+        if lora is not None:  # readers wrap the model with these adapters before loading (zoo.training.lora)
+            meta["lora"] = lora
+        return meta
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Never replace a good checkpoint with diverged weights: raising here aborts the save.
@@ -225,3 +230,7 @@ class GenerativeModule(L.LightningModule):
         if saved != self.model.model_type:
             raise CheckpointError(f"the checkpoint to resume from holds a {saved!r} model but this run trains a "
                                   f"{self.model.model_type!r}; pass ckpt_path=null or a matching checkpoint")
+        saved_lora, lora = checkpoint["zoo"].get("lora"), lora_settings(self.model)
+        if saved_lora != lora:
+            raise CheckpointError(f"the checkpoint to resume from was trained with lora={saved_lora} but this run "
+                                  f"has lora={lora}; pass the same lora.* settings, or ckpt_path=null")

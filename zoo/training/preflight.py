@@ -23,6 +23,7 @@ from zoo.sampling import SamplingConfig
 from zoo.training.builders import STRATEGIES, import_target
 from zoo.training.callbacks import SampleCallback
 from zoo.training.config import ModuleConfig, RunConfig
+from zoo.training.lora import LoRAConfig
 
 # Data keys that count things: >= 1 when given (None = the module's default or derived). The data
 # modules' constructors own their other checks, which run here too (building one reads no data).
@@ -48,6 +49,8 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
     model_config = _check_model(cfg["model"])
     _check_data(cfg["data"], model_config)
     build(ModuleConfig, cfg["module"], section="module")
+    if isinstance(cfg.get("lora"), Mapping):
+        build(LoRAConfig, cfg["lora"], section="lora")
     _check_trainer(cfg["trainer"])
     if isinstance(cfg.get("samples"), Mapping):
         _check_samples(cfg["samples"])

@@ -1,0 +1,119 @@
+"""`zoo-train init_from=SOURCE`: start a run from a pretrained model's weights (fine-tuning).
+
+The entry point loads SOURCE with `zoo.load` (a registry name, an export folder, a `.ckpt`, a GPT-2
+folder: the hub sits above training, so the loaded model and codec are passed down to here). The run
+then takes from the source its model type and config, its codec (the data is encoded with it) and its
+weights; nothing else: the optimizer, the learning-rate schedule and the step start fresh. Every
+refusal happens before any data is read, and names both sides: the override or data set, and the
+source's value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.codecs.base import Codec
+from zoo.codecs.text import TextCodec
+from zoo.config import ConfigError
+from zoo.models.base import build_model
+from zoo.training.builders import import_target
+
+# Settings that change how a model computes but not what: the kernels are numerically interchangeable
+# (the math kernel is the oracle for the others). Dropout rates (`dropout`, `cond_dropout`) are taken too.
+_COMPUTE_ONLY = frozenset({"kernel"})
+
+
+def model_section(source: str, source_type: str, source_config: Mapping[str, Any], section: Mapping[str, Any],
+                  overrides: Collection[str]) -> dict[str, Any]:
+    """The `model` section of a run initialised from `source`: the source's type and config, with the
+    user's overrides of it (`overrides`: the command line's keys, e.g. {"model.dropout", "model"}) that
+    keep every weight shape (dropout, the attention kernel...). Raises ConfigError for one that does not."""
+    if "model" in overrides and section.get("type") != source_type:
+        raise ConfigError(f"model={section.get('type')} does not fit init_from={source}, a {source_type} model; "
+                          "leave `model=` out (the model comes from the source)")
+    out = {"type": source_type, **source_config}
+    changed = {k.removeprefix("model."): section[k.removeprefix("model.")] for k in overrides
+               if k.startswith("model.") and k.removeprefix("model.") in section}
+    changed = {k: v for k, v in changed.items() if k != "type" and v != source_config.get(k)}
+    if not changed:
+        return out
+    reference = _shapes(source_type, source_config)
+    for key, value in changed.items():
+        if key not in source_config:
+            raise ConfigError(f"model.{key} is not a setting of init_from={source}, a {source_type} model; its "
+                              f"settings: {sorted(source_config)}")
+        try:
+            shapes = _shapes(source_type, {**source_config, key: value})
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"model.{key}={value!r} does not fit init_from={source} ({e})") from None
+        problem = ("changes the weight shapes" if shapes != reference else
+                   None if key in _COMPUTE_ONLY or "dropout" in key else "changes what the weights compute")
+        if problem:
+            raise ConfigError(f"model.{key}={value!r} {problem} of init_from={source}, whose {key} is "
+                              f"{source_config[key]!r}; fine-tuning keeps the source's architecture: leave "
+                              f"model.{key} out (dropout and the attention kernel may be changed)")
+        out[key] = value
+    return out
+
+
+def _shapes(model_type: str, config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = build_model(model_type, dict(config))
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def data_section(source: str, codec: Codec | None, section: Mapping[str, Any],
+                 overrides: Collection[str]) -> dict[str, Any]:
+    """The data module's keywords with the source's codec in place of the data's own (a text module
+    then takes `vocab_size=None`). Raises ConfigError naming the data set and the source's codec when
+    the data module cannot take it (a text codec for MIDI files...) or the command line sets another."""
+    if codec is None:
+        raise ConfigError(f"init_from={source} comes without a codec (a GPT-2 folder needs vocab.json and "
+                          "merges.txt), so its token ids cannot be matched to data")
+    name = section.get("name", section.get("_target_"))
+    for key in ("data.codec", "data.vocab_size"):
+        if key in overrides:
+            raise ConfigError(f"{key} cannot be set with init_from={source}: the data is encoded with the "
+                              f"source's {_describe(codec)}")
+    values = dict(section)
+    values["codec"] = codec
+    if isinstance(codec, TextCodec) and "vocab_size" in values:
+        values["vocab_size"] = None
+    kwargs = {k: v for k, v in values.items() if k not in ("_target_", "name")}
+    cls = import_target(str(values.get("_target_")), section="data")
+    try:
+        cls(**kwargs)  # the data modules' constructors check their codec (and read no data)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"data={name} cannot be encoded with init_from={source}'s {_describe(codec)}: {e}") from None
+    return values
+
+
+def codec_refusal(source: str, codec: Codec, data_name: str, error: Exception) -> ConfigError:
+    """The error for data the source's codec cannot encode (found while the data is tokenised)."""
+    return ConfigError(f"data={data_name} cannot be encoded with init_from={source}'s {_describe(codec)}: {error}")
+
+
+def _describe(codec: Codec) -> str:
+    return f"{getattr(codec, 'type_name', type(codec).__name__)} codec ({codec.vocab_size} tokens)"
+
+
+def copy_weights(model: nn.Module, source_model: nn.Module, source: str) -> None:
+    """Copy every tensor of `source_model` into `model` (same type and shapes, checked by `model_section`)."""
+    own, theirs = model.state_dict(), source_model.state_dict()
+    missing, unexpected = sorted(set(own) - set(theirs)), sorted(set(theirs) - set(own))
+    if missing or unexpected:
+        raise ConfigError(f"init_from={source}: weights do not match the run's model: missing {missing[:5]}, "
+                          f"unexpected {unexpected[:5]}")
+    with torch.no_grad():
+        for k, v in theirs.items():
+            own[k].copy_(v.to(own[k].dtype))
+
+
+def source_config(model: nn.Module) -> dict[str, Any]:
+    """A loaded model's config as a plain dict (what `model_section` takes)."""
+    return dataclasses.asdict(model.config)
