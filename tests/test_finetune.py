@@ -82,6 +82,10 @@ def test_init_from_a_registry_name_takes_its_config_and_codec(tmp_path):
                                pretrained.model.state_dict()["transformer.wte.weight"])
     # a trained model, not a fresh one: far below the unigram baseline at the first validation
     assert summary["metrics"]["val/loss"] < 2.0 < summary["baseline"]
+    # zoo-export's card metric re-measures on the data encoded with the source's codec: the run's val/loss
+    from zoo.hub.export import measure_loss
+
+    assert measure_loss(zoo.load(summary["checkpoint"])) == pytest.approx(summary["metrics"]["val/loss"], rel=1e-4)
 
 
 @pytest.mark.parametrize(("key", "value", "source_value"), [("n_layer", 1, 2), ("n_embd", 64, 32),

@@ -4,6 +4,7 @@ keys, cached decoding equals recomputation, LoRA runs resume and distribute."""
 from __future__ import annotations
 
 import contextlib
+import json
 
 import lightning as L
 import pytest
@@ -181,3 +182,30 @@ def test_lora_under_ddp_matches_one_process(tmp_path):
     two_process_cli("gpt", "ddp", tmp_path, tmp_path / "two", *extra)
     worst = assert_same_curve(tmp_path / "one", tmp_path / "two")
     print(f"LoRA ddp vs one process: max relative loss difference {worst:.2e}")
+
+
+def test_export_merges_the_adapters_by_default_or_keeps_them_separate(tmp_path):
+    from safetensors.torch import load_file
+
+    from zoo.hub.export import ADAPTER_CONFIG, ADAPTER_WEIGHTS, export_checkpoint
+    from zoo.hub.loading import load_export
+
+    summary = run(compose_train(_lora_run(tmp_path, "run")))
+    merged_dir = export_checkpoint(summary["checkpoint"], tmp_path / "merged", dtype="float32", measure=False)
+    separate_dir = export_checkpoint(summary["checkpoint"], tmp_path / "separate", dtype="float32", measure=False,
+                                     adapters="separate")
+    merged, _, meta = model_from_checkpoint(summary["checkpoint"])
+    base_keys = set(build_model(meta["model_type"], meta["model_config"]).state_dict())
+    assert not (merged_dir / ADAPTER_WEIGHTS).exists()
+    assert set(load_file(str(separate_dir / "model.safetensors"))) <= base_keys  # plain keys (tied head left out)
+    adapters = load_file(str(separate_dir / ADAPTER_WEIGHTS))
+    assert adapters and all(".lora_A." in k or ".lora_B." in k for k in adapters)
+    assert json.loads((separate_dir / ADAPTER_CONFIG).read_text())["r"] == 4
+    idx = torch.randint(0, 20, (2, 16))
+    with torch.no_grad():  # merged export == the fine-tuned model; the separate one's base != it (adapters apart)
+        torch.testing.assert_close(load_export(merged_dir).model(idx), merged(idx), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(load_export(separate_dir).model(idx), merged(idx))
+    with pytest.raises(ValueError, match="not a LoRA run"):
+        export_checkpoint(run(compose_train([*_lora_run(tmp_path, "plain")[:-4], "lora.rank=0",
+                                             f"run_dir={tmp_path / 'plain'}"]))["checkpoint"],
+                          tmp_path / "x", measure=False, adapters="separate")

@@ -33,7 +33,8 @@ def export_and_push(opts: dict[str, Any]) -> tuple[Path, str | None]:
         check_repo_id(opts["push_to"])  # before the export and its measurement, not after
         card.setdefault("hub_repo", opts["push_to"])  # the card then says zoo.load("hf:ORG/NAME")
     path = export_checkpoint(opts["checkpoint"], opts["out"], dtype=opts["dtype"], name=opts["name"],
-                             measure=opts["measure"], hardware=opts["hardware"], card=card)
+                             measure=opts["measure"], hardware=opts["hardware"], card=card,
+                             adapters=opts["adapters"])
     if not opts["push_to"]:
         return path, None
     metric = json.loads((path / CONFIG_FILE).read_text())["card"].get("metric_value")

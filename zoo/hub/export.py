@@ -35,10 +35,12 @@ from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from zoo.hub.loading import Pretrained, generation_defaults, load_checkpoint, load_export
 from zoo.hub.registry import CONFIG_FILE, EXPORT_FORMAT, GENERATION_FILE, WEIGHTS_FILE
 from zoo.training.builders import build_data, is_sharded_checkpoint
-from zoo.training.checkpoint import read_checkpoint
+from zoo.training.checkpoint import model_from_checkpoint, read_checkpoint
+from zoo.training.lora import lora_state_dict, peft_adapter_config, unload_lora
 
 log = logging.getLogger(__name__)
 
+ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"  # peft's file names
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DATA_LICENSES = {  # data.name -> what the training data may be used under
     "pydoc": "Python Software Foundation License 2.0 (Python's documentation, module pydoc_data.topics)",
@@ -66,9 +68,14 @@ def measure_loss(m: Pretrained, *, max_batches: int | None = None, cache_dir: st
     The data module is rebuilt from the training config (embedded or cached data only), so this is
     the run's `val/loss` recomputed. `max_batches` limits the work (None = the whole split).
     """
-    data_cfg = dict((m.config.get("train_config") or {}).get("data") or {})
+    train_config = m.config.get("train_config") or {}
+    data_cfg = dict(train_config.get("data") or {})
     if not data_cfg:
         raise ValueError("this model has no training data config to measure on")
+    if train_config.get("init_from"):  # fine-tuned: the data was encoded with the source's codec, not a new one
+        data_cfg["codec"] = m.codec
+        if "vocab_size" in data_cfg:
+            data_cfg["vocab_size"] = None
     if cache_dir is not None:
         data_cfg["cache_dir"] = str(cache_dir)
     dm = build_data(data_cfg)
@@ -203,17 +210,29 @@ def consolidate_checkpoint(folder: str | Path, out: str | Path) -> Path:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "float16", name: str | None = None,
                       measure: bool = True, hardware: str | None = None, max_batches: int | None = None,
-                      card: dict[str, Any] | None = None) -> Path:
+                      card: dict[str, Any] | None = None, adapters: str = "merge") -> Path:
     """Export a zoo-train `.ckpt`; with `measure`, the card's metric is the exported weights' val loss.
 
-    `card` adds or overrides model-card fields (e.g. train_command, hardware details)."""
+    `card` adds or overrides model-card fields (e.g. train_command, hardware details). A LoRA run's
+    adapters are merged into plain weights (`adapters="merge"`: the export loads anywhere, no peft), or,
+    with `adapters="separate"`, written beside the base weights as peft's `adapter_model.safetensors` +
+    `adapter_config.json` (model.safetensors then holds the base model as it was before fine-tuning)."""
+    if adapters not in ("merge", "separate"):
+        raise ValueError(f"adapters={adapters!r} is not accepted; choose one of ['merge', 'separate']")
     if is_sharded_checkpoint(checkpoint):
         with tempfile.TemporaryDirectory() as tmp:
             single = consolidate_checkpoint(checkpoint, Path(tmp) / "consolidated.ckpt")
             return export_checkpoint(single, out, dtype=dtype, name=name, measure=measure, hardware=hardware,
-                                     max_batches=max_batches, card=card)
+                                     max_batches=max_batches, card=card, adapters=adapters)
     ckpt = read_checkpoint(checkpoint)
     m = load_checkpoint(checkpoint)
+    adapter_files: dict[str, Any] = {}
+    if adapters == "separate":
+        if not (ckpt.get("zoo") or {}).get("lora"):
+            raise ValueError(f"adapters=separate: {checkpoint} is not a LoRA run (lora.rank was 0)")
+        wrapped, _, _ = model_from_checkpoint(checkpoint, keep_lora=True)
+        adapter_files = {"state": lora_state_dict(wrapped), "config": peft_adapter_config(wrapped)}
+        m.model = unload_lora(wrapped)  # the base weights, under the base keys
     data = (m.config.get("train_config") or {}).get("data") or {}
     extra, card = card or {}, {
         "data": data.get("name"), "data_license": DATA_LICENSES.get(data.get("name"), "see the data module"),
@@ -221,6 +240,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "
         "hardware": hardware or f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
     }
     card |= extra
+    if adapter_files:
+        card["adapters"] = "LoRA adapters kept separate: adapter_model.safetensors + adapter_config.json (peft)"
     path = export(m, out, dtype=dtype, name=name, card=card)
     if measure:  # measured on what ships: the weights as stored in `dtype`, read back
         # the run's own data cache (a local path, removed from the export) saves re-preparing the data
@@ -231,4 +252,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "
                  f"print(measure_loss(zoo.load('{name or Path(out).name}')))\"",
                  "perplexity": round(math.exp(loss), 3)}
         path = export(m, out, dtype=dtype, name=name, card=card)
+    if adapter_files:  # written last: `export` lays the folder out anew
+        save_file({k: v.contiguous() for k, v in adapter_files["state"].items()}, str(path / ADAPTER_WEIGHTS))
+        (path / ADAPTER_CONFIG).write_text(json.dumps(adapter_files["config"], indent=2))
     return path
