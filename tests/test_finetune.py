@@ -18,7 +18,9 @@ from zoo.training.checkpoint import read_checkpoint
 
 # A fine-tuning run on each member's tiny test data, without model.* keys (the model comes from the source).
 DATA = {"gpt": ["data=pydoc", "data.max_val_windows=4"],
-        "music_transformer": ["data=jsb_chorales", "data.max_val_windows=4"]}
+        "music_transformer": ["data=jsb_chorales", "data.max_val_windows=4"],
+        "image_gpt": ["data=digits"],
+        "text2image": ["data=captioned_digits", "data.num_eval=16"]}
 
 
 class AtStart(L.Callback):
@@ -53,7 +55,7 @@ def finetune(model: str, tmp_path: Path, source: Path | str, *extra: str, name: 
     return run(compose_train(overrides), extra_callbacks=list(callbacks), overrides=overrides)
 
 
-@pytest.mark.parametrize("model", ["gpt", "music_transformer"])
+@pytest.mark.parametrize("model", ["gpt", "music_transformer", "image_gpt", "text2image"])
 @pytest.mark.parametrize("kind", ["ckpt", "export"])
 def test_init_from_starts_from_the_source_weights_with_a_fresh_optimizer(model, kind, tmp_path):
     ckpt = source_checkpoint(model, tmp_path)
@@ -164,3 +166,11 @@ def test_cli_refusal_names_both_values(tmp_path):
     assert r.returncode != 0
     assert "invalid config: model.n_head=8 changes what the weights compute of init_from=gpt-pydoc, whose n_head " \
            "is 4" in r.stderr
+
+
+def test_image_data_of_another_geometry_is_refused_naming_both(tmp_path):
+    """Image data modules build their codec from the data (levels, patch size, geometry): it must be the source's."""
+    with pytest.raises(ConfigError, match=r"data=mnist5k cannot be encoded with init_from=image-gpt-digits's "
+                                          r"image_patch codec .*height: 8 vs 28"):
+        run(compose_train(["data=mnist5k", *TINY_RUN, "init_from=image-gpt-digits", f"run_dir={tmp_path / 'r'}"]),
+            overrides=["data=mnist5k", "init_from=image-gpt-digits"])

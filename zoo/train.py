@@ -64,6 +64,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, overri
         if source is None:
             raise
         raise init_from.codec_refusal(c["init_from"], source.codec, c["data"].get("name", "data"), e) from None
+    if source is not None:
+        init_from.check_codec(c["init_from"], source.codec, c["data"].get("name", "data"), dm.codec)
     module = build_module(c["model"], c["module"], codec=dm.codec, train_config=c)
     ckpt_path = builders.resolve_ckpt_path(c["ckpt_path"], ckpt_dir)
     if source is not None and ckpt_path:

@@ -19,7 +19,7 @@ from torch import nn
 
 from zoo.codecs.base import Codec
 from zoo.codecs.text import TextCodec
-from zoo.config import ConfigError
+from zoo.config import ConfigError, parameters
 from zoo.models.base import build_model
 from zoo.training.builders import import_target
 
@@ -81,16 +81,35 @@ def data_section(source: str, codec: Codec | None, section: Mapping[str, Any],
             raise ConfigError(f"{key} cannot be set with init_from={source}: the data is encoded with the "
                               f"source's {_describe(codec)}")
     values = dict(section)
-    values["codec"] = codec
-    if isinstance(codec, TextCodec) and "vocab_size" in values:
-        values["vocab_size"] = None
-    kwargs = {k: v for k, v in values.items() if k not in ("_target_", "name")}
     cls = import_target(str(values.get("_target_")), section="data")
+    accepted = parameters(cls) or {}
+    if "codec" in accepted:
+        values["codec"] = codec
+        if isinstance(codec, TextCodec) and "vocab_size" in values:
+            values["vocab_size"] = None
+    else:  # image data: the codec follows from the data's own keys; `check_codec` compares after setup
+        state = codec.to_dict()
+        state = {**state, **state.get("image", {})}  # a caption + image codec: the image part's keys too
+        values |= {k: state[k] for k in ("patch_size", "levels", "text_len", "on_long") if k in state and k in accepted}
+    kwargs = {k: v for k, v in values.items() if k not in ("_target_", "name")}
     try:
         cls(**kwargs)  # the data modules' constructors check their codec (and read no data)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"data={name} cannot be encoded with init_from={source}'s {_describe(codec)}: {e}") from None
     return values
+
+
+def check_codec(source: str, codec: Codec, data_name: str, data_codec: Codec) -> None:
+    """The data module built its own codec (image data): it must be the source's, token for token."""
+    if data_codec.to_dict() != codec.to_dict():
+        raise codec_refusal(source, codec, data_name, ValueError(
+            f"the data's {_describe(data_codec)} differs from it ({_codec_diff(codec, data_codec)})"))
+
+
+def _codec_diff(a: Codec, b: Codec) -> str:
+    da, db = a.to_dict(), b.to_dict()
+    keys = [k for k in sorted(set(da) | set(db)) if da.get(k) != db.get(k)]
+    return ", ".join(f"{k}: {str(da.get(k))[:40]} vs {str(db.get(k))[:40]}" for k in keys[:3])
 
 
 def codec_refusal(source: str, codec: Codec, data_name: str, error: Exception) -> ConfigError:
