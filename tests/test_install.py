@@ -60,6 +60,13 @@ BLOCKER = textwrap.dedent(r'''
         def invalidate_caches(self):
             getattr(self.inner, "invalidate_caches", lambda: None)()
 
+        def find_distributions(self, context=md.DistributionFinder.Context()):
+            """Package metadata (importlib.metadata.version ...) of what is not hidden, as the inner finder has it."""
+            found = getattr(self.inner, "find_distributions", None)
+            for dist in (found(context) if found else ()):
+                if norm(dist.metadata["Name"] or "") in base:
+                    yield dist
+
     sys.meta_path[:] = [Hide(f) if hasattr(f, "find_spec") else f for f in sys.meta_path]
     ''')
 

@@ -53,6 +53,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'python -m pip install -e ".[slurm]"': ("setup", "slurm"),
     'python -m pip install -e ".[image,music]"': ("setup", "image,music"),
     'python -m pip install -e ".[serve]"': ("setup", "serve"),
+    # fine-tuning (issue 15)
+    "zoo-train init_from=gpt-pydoc data=text_files data.path=corpus/ module.lr=5e-4": (
+        "compose", "fine-tunes the shipped model: tests/test_finetune.py::test_init_from_a_registry_name_takes_its_"
+                   "config_and_codec"),
+    "zoo-train init_from=gpt-pydoc data=text_files data.path=corpus/ lora.rank=8 module.lr=3e-3": (
+        "compose", "tests/test_lora.py::test_a_lora_run_resumes_on_its_uninterrupted_loss_curve_and_loads_merged"),
+    "zoo-train init_from=music-transformer-bach data=midi_folder data.path=midi/ lora.rank=8 module.lr=3e-3": (
+        "compose", "minutes of CPU: benchmarks/finetune.py runs it on Monteverdi and Palestrina MIDI"),
+    "zoo-train experiment=gpt2_finetune data.path=corpus/": (
+        "compose", "downloads GPT-2: tests/test_train.py runs the experiment from a local GPT-2 folder"),
+    "zoo-export checkpoint=runs/gpt_pydoc/checkpoints/last.ckpt out=exports/my-gpt push_to=ORG/my-gpt "
+    "+card.license=mit": ("tool", "uploads to the Hub: tests/test_hf_hub.py runs it up to the upload call"),
+    # long sequences and big corpora (issue 17)
+    """zoo-prepare inputs='[books/,"notes/**/*.md"]' out=data/books codec=bpe vocab_size=8192""": (
+        "tool", "tests/test_streaming.py prepares folders and globs with the char and BPE codecs"),
+    "zoo-train data=streaming data.path=data/books": (
+        "tool", "needs a prepared folder: tests/test_streaming.py trains and resumes from one"),
+    "zoo-train model.n_kv_head=1 model.window=128 model.position=rotary": ("train", ""),
+    "zoo-train model.position=alibi": ("train", ""),
     "zoo-serve models='[gpt-pydoc,image-gpt-digits,music-transformer-bach,text2image-digits]'": (
         "tool", "a long-running server: tests/test_serve.py and tests/test_serve_browser.py run it live"),
     "python -m pytest": ("tool", "the test suite itself"),
