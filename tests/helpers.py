@@ -92,3 +92,32 @@ def jsb_fixture(folder: Path, steps: int = 64) -> Path:
     path = folder / "jsb.json"
     path.write_text(json.dumps({split: [piece() for _ in range(3)] for split in ("train", "valid", "test")}))
     return path
+
+
+# Every kernel variant the float64 parity tests run against the math kernel (test_attention_core,
+# test_gqa_window_alibi): the registry's names plus the chunked kernel forced down each of its two paths.
+def kernel_variants() -> dict:
+    import functools
+
+    from zoo.core import kernels
+
+    return {"math": "math", "sdpa": "sdpa", "chunked": "chunked",
+            "chunked-kernel-path": functools.partial(kernels.chunked_attention, chunk=5, path="kernel"),
+            "chunked-matmul-path": functools.partial(kernels.chunked_attention, chunk=5, path="matmul")}
+
+
+def loss_recorder(crash_at: int | None = None):
+    """A callback recording the training loss per step; it raises "simulated crash" after step `crash_at`."""
+    import lightning as L
+
+    class Record(L.Callback):
+        def __init__(self) -> None:
+            self.losses: dict[int, float] = {}
+            self.crash_at = crash_at
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.losses[trainer.global_step] = float(outputs["loss"])
+            if trainer.global_step == self.crash_at:
+                raise RuntimeError("simulated crash")
+
+    return Record()

@@ -5,12 +5,12 @@ branches on a kernel name, and `attn.er` keeps its checkpoint key. Float64 throu
 from __future__ import annotations
 
 import ast
-import functools
 import inspect
 import textwrap
 
 import pytest
 import torch
+from helpers import kernel_variants
 from torch import Tensor, nn
 
 import zoo
@@ -34,13 +34,7 @@ class SlopeBias(PositionBias):
         return -slopes.view(-1, 1, 1) * dist.clamp(min=0).to(q.dtype)  # (H, T, S)
 
 
-KERNELS = {
-    "math": "math",
-    "sdpa": "sdpa",
-    "chunked": "chunked",
-    "chunked-kernel-path": functools.partial(kernels.chunked_attention, chunk=5, path="kernel"),
-    "chunked-matmul-path": functools.partial(kernels.chunked_attention, chunk=5, path="matmul"),
-}
+KERNELS = kernel_variants()
 POSITIONS = ["none", "rotary", "relative", "relative+rotary", "slope"]
 ROTARY = RotaryEmbedding(8, 64)
 

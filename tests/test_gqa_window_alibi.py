@@ -6,15 +6,13 @@ FSDP, export → load."""
 
 from __future__ import annotations
 
-import functools
 import math
 
 import pytest
 import torch
-from helpers import compose_train, tiny_model_overrides
+from helpers import compose_train, kernel_variants, tiny_model_overrides
 from omegaconf import OmegaConf
 
-from zoo.core import kernels
 from zoo.core.attention import MultiHeadAttention
 from zoo.core.cache import KVCache
 from zoo.core.positions import AlibiPositionBias, RelativePositionBias, RotaryEmbedding, SumPositionBias, alibi_slopes
@@ -25,13 +23,7 @@ from zoo.sampling import generate
 F64 = torch.float64
 TOL = dict(rtol=1e-10, atol=1e-10)
 
-KERNELS = {
-    "math": "math",
-    "sdpa": "sdpa",
-    "chunked": "chunked",
-    "chunked-kernel-path": functools.partial(kernels.chunked_attention, chunk=5, path="kernel"),
-    "chunked-matmul-path": functools.partial(kernels.chunked_attention, chunk=5, path="matmul"),
-}
+KERNELS = kernel_variants()
 POSITIONS = ["none", "rotary", "relative", "alibi", "relative+alibi"]
 AXES = {"gqa": dict(n_kv_head=2), "mqa+window": dict(n_kv_head=1, window=5), "window": dict(window=5)}
 ROTARY = RotaryEmbedding(8, 64)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 
-import lightning as L
 import pytest
 import torch
-from helpers import compose_train, tiny_model_overrides
+from helpers import compose_train, loss_recorder, tiny_model_overrides
 
 from zoo.core.layers import linear_weights_in_out
 from zoo.models.base import build_model
@@ -115,24 +114,13 @@ def _lora_run(tmp_path, name, *extra):
             "checkpoint.every_n_steps=4", "trainer.val_check_interval=4", f"run_dir={tmp_path / name}", *extra]
 
 
-class Record(L.Callback):
-    def __init__(self, crash_at: int | None = None):
-        self.losses: dict[int, float] = {}
-        self.crash_at = crash_at
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.losses[trainer.global_step] = float(outputs["loss"])
-        if trainer.global_step == self.crash_at:
-            raise RuntimeError("simulated crash")
-
-
 def test_a_lora_run_resumes_on_its_uninterrupted_loss_curve_and_loads_merged(tmp_path):
-    full = Record()
+    full = loss_recorder()
     summary = run(compose_train(_lora_run(tmp_path, "full")), extra_callbacks=[full])
-    crashed = Record(crash_at=6)
+    crashed = loss_recorder(crash_at=6)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(compose_train(_lora_run(tmp_path, "resumed")), extra_callbacks=[crashed])
-    resumed = Record()
+    resumed = loss_recorder()
     run(compose_train(_lora_run(tmp_path, "resumed")), extra_callbacks=[resumed])
     assert sorted(resumed.losses) == [5, 6, 7, 8]
     for step in resumed.losses:

@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import CONF, TINY, compose_train, jsb_fixture, run_cli
+from helpers import CONF, TINY, compose_train, jsb_fixture, loss_recorder, run_cli
 from omegaconf import OmegaConf
 
 from zoo.sampling import generate
@@ -110,26 +110,16 @@ def test_default_job_trains_resumes_and_samples(tmp_path):
     then follows the uninterrupted run's loss curve step for step (model, optimizer, schedule, data)."""
     base = [*TINY, "trainer.max_steps=8", "checkpoint.every_n_steps=4", "trainer.val_check_interval=4"]
 
-    class Record(L.Callback):
-        def __init__(self, crash_at: int | None = None):
-            self.losses: dict[int, float] = {}
-            self.crash_at = crash_at
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.losses[trainer.global_step] = float(outputs["loss"])
-            if trainer.global_step == self.crash_at:
-                raise RuntimeError("simulated crash")
-
-    full = Record()
+    full = loss_recorder()
     run(compose_train([*base, f"run_dir={tmp_path / 'full'}"]), extra_callbacks=[full])
 
-    crashed = Record(crash_at=6)
+    crashed = loss_recorder(crash_at=6)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(compose_train([*base, f"run_dir={tmp_path / 'resumed'}"]), extra_callbacks=[crashed])
     ckpt = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 4
 
-    resumed = Record()
+    resumed = loss_recorder()
     summary = run(compose_train([*base, f"run_dir={tmp_path / 'resumed'}"]), extra_callbacks=[resumed])
     assert sorted(resumed.losses) == [5, 6, 7, 8]  # continued at the right step
     for step in resumed.losses:
