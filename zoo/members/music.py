@@ -15,11 +15,18 @@ window only starts where training crops do (a multiple of 4 tokens into the fram
 token t of every window is still voice t mod 4.
 
 Generation stops early for a row that emits the codec's EOS (the piece is over).
+
+Styles. A style-conditioned model (`model.num_classes` > 0; the names are the codec's `styles`) samples
+`style=` (a name, an id, a list of them, or "all"): `num_samples` pieces per style, written as
+`<style>_NN.*`, with classifier-free guidance when `guidance` is set (logits = u + g·(c − u), u the
+"no style" prediction). Without `style` such a model samples with no style (the condition it was trained
+to read as "any of them"); guidance then has nothing to guide and is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pretty_midi
+import torch
 
 from zoo.codecs.base import Codec
 from zoo.codecs.jsb import JSBGridCodec
@@ -95,6 +103,56 @@ def mel_png(wave: np.ndarray, sr: int, path: Path) -> Path:
     return path
 
 
+def style_names(codec: Codec) -> list[str]:
+    """The codec's style names (a style-conditioned model's class ids, in order); [] if it has none."""
+    return list(getattr(codec, "styles", None) or [])
+
+
+def parse_styles(codec: Codec, style: Any) -> list[int] | None:
+    """`style=`: None (no style), "all", a name, an id, or a list of names/ids -> style ids."""
+    names = style_names(codec)
+    if style is None:
+        return None
+    if not names:
+        raise ValueError(f"style={style!r}: this model is not style-conditioned (its codec has no styles); "
+                         "sample it without style=")
+    if style == "all":
+        return list(range(len(names)))
+    items = list(style) if isinstance(style, (list, tuple)) else [style]
+    if not items:
+        raise ValueError(f"style is an empty list; accepted: {names}, ids 0..{len(names) - 1}, or 'all'")
+    ids = []
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool) and 0 <= item < len(names):
+            ids.append(item)
+        elif isinstance(item, str) and item in names:
+            ids.append(names.index(item))
+        elif isinstance(item, str) and item.isdigit() and int(item) < len(names):
+            ids.append(int(item))
+        else:
+            close = difflib.get_close_matches(str(item), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown style {item!r}{hint}; accepted: {names}, ids 0..{len(names) - 1}, or 'all'")
+    return ids
+
+
+def style_conditions(model: Any, codec: Codec, styles: list[int] | None, n: int, guidance: float | None,
+                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(cond, uncond) for `n` rows per style (None, None without styles); guidance needs styles."""
+    k = len(style_names(codec))
+    if styles is None:
+        if guidance is not None:
+            raise ValueError(f"guidance={guidance:g} needs style= (" + (f"one of {style_names(codec)} or 'all')"
+                             if k else "and a style-conditioned model; this one has no styles)"))
+        return None, None
+    if getattr(model.config, "num_classes", 0) != k:
+        raise ValueError(f"the codec names {k} styles but the model has num_classes="
+                         f"{getattr(model.config, 'num_classes', 0)}")
+    device = next(model.parameters()).device
+    cond = torch.tensor(styles, device=device).repeat_interleave(n)
+    return cond, torch.full_like(cond, k)
+
+
 # ---------------------------------------------------------------------------------------- training
 def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, step: int) -> SampleSet:
     """Two short samples for the training log: one from scratch (BOS), one continuing the opening of
@@ -102,13 +160,20 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
     and mel spectrogram under `out_dir` (`step_<step>_<label>.*`)."""
     model, codec = module.model, module.codec
     align = window_alignment(codec)
-    prompts = {"scratch": [codec.bos_id]}
-    val = getattr(datamodule, "sequences", {}).get("val") if datamodule is not None else None
-    if val:
-        n = max(align, (model.max_len // 4) // align * align) + 1  # BOS + whole steps
-        prompts["continue_val0"] = [int(i) for i in val[0][:n]]
+    styles = style_names(codec)
+    cond = uncond = None
+    if styles:  # a style-conditioned model: one piece per style from scratch
+        prompts = {f"scratch_{name}": [codec.bos_id] for name in styles}
+        cond, uncond = style_conditions(model, codec, list(range(len(styles))), 1, cfg.guidance)
+    else:
+        cfg = dataclasses.replace(cfg, guidance=None)
+        prompts = {"scratch": [codec.bos_id]}
+        val = getattr(datamodule, "sequences", {}).get("val") if datamodule is not None else None
+        if val:
+            n = max(align, (model.max_len // 4) // align * align) + 1  # BOS + whole steps
+            prompts["continue_val0"] = [int(i) for i in val[0][:n]]
     cfg = dataclasses.replace(cfg, stop_tokens=(codec.eos_id,))
-    rows = generate_sliding(model, list(prompts.values()), cfg, align=align)
+    rows = generate_sliding(model, list(prompts.values()), cfg, align=align, cond=cond, uncond=uncond)
     out = SampleSet()
     for (label, prompt), ids in zip(prompts.items(), rows):
         pm = ids_to_midi(codec, prompt + ids)
@@ -150,37 +215,43 @@ class MusicMember(Member):
     name = "music"
     codec_types = ("midi_performance", "jsb_grid")
     model_types = ("music_transformer",)
-    inputs = {"primer": None, "render_audio": False, "out": None}
+    inputs = {"primer": None, "style": None, "render_audio": False, "out": None}
     primary = "primer"
-    sampling = frozenset(OPTIONS) - {"guidance", "stop"}
-    rejected = {"guidance": "music models have no condition to guide",
-                "stop": "a piece ends at the codec's end-of-piece event"}
+    sampling = frozenset(OPTIONS) - {"stop"}
+    rejected = {"stop": "a piece ends at the codec's end-of-piece event"}
 
     def generate(self, model: Any, codec: Codec, inputs: dict[str, Any], sampling: SamplingConfig, *,
                  on_text: Any = None) -> Samples:
         primer = inputs["primer"]
+        styles = parse_styles(codec, inputs["style"])
+        cond, uncond = style_conditions(model, codec, styles, sampling.num_samples, sampling.guidance)
         prompt = primer_ids(codec, primer) if primer else [codec.bos_id]
         cfg = dataclasses.replace(sampling, stop_tokens=(codec.eos_id,))
         n, ctx, out = cfg.num_samples, model.max_len, Samples(None)
+        labels = [style_names(codec)[s] for s in styles for _ in range(n)] if styles else [None] * n
         if len(prompt) > ctx // 2:
             out.lines.append(f"primer: {len(prompt) - 1} events; the model sees its last {ctx // 2} "
                              f"(half its context of {ctx})")
         if len(prompt) + cfg.max_new_tokens > ctx:
             out.lines.append(f"max_new_tokens={cfg.max_new_tokens} goes past the context of {ctx} tokens: generating "
                              f"with a sliding window (each window keeps the last {ctx // 2} tokens)")
-        rows = generate_sliding(model, [prompt] * n, cfg, align=window_alignment(codec))
+        rows = generate_sliding(model, [prompt] * len(labels), cfg, align=window_alignment(codec), cond=cond,
+                                uncond=uncond)
         pms = [ids_to_midi(codec, prompt + ids) for ids in rows]
-        out.value = pms[0] if n == 1 else pms
+        out.value = pms[0] if len(pms) == 1 else pms
         stem = f"{Path(primer).stem}_continued" if primer else "sample"
         dest = None if inputs["out"] is None else Path(inputs["out"])
-        for i, (ids, pm) in enumerate(zip(rows, pms)):
-            out.lines.append(f"sample {i}: {len(ids)} new tokens, {note_summary(pm)}")
+        for j, (ids, pm, label) in enumerate(zip(rows, pms, labels)):
+            i = j % n
+            tag = f" [{label}]" if label else ""
+            out.lines.append(f"sample {i}{tag}: {len(ids)} new tokens, {note_summary(pm)}")
             if dest is None:
                 continue
+            prefix = f"{label}_" if label else ""
             if dest.suffix != ".mid":  # a folder
-                named = dest / f"{stem}_{i:02d}"
+                named = dest / (f"{label}_{i:02d}" if label and not primer else f"{prefix}{stem}_{i:02d}")
             else:  # one file asked for; several pieces are numbered
-                named = dest.with_suffix("") if n == 1 else dest.with_name(f"{dest.stem}_{i:02d}")
+                named = dest.with_suffix("") if len(pms) == 1 else dest.with_name(f"{dest.stem}_{prefix}{i:02d}")
             paths = write_sample(pm, named, audio=bool(inputs["render_audio"]))
             out.files += paths
             out.lines += [f"  {p}" for p in paths]

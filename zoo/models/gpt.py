@@ -42,6 +42,12 @@ class GPTConfig:
     times smaller. `window` (None = full attention) is sliding-window attention: each token sees itself and
     the window - 1 before it; decoding then keeps a rolling cache of 2 · window positions and generates past
     `block_size` without end, which learned positions cannot (their table ends at block_size).
+
+    `num_classes` > 0 makes the model class-conditional (the style-conditioned Music Transformer): a learned
+    embedding of the class id (`transformer.cls`, num_classes + 1 rows; the last is "no condition") is added
+    to every token's embedding, so the condition reaches every position however the sequence is cropped or
+    slid (a prefix token would fall out of a sliding window). During training a `cond_dropout` fraction of
+    rows get "no condition", which is what classifier-free guidance needs at sampling time.
     """
 
     vocab_size: int = 256  # training sets this from the data's codec
@@ -59,9 +65,18 @@ class GPTConfig:
     tie_weights: bool = True
     n_kv_head: int | None = None  # key/value heads; None = n_head (multi-head), 1 = multi-query
     window: int | None = None  # sliding-window attention span in positions; None = full causal attention
+    num_classes: int | None = None  # class/style conditions; None or 0 = unconditional
+    cond_dropout: float = 0.1  # with num_classes: fraction of training rows given "no condition"
 
     def __post_init__(self) -> None:
         validate_choices(self)
+        if self.num_classes is None:
+            self.num_classes = 0
+        if self.num_classes < 0:
+            raise ValueError(f"{type(self).__name__}.num_classes must be >= 0 (0 = unconditional), "
+                             f"got {self.num_classes}")
+        if not 0.0 <= self.cond_dropout < 1.0:
+            raise ValueError(f"{type(self).__name__}.cond_dropout must be in [0, 1), got {self.cond_dropout}")
         require_positive(self, "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
@@ -118,6 +133,8 @@ class GPT(GenerativeModel):
         ))
         if c.position == "learned":
             self.transformer["wpe"] = nn.Embedding(c.block_size, c.n_embd)
+        if c.num_classes:
+            self.transformer["cls"] = nn.Embedding(c.num_classes + 1, c.n_embd)  # last row: no condition
         self.rotary = RotaryEmbedding(c.n_embd // c.n_head, c.block_size) if c.position == "rotary" else None
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self.apply(self._init_weights)
@@ -139,10 +156,17 @@ class GPT(GenerativeModel):
 
     def forward(self, idx: Tensor, *, cond: Tensor | None = None, cache: KVCache | None = None,
                 last_only: bool = False) -> Tensor:
-        """idx (B, T) -> logits (B, T, V), or (B, 1, V) with `last_only`. `cond` must be None."""
-        if cond is not None:
-            raise ValueError("GPT is unconditional; got a `cond` tensor")
+        """idx (B, T) -> logits (B, T, V), or (B, 1, V) with `last_only`.
+
+        `cond`: class ids (B,) of a conditional model (None = no condition); must be None for an unconditional
+        one. With a cache, the ids given at prefill are kept on the cache for the decode steps that follow.
+        """
         b, t = idx.shape
+        ids = self.class_ids(cond, b, idx.device)
+        if cache is not None and self.config.num_classes:
+            if cond is None and cache.pos > 0 and cache.cond is not None:
+                ids = cache.cond  # a decode step: the condition given at prefill
+            cache.cond = ids
         if t == 0:
             raise ValueError("GPT needs at least one token per row (an empty prompt has nothing to condition "
                              "on; start it with a token such as the codec's end-of-text id)")
@@ -150,6 +174,11 @@ class GPT(GenerativeModel):
         if self.config.window is None and offset + t > self.config.block_size:
             raise ValueError(f"sequence of {offset + t} tokens exceeds block_size={self.config.block_size}")
         x = self.transformer.wte(idx)  # (B, T, C)
+        if ids is not None:
+            if self.training and self.config.cond_dropout > 0:
+                drop = torch.rand(b, device=idx.device) < self.config.cond_dropout
+                ids = torch.where(drop, self.config.num_classes, ids)
+            x = x + self.transformer.cls(ids).unsqueeze(1)
         if self.config.position == "learned":  # rows offset .. offset+T of the table: no index tensor to build
             x = x + self.transformer.wpe.weight[offset:offset + t]  # (T, C) broadcast over B
         if self.config.dropout > 0:
@@ -161,6 +190,24 @@ class GPT(GenerativeModel):
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+
+    def class_ids(self, cond: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
+        """Validated class ids (B,) of a conditional model (None -> the "no condition" id `num_classes`);
+        None for an unconditional model, which refuses a `cond`."""
+        k = self.config.num_classes
+        if not k:
+            if cond is not None:
+                raise ValueError(f"{type(self).__name__} is unconditional (num_classes=0); got a `cond` tensor")
+            return None
+        if cond is None:
+            return torch.full((batch,), k, dtype=torch.long, device=device)
+        if cond.shape != (batch,) or torch.is_floating_point(cond):
+            raise ValueError(f"cond must be integer class ids of shape ({batch},), "
+                             f"got {cond.dtype} {tuple(cond.shape)}")
+        if cond.numel() and (int(cond.min()) < 0 or int(cond.max()) > k):
+            bad = sorted(set(cond[(cond < 0) | (cond > k)].tolist()))
+            raise ValueError(f"class ids {bad} out of range; accepted: 0..{k - 1}, or {k} for no condition")
+        return cond.long().to(device)
 
     @property
     def max_len(self) -> int:
@@ -263,6 +310,8 @@ def _static_step(model: GPT, idx: Tensor, cache: KVCache) -> Tensor:
     of the same structure and no compiled object holds a model alive.
     """
     x = model.transformer.wte(idx)  # (B, T, C)
+    if model.config.num_classes:  # the condition kept on the cache at prefill ("no condition" if none was)
+        x = x + model.transformer.cls(model.class_ids(cache.cond, idx.shape[0], idx.device)).unsqueeze(1)
     if model.config.position == "learned":
         x = x + model.transformer.wpe(cache.positions(idx.shape[1]))  # (T, C) broadcast over B
     for block in model.transformer.h:

@@ -199,7 +199,8 @@ def _decode(model: GenerativeModel, rows: list[list[int]], cfg: SamplingConfig, 
 
 
 def generate_sliding(model: GenerativeModel, prompts: Sequence[Sequence[int]], cfg: SamplingConfig, *,
-                     align: int = 1, on_token: Callable[[int, Tensor], None] | None = None) -> list[list[int]]:
+                     align: int = 1, on_token: Callable[[int, Tensor], None] | None = None,
+                     cond: Tensor | None = None, uncond: Tensor | None = None) -> list[list[int]]:
     """Generate `cfg.max_new_tokens` ids after each prompt, sliding a window past the context.
 
     Used when prompt + max_new_tokens exceed `model.max_len` (music, long text): each window is an
@@ -209,7 +210,9 @@ def generate_sliding(model: GenerativeModel, prompts: Sequence[Sequence[int]], c
     holds at most half the model's length of the sequence so far (its tail, starting at a multiple
     of `align`), so each window generates at least half a context of new tokens (module docstring).
     With `cfg.seed` set, window w draws with seed `cfg.seed + w`. Returns the new ids per row; a row
-    that produced one of `cfg.stop_tokens` ends there (the stop token included).
+    that produced one of `cfg.stop_tokens` ends there (the stop token included). `cond` (B,) / `uncond`
+    (B,): a class-conditional model's condition per row and its "no condition" ids (as `generate`);
+    every window gets its rows' condition.
     """
     ctx = model.max_len
     keep = (ctx // 2) // align * align
@@ -234,7 +237,10 @@ def generate_sliding(model: GenerativeModel, prompts: Sequence[Sequence[int]], c
         if n <= 0:
             break
         seed = None if cfg.seed is None else cfg.seed + window
-        out = generate(model, contexts, cfg, max_new_tokens=n, seed=seed, on_token=on_token)
+        rows = torch.tensor(active, dtype=torch.long)
+        out = generate(model, contexts, cfg, max_new_tokens=n, seed=seed, on_token=on_token,
+                       cond=None if cond is None else cond[rows.to(cond.device)],
+                       uncond=None if uncond is None else uncond[rows.to(uncond.device)])
         still = []
         for r, ids in zip(active, out):
             seqs[r].extend(ids)

@@ -1,4 +1,5 @@
-"""Music datamodules: Bach chorales (embedded default), JSB Chorales grid, MAESTRO, any MIDI folder.
+"""Music datamodules: Bach chorales (embedded default), JSB Chorales grid, MAESTRO, any MIDI folder,
+style-labelled music21 collections (`styles`: batches also carry `cond`, the style id).
 
 One module per family: `performance` (MIDI folders, MAESTRO), `bach` (music21's corpus), `jsb` (the
 grid); `base` holds what they share (`MusicDataModule`). Every public name is re-exported here, so
@@ -44,10 +45,12 @@ from zoo.data.music.bach import BachChoralesDataModule, bach_chorale_files, scor
 from zoo.data.music.base import SPLITS, MusicDataModule, split_by_name
 from zoo.data.music.jsb import JSB_SHA256, JSB_URL, JSBChoralesDataModule, load_jsb_json
 from zoo.data.music.performance import MaestroDataModule, MidiFolderDataModule, PerformanceDataModule
+from zoo.data.music.styles import STYLE_SOURCES, StyleCorpusDataModule
 
 __all__ = [
     "BachChoralesDataModule", "JSBChoralesDataModule", "JSB_SHA256", "JSB_URL", "MUSIC_DATAMODULES",
     "MaestroDataModule", "MidiFolderDataModule", "MusicDataModule", "PerformanceDataModule", "SPLITS",
+    "STYLE_SOURCES", "StyleCorpusDataModule",
     "bach_chorale_files", "load_jsb_json", "score_to_notes", "split_by_name",
 ]
 
@@ -56,4 +59,5 @@ MUSIC_DATAMODULES: dict[str, Callable[..., MusicDataModule]] = {
     "jsb_chorales": JSBChoralesDataModule,
     "maestro": MaestroDataModule,
     "midi_folder": MidiFolderDataModule,
+    "music21_styles": StyleCorpusDataModule,
 }

@@ -110,6 +110,10 @@ class PerformanceDataModule(MusicDataModule):
         """One file -> note array; raise MidiError (or any exception) to skip it."""
         return self.codec.extract_notes(load_midi(path))
 
+    def _convert_entry(self, name: str, path: Path) -> np.ndarray:
+        """One entry of `_files` -> note array (a file holding several pieces tells them apart by name)."""
+        return self._convert(path)
+
     def _load_splits(self) -> dict[str, tuple[list[str], list[np.ndarray]]]:
         if self._loaded is None:
             files = self._files()
@@ -145,7 +149,7 @@ class PerformanceDataModule(MusicDataModule):
             log.info("%s: reading %d files (once; the notes are cached in %s)", self.name, len(files), path)
             for k, (name, file, split) in enumerate(files, 1):
                 try:
-                    n = self._convert(file)
+                    n = self._convert_entry(name, file)
                     if len(n) == 0:
                         raise MidiError("no notes left (drum tracks are dropped; see the codec's programs/"
                                         "instruments options)")
