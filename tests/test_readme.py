@@ -61,6 +61,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "compose", "tests/test_lora.py::test_a_lora_run_resumes_on_its_uninterrupted_loss_curve_and_loads_merged"),
     "zoo-train init_from=music-transformer-bach data=midi_folder data.path=midi/ lora.rank=8 module.lr=3e-3": (
         "compose", "minutes of CPU: benchmarks/finetune.py runs it on Monteverdi and Palestrina MIDI"),
+    # multitrack MIDI (issue 16)
+    "zoo-train model=music_transformer data=midi_folder data.path=midi/ data/codec=multitrack "
+    "data.codec.tokenization=REMI": (
+        "compose", "needs a MIDI folder: tests/test_multitrack.py::test_zoo_train_multitrack_then_load_sample_and_"
+                   "the_sample_command trains it on a generated band"),
     "zoo-train experiment=gpt2_finetune data.path=corpus/": (
         "compose", "downloads GPT-2: tests/test_train.py runs the experiment from a local GPT-2 folder"),
     "zoo-export checkpoint=runs/gpt_pydoc/checkpoints/last.ckpt out=exports/my-gpt push_to=ORG/my-gpt "

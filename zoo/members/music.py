@@ -1,7 +1,8 @@
 """The music member: the training-time renderer and `MusicMember` (zoo-sample, `zoo.load(...).generate`).
 
-Both codecs of zoo/codecs are served: `midi_performance` (ids -> `PerformanceCodec.decode`, a piano
-MIDI) and `jsb_grid` (ids -> grid -> `JSBGridCodec.to_midi`, four choir voices). Every sample is
+The music codecs of zoo/codecs are served: `midi_performance` (ids -> `PerformanceCodec.decode`, a piano
+MIDI), `midi_multitrack` (ids -> `MultitrackCodec.decode`, one instrument per program and the drums) and
+`jsb_grid` (ids -> grid -> `JSBGridCodec.to_midi`, four choir voices). Every sample is
 written as `.mid`, and, when asked, as `.wav` (zoo.members.music_render.synthesize), a piano-roll `.png`
 and (training only) a mel-spectrogram `.png`.
 
@@ -39,6 +40,7 @@ import torch
 from zoo.codecs.base import Codec
 from zoo.codecs.jsb import JSBGridCodec
 from zoo.codecs.midi import MidiError, PerformanceCodec, load_midi
+from zoo.codecs.multitrack import MultitrackCodec
 from zoo.members.base import Member, Samples, SampleSet, register_member
 from zoo.members.music_render import mel_spectrogram, piano_roll_png, render_wav, write_midi
 from zoo.sampling import OPTIONS, SamplingConfig, generate_sliding
@@ -50,12 +52,12 @@ SAMPLE_RATE = 22050  # Hz, for rendered audio
 
 def ids_to_midi(codec: Codec, ids: Sequence[int]) -> pretty_midi.PrettyMIDI:
     """Decode any ids of a music codec into a playable PrettyMIDI (special ids are ignored)."""
-    if isinstance(codec, PerformanceCodec):
+    if isinstance(codec, PerformanceCodec | MultitrackCodec):
         return codec.decode(ids)
     if isinstance(codec, JSBGridCodec):
         return codec.to_midi(codec.decode(ids))
     raise ValueError(f"not a music codec: {type(codec).__name__} ({codec.type_name!r}); accepted: "
-                     f"{PerformanceCodec.type_name!r}, {JSBGridCodec.type_name!r}")
+                     f"{PerformanceCodec.type_name!r}, {MultitrackCodec.type_name!r}, {JSBGridCodec.type_name!r}")
 
 
 def window_alignment(codec: Codec) -> int:
@@ -64,8 +66,11 @@ def window_alignment(codec: Codec) -> int:
 
 
 def note_summary(pm: pretty_midi.PrettyMIDI) -> str:
+    """'N notes, T s', with the instruments that play when there are several (multitrack samples)."""
     notes = [n for inst in pm.instruments for n in inst.notes]
-    return f"{len(notes)} notes, {pm.get_end_time():.1f} s"
+    playing = [inst for inst in pm.instruments if inst.notes]
+    parts = f" in {len(playing)} instruments" if len(playing) > 1 else ""
+    return f"{len(notes)} notes{parts}, {pm.get_end_time():.1f} s"
 
 
 def write_sample(pm: pretty_midi.PrettyMIDI, stem: Path, *, audio: bool = True, mel: bool = False) -> list[Path]:
@@ -191,9 +196,9 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
 # ---------------------------------------------------------------------------------------- sampling
 def primer_ids(codec: Codec, path: str | Path) -> list[int]:
     """BOS + the events of a MIDI file; ValueError naming the file if it is not usable."""
-    if not isinstance(codec, PerformanceCodec):
-        raise ValueError(f"primer= needs a model of MIDI performance events; this checkpoint's codec "
-                         f"is {codec.type_name!r} (generate from scratch without primer=)")
+    if not isinstance(codec, PerformanceCodec | MultitrackCodec):
+        raise ValueError(f"primer= needs a model of MIDI performance events or multitrack MIDI; this checkpoint's "
+                         f"codec is {codec.type_name!r} (generate from scratch without primer=)")
     try:
         ids = codec.encode(load_midi(path))
     except (MidiError, FileNotFoundError) as e:
@@ -206,14 +211,14 @@ def primer_ids(codec: Codec, path: str | Path) -> list[int]:
 
 
 class MusicMember(Member):
-    """Music models (MIDI performance events, JSB grids): `num_samples` pieces from scratch, or continuing
-    `primer` (a MIDI file; the output holds the primer and its continuation). Longer than the context, a
+    """Music models (MIDI performance events, multitrack MIDI, JSB grids): `num_samples` pieces from scratch,
+    or continuing `primer` (a MIDI file; the output holds the primer and its continuation). Longer than the context, a
     window slides (module docstring). Value: a PrettyMIDI, a list of them when several are drawn.
     `out`: a .mid file (one piece) or a folder (`sample_00.mid`, or `<primer>_continued_00.mid`, ...);
     `render_audio` also writes each piece's .wav and piano-roll .png."""
 
     name = "music"
-    codec_types = ("midi_performance", "jsb_grid")
+    codec_types = ("midi_performance", "midi_multitrack", "jsb_grid")
     model_types = ("music_transformer",)
     inputs = {"primer": None, "style": None, "render_audio": False, "out": None}
     primary = "primer"

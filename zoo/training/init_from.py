@@ -76,7 +76,7 @@ def data_section(source: str, codec: Codec | None, section: Mapping[str, Any],
         raise ConfigError(f"init_from={source} comes without a codec (a GPT-2 folder needs vocab.json and "
                           "merges.txt), so its token ids cannot be matched to data")
     name = section.get("name", section.get("_target_"))
-    for key in ("data.codec", "data.vocab_size"):
+    for key in ("data.codec", "data/codec", "data.vocab_size"):
         if key in overrides:
             raise ConfigError(f"{key} cannot be set with init_from={source}: the data is encoded with the "
                               f"source's {_describe(codec)}")

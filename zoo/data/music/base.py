@@ -61,7 +61,7 @@ class MusicDataModule(StreamDataModule):
         stretch_range: tuple[float, float] = (0.95, 1.05),
         cache_dir: str | Path | None = None,
         num_workers: int = 0,
-        codec: Mapping[str, Any] | Codec | None = None,
+        codec: Mapping[str, Any] | Codec | str | None = None,
         max_val_windows: int | None = None,
     ) -> None:
         if block_size < 1 or batch_size < 1:

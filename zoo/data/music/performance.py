@@ -1,6 +1,7 @@
-"""Performance-event data from MIDI files: `PerformanceDataModule` (notes converted once and cached,
-skip-and-count of unusable files, windowed augmentation of long pieces), and its two file sources,
-any MIDI folder (`midi_folder`) and MAESTRO with its official split (`maestro`).
+"""Data from MIDI files: `PerformanceDataModule` (pieces converted once and cached, skip-and-count of
+unusable files, windowed augmentation of long pieces), and its two file sources, any MIDI folder
+(`midi_folder`) and MAESTRO with its official split (`maestro`). The codec is performance events (note
+arrays as pieces) or multitrack (token ids as pieces): `zoo.data.music.multitrack`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from zoo.codecs.base import Codec
 from zoo.codecs.midi import END, PITCH, START, MidiError, PerformanceCodec, load_midi, stretch_notes, transpose_notes
 from zoo.data.music.base import _SKIP_WARNINGS, SPLITS, MusicDataModule, split_by_name
+from zoo.data.music.multitrack import make_midi_codec, multitrack_piece, transposed
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +28,10 @@ _MARGIN_SECONDS = 1.0  # context kept around a training window when re-encoding 
 
 
 class PerformanceDataModule(MusicDataModule):
-    """MIDI-derived pieces: note arrays (N, 4) encoded by `PerformanceCodec` (options via `codec`)."""
+    """MIDI-derived pieces: note arrays (N, 4) encoded by `PerformanceCodec`, or with a multitrack
+    `codec` (`{"type": "multitrack", ...}`), token-id arrays (E,) of `MultitrackCodec`."""
 
-    codec: PerformanceCodec
+    codec: PerformanceCodec  # or zoo.codecs.multitrack.MultitrackCodec (`self.multitrack`)
 
     def __init__(self, *, max_files: int | None = None, on_error: Literal["skip", "raise"] = "skip",
                  **kwargs: Any) -> None:
@@ -41,20 +44,20 @@ class PerformanceDataModule(MusicDataModule):
         self._loaded: dict[str, tuple[list[str], list[np.ndarray]]] | None = None
         self._train_steps: list[np.ndarray] = []
 
-    def _make_codec(self, options: Mapping[str, Any] | Codec | None) -> Codec:
-        if isinstance(options, PerformanceCodec):
-            return options
-        if isinstance(options, Codec):
-            raise ValueError(f"{self.name} needs a PerformanceCodec (or its options), got {type(options).__name__}")
-        return PerformanceCodec(**dict(options or {}))
+    def _make_codec(self, options: Mapping[str, Any] | Codec | str | None) -> Codec:
+        codec = make_midi_codec(options, self.name)
+        self.multitrack = not isinstance(codec, PerformanceCodec)
+        return codec
 
     def _encode(self, piece: np.ndarray) -> np.ndarray:
-        return self.codec.encode_notes(piece)
+        return piece if self.multitrack else self.codec.encode_notes(piece)
 
     def setup(self, stage: str | None = None) -> None:
         if self.sequences:
             return
         super().setup(stage)
+        if self.multitrack:
+            return  # ids are transposed whole (cheap): no windowed re-encoding
         # time step of every framed training token (BOS at 0, EOS at the end), for windowed re-encoding
         self._train_steps = []
         for notes in self.pieces["train"]:
@@ -71,6 +74,8 @@ class PerformanceDataModule(MusicDataModule):
         return shift, a + (b - a) * float(torch.rand((), generator=g, dtype=torch.float64))
 
     def _augmented_ids(self, index: int, g: torch.Generator) -> np.ndarray:
+        if self.multitrack:
+            return transposed(self.codec, self.pieces["train"][index], self.transpose_range, g)
         notes = self.pieces["train"][index]
         shift, factor = self._draw_augmentation(notes, g)
         return self.codec.encode_notes(stretch_notes(transpose_notes(notes, shift), factor))
@@ -85,7 +90,7 @@ class PerformanceDataModule(MusicDataModule):
         VELOCITY or TIME_SHIFT event may differ): a valid event sequence either way.
         """
         seq = self.sequences["train"][index]
-        if not self.augment or len(seq) <= 4 * (self.block_size + 1):
+        if self.multitrack or not self.augment or len(seq) <= 4 * (self.block_size + 1):
             return super()._train_tokens(index, g)
         start = self._crop_start(len(seq), g)
         steps, notes, sps = self._train_steps[index], self.pieces["train"][index], self.codec.steps_per_second
@@ -107,7 +112,9 @@ class PerformanceDataModule(MusicDataModule):
         raise NotImplementedError
 
     def _convert(self, path: Path) -> np.ndarray:
-        """One file -> note array; raise MidiError (or any exception) to skip it."""
+        """One file -> note array (token ids for multitrack); raise MidiError (or any exception) to skip it."""
+        if self.multitrack:
+            return multitrack_piece(self.codec, path)
         return self.codec.extract_notes(load_midi(path))
 
     def _convert_entry(self, name: str, path: Path) -> np.ndarray:
@@ -171,7 +178,7 @@ class PerformanceDataModule(MusicDataModule):
             if names:
                 _save_npz(path, names=np.array(names, dtype=str), splits=np.array(splits, dtype=str),
                           offsets=np.cumsum([0] + [len(n) for n in notes]),
-                          notes=np.concatenate(notes).astype(np.float64),
+                          notes=np.concatenate(notes),  # float64 notes (N, 4) or int64 ids (E,)
                           skipped=np.array(list(skipped), dtype=str),
                           skip_reasons=np.array(list(skipped.values()), dtype=str))
         if skipped and self.on_error == "raise":  # the cache remembers files skipped by an earlier run
