@@ -461,7 +461,7 @@ def test_bach_chorales_convert_once_then_read_the_cache(tmp_path, monkeypatch):
 
 # ============================================================================ registry and Lightning
 def test_registry_and_codec_options():
-    assert set(MUSIC_DATAMODULES) == {"bach_chorales", "jsb_chorales", "maestro", "midi_folder"}
+    assert set(MUSIC_DATAMODULES) == {"bach_chorales", "jsb_chorales", "maestro", "midi_folder", "music21_styles"}
     dm = MidiFolderDataModule(path="unused", codec={"steps_per_second": 50, "num_velocity_bins": 16})
     assert isinstance(dm.codec, PerformanceCodec) and dm.codec.vocab_size == 3 + 256 + 100 + 16
     with pytest.raises(ValueError, match="needs a PerformanceCodec"):

@@ -1,0 +1,179 @@
+"""Style-conditioned Music Transformer: the condition in the model (every position, cache, guidance), the
+codec's style names, the music21 style corpus (labels, balance, eval windows), sampling by style."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.helpers import TINY, compose_train
+from zoo.codecs.base import codec_from_dict
+from zoo.codecs.midi import PerformanceCodec
+from zoo.models.music_transformer import MusicTransformer, MusicTransformerConfig
+from zoo.sampling import SamplingConfig, generate, generate_sliding
+
+
+def tiny(num_classes: int = 3, **kw) -> MusicTransformer:
+    torch.manual_seed(0)
+    cfg = MusicTransformerConfig(vocab_size=40, block_size=32, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
+                                 num_classes=num_classes, **kw)
+    return MusicTransformer(cfg).double().eval()
+
+
+# ------------------------------------------------------------------------------------------------ model
+@pytest.mark.parametrize("kernel,position", [("relative", "none"), ("sdpa", "learned")])
+def test_cached_and_static_decoding_keep_the_condition(kernel, position):
+    m = tiny(kernel=kernel, position=position)
+    x, c = torch.randint(3, 40, (3, 20)), torch.tensor([0, 2, 3])  # 3 = no condition
+    full = m(x, cond=c)
+    for step in ("decode_step", "decode_step_static"):
+        cache = m.new_cache(3, 32)
+        outs = [m.prefill(x[:, :8], cond=c, cache=cache)]
+        outs += [getattr(m, step)(x[:, t:t + 1], cache=cache) for t in range(8, 19)]
+        torch.testing.assert_close(torch.stack(outs, 1), full[:, 7:19], rtol=0, atol=1e-12)
+
+
+def test_the_condition_changes_every_position_and_none_means_the_last_id():
+    m = tiny()
+    x = torch.randint(3, 40, (2, 12))
+    a, b = m(x, cond=torch.tensor([0, 0])), m(x, cond=torch.tensor([1, 1]))
+    assert (a - b).abs().amax(-1).min() > 0  # every position sees the style
+    torch.testing.assert_close(m(x), m(x, cond=torch.tensor([3, 3])), rtol=0, atol=0)
+    assert set(m.state_dict()) - set(tiny(0).state_dict()) == {"transformer.cls.weight"}
+    assert m.state_dict()["transformer.cls.weight"].shape == (4, 16)
+
+
+def test_cond_dropout_only_in_training():
+    m = tiny(cond_dropout=0.5)
+    x, c = torch.randint(3, 40, (64, 6)), torch.zeros(64, dtype=torch.long)
+    assert torch.equal(m(x, cond=c), m(x, cond=c))  # eval: deterministic, no dropout
+    m.train()
+    torch.manual_seed(1)
+    out = m(x, cond=c)
+    dropped = torch.isclose(out, m.eval()(x, cond=torch.full((64,), 3))).all(-1).all(-1)
+    assert 15 < int(dropped.sum()) < 49  # about half the rows read "no condition"
+
+
+def test_bad_conditions_are_named():
+    with pytest.raises(ValueError, match="unconditional"):
+        tiny(0)(torch.ones(1, 3, dtype=torch.long), cond=torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"class ids \[7\] out of range; accepted: 0..2, or 3"):
+        tiny()(torch.ones(1, 3, dtype=torch.long), cond=torch.tensor([7]))
+    with pytest.raises(ValueError, match="shape"):
+        tiny()(torch.ones(2, 3, dtype=torch.long), cond=torch.tensor([0]))
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+        MusicTransformerConfig(num_classes=-1)
+    with pytest.raises(ValueError, match="cond_dropout"):
+        MusicTransformerConfig(num_classes=2, cond_dropout=1.0)
+
+
+def test_guidance_matches_the_formula_and_sliding_windows_keep_the_style():
+    m = tiny()
+    cond, uncond = torch.tensor([1]), torch.tensor([3])
+    g = 2.5
+    cfg = SamplingConfig(max_new_tokens=6, temperature=0.0, guidance=g)
+    got = generate(m, [[1]], cfg, cond=cond, uncond=uncond)[0]
+    seq = [1]
+    for _ in range(6):  # greedy on u + g (c - u), recomputed from scratch
+        x = torch.tensor([seq])
+        c, u = m(x, cond=cond)[0, -1], m(x, cond=uncond)[0, -1]
+        seq.append(int((u + g * (c - u)).argmax()))
+    assert got == seq[1:]
+    # Past the context: each window is conditioned on its row's style (rows of different styles differ,
+    # and a row equals its own style sampled alone).
+    cfg = SamplingConfig(max_new_tokens=50, temperature=0.0, guidance=g)
+    both = generate_sliding(m, [[1], [1]], cfg, cond=torch.tensor([0, 2]), uncond=torch.tensor([3, 3]))
+    alone = generate_sliding(m, [[1]], cfg, cond=torch.tensor([2]), uncond=torch.tensor([3]))
+    assert both[1] == alone[0] and len(alone[0]) == 50
+
+
+# ------------------------------------------------------------------------------------------------ codec
+def test_codec_carries_style_names_and_old_state_still_loads():
+    codec = PerformanceCodec(styles=["bach", "irish"])
+    again = codec_from_dict(json.loads(json.dumps(codec.to_dict())))
+    assert again.styles == ["bach", "irish"] and again.num_classes == 2 and again.class_names == ["bach", "irish"]
+    plain = PerformanceCodec()
+    assert "styles" not in plain.to_dict() and plain.num_classes == 0  # older checkpoints' state, unchanged
+    for bad in ([], ["a", "a"], "bach"):
+        with pytest.raises(ValueError, match="styles must be"):
+            PerformanceCodec(styles=bad)
+
+
+# ------------------------------------------------------------------------------------------------ data
+@pytest.fixture(scope="module")
+def corpus_data(tmp_path_factory):
+    pytest.importorskip("music21")
+    from zoo.data.music import StyleCorpusDataModule
+
+    dm = StyleCorpusDataModule(styles=["palestrina", "bach"], max_pieces=4, block_size=64, batch_size=8,
+                               val_fraction=0.25, test_fraction=0.0,
+                               cache_dir=tmp_path_factory.mktemp("cache"))
+    dm.setup()
+    return dm
+
+
+def test_style_corpus_labels_batches_and_balance(corpus_data):
+    dm = corpus_data
+    assert dm.codec.styles == ["palestrina", "bach"] and dm.codec.num_classes == 2
+    for split in ("train", "val"):
+        assert dm.labels[split] == [["palestrina", "bach"].index(n.split("/")[0]) for n in dm.names[split]]
+    assert sorted(set(dm.labels["train"])) == [0, 1]
+    # Balanced: each style's training pieces weigh the same in total, whatever their lengths.
+    labels = torch.tensor(dm.labels["train"])
+    totals = [float(dm._train_weights[labels == s].sum()) for s in (0, 1)]
+    assert totals == pytest.approx([1.0, 1.0])
+    g = torch.Generator().manual_seed(0)
+    batch = dm.make_batch(g, 8)
+    assert batch["cond"].shape == (8,) and batch["cond"].dtype == torch.long
+    # Each row's condition is the style of the piece its window came from: re-draw and compare.
+    g = torch.Generator().manual_seed(0)
+    picks = torch.multinomial(dm._train_weights, 8, replacement=True, generator=g).tolist()
+    assert batch["cond"].tolist() == [dm.labels["train"][i] for i in picks]
+    windows = dm.eval_windows("val")
+    assert windows and all(int(w["cond"]) == dm.labels["val"][0] for w in windows[:1])
+
+
+def test_style_corpus_refuses_unknown_styles_and_codec_disagreement():
+    pytest.importorskip("music21")
+    from zoo.data.music import StyleCorpusDataModule
+
+    with pytest.raises(ValueError, match="unknown: \\['jazz'\\]"):
+        StyleCorpusDataModule(styles=["bach", "jazz"])
+    with pytest.raises(ValueError, match="disagrees"):
+        StyleCorpusDataModule(styles=["bach"], codec={"styles": ["irish"]})
+    with pytest.raises(ValueError, match="max_pieces"):
+        StyleCorpusDataModule(styles=["bach"], max_pieces_by_style={"irish": 3})
+
+
+def test_experiment_config_takes_num_classes_from_the_codec():
+    cfg = compose_train(["experiment=music_transformer_styles"])
+    assert cfg.model.num_classes is None and cfg.data.styles[0] == "bach" and cfg.samples.guidance == 2.0
+
+
+# ------------------------------------------------------------------------------------------------ sampling
+@pytest.mark.slow
+def test_train_then_sample_by_style(tmp_path, corpus_data):
+    import zoo
+    from zoo.train import run
+
+    cfg = compose_train(["experiment=music_transformer_styles", *TINY, "data.styles=[palestrina,bach]",
+                         "data.max_pieces=4", "data.val_fraction=0.25", "data.test_fraction=0",
+                         f"data.cache_dir={corpus_data.cache_dir}", f"run_dir={tmp_path / 'run'}",
+                         "samples.max_new_tokens=40"])
+    run(cfg)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    model = zoo.load(str(ckpt))
+    assert model.model.config.num_classes == 2
+    pms = model.generate(style=["bach", "palestrina"], guidance=2.0, num_samples=2, max_new_tokens=30, seed=0,
+                         out=str(tmp_path / "out"))
+    assert len(pms) == 4
+    names = sorted(p.name for p in (tmp_path / "out").glob("*.mid"))
+    assert names == ["bach_00.mid", "bach_01.mid", "palestrina_00.mid", "palestrina_01.mid"]
+    with pytest.raises(ValueError, match="unknown style 'bahc' \\(did you mean 'bach'\\?\\)"):
+        model.generate(style="bahc")
+    with pytest.raises(ValueError, match="guidance=2 needs style="):
+        model.generate(guidance=2.0)
+    samples = sorted(p.name for p in (tmp_path / "run" / "samples").glob("*.mid"))
+    assert samples == ["step_000004_scratch_bach.mid", "step_000004_scratch_palestrina.mid"]
