@@ -6,11 +6,21 @@
 Nats per token (one voice at one 16th step), BOS/EOS excluded, every grid token scored with at least
 half a block of left context (zoo.eval.likelihood.strided_nll, stride = block / 2); the disjoint-window
 figure (stride = block, what zoo-train's val/loss roughly measures) is printed beside it.
+
+Length generalisation (the paper's argument for relative attention): `--lengths 1 2` scores with windows of
+1x and 2x the training length (`--train-length`, default the model's context), stride half a window, so at
+2x every token sees at least a whole training length of left context. A model whose context is shorter
+than the window is rebuilt with a longer one and the same weights: relative attention keeps its
+`max_relative_position` distances (farther keys, never seen in training, get the zero embedding),
+rotary/ALiBi extend; a learned position table cannot be extended and is reported as n/a
+(the absolute baseline is therefore trained with a table of 2x its training length whose second half never
+sees a gradient: `model.block_size=512 data.block_size=256`, benchmarks/jsb.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -35,17 +45,42 @@ def evaluate(model, codec, grids, block: int | None = None) -> dict[str, float]:
     return out
 
 
+def with_context(model, block: int):
+    """`model` itself if its context holds `block` tokens, else a copy with block_size=`block` and the same
+    weights; None when the weights cannot serve that length (a learned position table shorter than it)."""
+    if block <= model.max_len:
+        return model
+    c = model.config
+    if c.position == "learned":
+        return None
+    bigger = type(model)(dataclasses.replace(c, block_size=block)).eval()
+    missing, unexpected = bigger.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("rotary") for k in missing):
+        raise ValueError(f"cannot extend the context: missing {missing}, unexpected {unexpected}")
+    return bigger
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint")
     p.add_argument("--json", required=True, help="Jsb16thSeparated.json")
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lengths", type=int, nargs="*", default=[],
+                   help="also score with windows of these multiples of the training length (e.g. 1 2)")
+    p.add_argument("--train-length", type=int, default=None,
+                   help="tokens per training window (default: the model's context)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     m = zoo.load(args.checkpoint)
     grids = load_jsb_json(args.json, m.codec)[args.split][1]
-    result = {"checkpoint": args.checkpoint, "split": args.split, **evaluate(m.model, m.codec, grids)}
+    train_length = args.train_length or m.model.max_len
+    result = {"checkpoint": args.checkpoint, "split": args.split,
+              **evaluate(m.model, m.codec, grids, block=train_length)}
+    for k in args.lengths:
+        model = with_context(m.model, k * train_length)
+        result[f"strided_{k}x"] = None if model is None else evaluate(model, m.codec, grids, block=k * train_length)[
+            "strided"]
     print(json.dumps(result))
     return result
 

@@ -177,3 +177,41 @@ def test_train_then_sample_by_style(tmp_path, corpus_data):
         model.generate(guidance=2.0)
     samples = sorted(p.name for p in (tmp_path / "run" / "samples").glob("*.mid"))
     assert samples == ["step_000004_scratch_bach.mid", "step_000004_scratch_palestrina.mid"]
+
+
+# ------------------------------------------------------------------------------------------------ classifier
+def _synthetic(style: int, rng) -> "np.ndarray":
+    """Style 0: a fast monophonic line; style 1: slow four-note chords. Random key and tempo jitter."""
+    import numpy as np
+
+    key, rows, t = int(rng.integers(0, 12)), [], 0.0
+    for _ in range(24):
+        if style == 0:
+            d = 0.15 * rng.uniform(0.8, 1.2)
+            rows.append((t, t + d, 60 + key + int(rng.choice([0, 2, 4, 5, 7])), 80))
+        else:
+            d = 1.0 * rng.uniform(0.8, 1.2)
+            rows += [(t, t + d, 48 + key + p, 70) for p in (0, 7, 12, 16)]
+        t += d
+    return np.array(rows, dtype=np.float64)
+
+
+def test_style_classifier_separates_styles_and_ignores_transposition():
+    import numpy as np
+
+    from zoo.eval.style_classifier import NUM_FEATURES, style_features, train_style_classifier
+
+    rng = np.random.default_rng(0)
+    pieces = [_synthetic(s, rng) for s in (0, 1) for _ in range(30)]
+    labels = [s for s in (0, 1) for _ in range(30)]
+    clf = train_style_classifier(pieces, labels, ["line", "chords"], steps=200)
+    test = [_synthetic(s, rng) for s in (0, 1) for _ in range(10)]
+    assert clf.accuracy(test, [0] * 10 + [1] * 10) == 1.0
+    f = style_features(pieces[0])
+    assert f.shape == (NUM_FEATURES,) and np.isfinite(f).all()
+    up = pieces[0].copy()
+    up[:, 2] += 5  # the pitch-class profile is rotated to its strongest class: a transposition keeps it
+    np.testing.assert_allclose(style_features(up)[:12], f[:12])
+    assert not style_features(np.zeros((0, 4))).any()
+    with pytest.raises(ValueError, match="at least 2 styles"):
+        train_style_classifier(pieces[:3], [0, 0, 0], ["a", "b"])
