@@ -11,7 +11,8 @@ Length generalisation (the paper's argument for relative attention): `--lengths 
 1x and 2x the training length (`--train-length`, default the model's context), stride half a window, so at
 2x every token sees at least a whole training length of left context. A model whose context is shorter
 than the window is rebuilt with a longer one and the same weights: relative attention keeps its
-`max_relative_position` distances (farther keys, never seen in training, get the zero embedding),
+`max_relative_position` distances (farther keys, never seen in training, get the zero embedding; the
+`_clip` figure gives them the farthest learned distance's embedding instead),
 rotary/ALiBi extend; a learned position table cannot be extended and is reported as n/a
 (the absolute baseline is therefore trained with a table of 2x its training length whose second half never
 sees a gradient: `model.block_size=512 data.block_size=256`, benchmarks/jsb.md).
@@ -45,16 +46,24 @@ def evaluate(model, codec, grids, block: int | None = None) -> dict[str, float]:
     return out
 
 
-def with_context(model, block: int):
+def with_context(model, block: int, far: str = "zero"):
     """`model` itself if its context holds `block` tokens, else a copy with block_size=`block` and the same
-    weights; None when the weights cannot serve that length (a learned position table shorter than it)."""
+    weights; None when the weights cannot serve that length (a learned position table shorter than it).
+    `far` (relative attention): distances past the learned ones get the zero embedding ("zero", the model's
+    own rule) or the embedding of the farthest learned distance ("clip", Shaw et al.'s clipping)."""
     if block <= model.max_len:
         return model
     c = model.config
     if c.position == "learned":
         return None
+    state = dict(model.state_dict())
+    if c.kernel == "relative" and far == "clip":
+        for key in [k for k in state if k.endswith("attn.er")]:
+            er = state[key]  # (H, L, D): distance r at row r; repeat the last row out to `block`
+            state[key] = torch.cat([er, er[:, -1:].expand(-1, block - er.shape[1], -1)], 1)
+        c = dataclasses.replace(c, max_relative_position=block)
     bigger = type(model)(dataclasses.replace(c, block_size=block)).eval()
-    missing, unexpected = bigger.load_state_dict(model.state_dict(), strict=False)
+    missing, unexpected = bigger.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("rotary") for k in missing):
         raise ValueError(f"cannot extend the context: missing {missing}, unexpected {unexpected}")
     return bigger
@@ -78,9 +87,10 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"checkpoint": args.checkpoint, "split": args.split,
               **evaluate(m.model, m.codec, grids, block=train_length)}
     for k in args.lengths:
-        model = with_context(m.model, k * train_length)
-        result[f"strided_{k}x"] = None if model is None else evaluate(model, m.codec, grids, block=k * train_length)[
-            "strided"]
+        for far in ("zero", "clip") if m.model.config.kernel == "relative" and k > 1 else ("zero",):
+            model = with_context(m.model, k * train_length, far)
+            key = f"strided_{k}x" + ("_clip" if far == "clip" else "")
+            result[key] = None if model is None else evaluate(model, m.codec, grids, block=k * train_length)["strided"]
     print(json.dumps(result))
     return result
 

@@ -21,7 +21,7 @@ Styles. A style-conditioned model (`model.num_classes` > 0; the names are the co
 `style=` (a name, an id, a list of them, or "all"): `num_samples` pieces per style, written as
 `<style>_NN.*`, with classifier-free guidance when `guidance` is set (logits = u + g·(c − u), u the
 "no style" prediction). Without `style` such a model samples with no style (the condition it was trained
-to read as "any of them"); guidance then has nothing to guide and is refused.
+to read as "any of them"); guidance then has nothing to guide and is not used (a line says so).
 """
 
 from __future__ import annotations
@@ -143,12 +143,13 @@ def parse_styles(codec: Codec, style: Any) -> list[int] | None:
 
 def style_conditions(model: Any, codec: Codec, styles: list[int] | None, n: int, guidance: float | None,
                      ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(cond, uncond) for `n` rows per style (None, None without styles); guidance needs styles."""
+    """(cond, uncond) for `n` rows per style; (None, None) without styles. Guidance on a model without
+    styles is an error; on a style model sampled without `style=` it has nothing to guide towards and is
+    not used (the checkpoint's default guidance applies to styled samples only)."""
     k = len(style_names(codec))
     if styles is None:
-        if guidance is not None:
-            raise ValueError(f"guidance={guidance:g} needs style= (" + (f"one of {style_names(codec)} or 'all')"
-                             if k else "and a style-conditioned model; this one has no styles)"))
+        if guidance is not None and not k:
+            raise ValueError(f"guidance={guidance:g} needs a style-conditioned model; this one has no styles")
         return None, None
     if getattr(model.config, "num_classes", 0) != k:
         raise ValueError(f"the codec names {k} styles but the model has num_classes="
@@ -234,6 +235,11 @@ class MusicMember(Member):
         cfg = dataclasses.replace(sampling, stop_tokens=(codec.eos_id,))
         n, ctx, out = cfg.num_samples, model.max_len, Samples(None)
         labels = [style_names(codec)[s] for s in styles for _ in range(n)] if styles else [None] * n
+        if styles is None:
+            cfg = dataclasses.replace(cfg, guidance=None)
+            if sampling.guidance is not None:
+                out.lines.append(f"guidance={sampling.guidance:g} not used: no style= given (styles: "
+                                 f"{', '.join(style_names(codec))})")
         if len(prompt) > ctx // 2:
             out.lines.append(f"primer: {len(prompt) - 1} events; the model sees its last {ctx // 2} "
                              f"(half its context of {ctx})")

@@ -196,17 +196,27 @@ class MusicAdapter(Adapter):
     member, outputs = "music", ("midi", "wav", "piano_roll_png")
 
     def _options(self) -> list[Option]:
+        styles = list(getattr(self.m.codec, "styles", None) or [])
+        conditional = [Option(name="style", kind="string", nullable=True, default=None, sampling=False,
+                              max_length=64, help=f"the style to play: one of {styles} (null = no style)"),
+                       _guidance(self.m)] if styles else []
         return [Option(name="primer", kind="midi", nullable=True, default=None, sampling=False,
                        max_length=self.limits.max_primer_bytes,
                        help="a MIDI file to continue, base64 (null = from the start)"),
                 Option(name="audio", kind="boolean", default=True, sampling=False,
                        help="also render a WAV (sine or FluidSynth synthesis)"),
-                *_sampling(self.m, max_tokens=self.limits.max_music_tokens)]
+                *conditional, *_sampling(self.m, max_tokens=self.limits.max_music_tokens)]
 
     def _check_together(self, opts: dict[str, Any]) -> None:
+        from zoo.members.music import parse_styles, primer_ids
+
+        if "style" in self.options:
+            try:
+                parse_styles(self.m.codec, opts["style"])
+            except ValueError as e:
+                raise bad_field("style", str(e), f"one of {self.m.codec.styles}, or null", opts["style"]) from None
         if opts["primer"] is None:
             return
-        from zoo.members.music import primer_ids
 
         with tempfile.TemporaryDirectory(prefix="zoo-serve-") as tmp:
             path = Path(tmp) / "primer.mid"
@@ -226,7 +236,8 @@ class MusicAdapter(Adapter):
             if opts["primer"] is not None:
                 primer = tmp / "primer.mid"
                 primer.write_bytes(opts["primer"])
-            pm = self.m.generate(primer=primer, out=tmp / "sample.mid", **self._sampling_kwargs(opts))
+            styled = {"style": opts["style"], "guidance": opts["guidance"]} if "style" in self.options else {}
+            pm = self.m.generate(primer=primer, out=tmp / "sample.mid", **styled, **self._sampling_kwargs(opts))
             result = {"midi": _b64(tmp / "sample.mid"), "seconds": round(pm.get_end_time(), 3),
                       "notes": sum(len(i.notes) for i in pm.instruments),
                       "piano_roll_png": _b64(piano_roll_png(pm, tmp / "roll.png"))}
