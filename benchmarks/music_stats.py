@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/music_stats.py music-transformer-bach --samples 8 --events 512
     PYTHONPATH=. python benchmarks/music_stats.py runs/jsb/last.ckpt --jsb ../shared/data/jsb/Jsb16thSeparated.json
-    PYTHONPATH=. python benchmarks/music_stats.py music-transformer-bach --card card_stats.json  # + model-card table
+    PYTHONPATH=. python benchmarks/music_stats.py music-transformer-bach --card stats.json --roll pianoroll.png
 
 Samples are generated from scratch (BOS), `--events` new tokens each, seeds 0..N-1, with the
 checkpoint's generation defaults; the reference is the validation split of the data the model was
@@ -10,7 +10,8 @@ trained on (its training config's data module through the checkpoint's own codec
 style corpus...; or, with --jsb, the JSB grid file, whose local path an export does not keep). Prints one
 JSON line with both statistics, their distances (zoo.eval.music_stats) and the command; `--card FILE`
 also writes the model card's `sample_stats` table as {"sample_stats": ...}, which
-`zoo-export ... card_file=FILE` puts into config.json and README.md (docs/hub.md).
+`zoo-export ... card_file=FILE` puts into config.json and README.md (docs/hub.md); `--roll FILE.png` the
+piano roll of sample 0 (the card's picture).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 import zoo
 from zoo.eval.music_stats import card_table, compare, music_stats
 from zoo.members.music import ids_to_midi
+from zoo.members.music_render import piano_roll_png
 from zoo.training.builders import build_data
 
 
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--jsb", default=None, help="Jsb16thSeparated.json (reference for a JSB-grid checkpoint)")
     p.add_argument("--reference", type=int, default=40, help="validation pieces in the reference")
     p.add_argument("--card", default=None, help="also write the model card's sample_stats table to this JSON file")
+    p.add_argument("--roll", default=None, help="also write the piano roll of sample 0 (seed 0) to this PNG file")
     args = p.parse_args(argv)
     command = command_line(args)
     torch.set_num_threads(1)
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"checkpoint": args.checkpoint, "command": command, "samples": got, "reference": ref,
               "distance": compare(got, ref)}
     print(json.dumps(result))
+    if args.roll:  # the model card's picture: one of the measured samples, as make_gallery.py draws it
+        piano_roll_png(samples[0], args.roll)
     if args.card:
         unit = "grid tokens" if args.jsb else "events"
         about = (f"{args.samples} samples of {args.events} {unit} from scratch (seeds 0..{args.samples - 1}, the "
