@@ -41,8 +41,8 @@ def image_gpt_digits(device: str = "cpu", dtype: Any = None) -> Any:
 
 
 def music_transformer_bach(device: str = "cpu", dtype: Any = None) -> Any:
-    """Music Transformer (relative attention, 0.97 M params) trained on music21's Bach chorales as
-    performance events (val 1.494 nats/event). `m.generate(max_new_tokens=512, out="bach.mid")` returns
+    """Music Transformer (relative attention, 0.97 M params) trained 2,500 steps on music21's Bach chorales
+    as performance events (val 0.884 nats/event). `m.generate(max_new_tokens=512, out="bach.mid")` returns
     a pretty_midi.PrettyMIDI and writes a MIDI file; `primer="song.mid"` continues one."""
     return _load("music-transformer-bach", device, dtype)
 

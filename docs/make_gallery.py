@@ -2,6 +2,7 @@
 
     python docs/make_gallery.py                 # writes docs/gallery/ (about a minute on one CPU thread)
     python docs/make_gallery.py --out /tmp/g    # anywhere else
+    python docs/make_gallery.py --only music    # one entry (text, digits, captions, music); the others untouched
 
 Everything comes from `zoo.load(name).generate(...)` with fixed seeds, so a rerun with the same weights
 and torch version reproduces the files. The folder is kept small (README-sized pictures, a short clip):
@@ -76,13 +77,22 @@ def music(out: Path) -> list[Path]:
     return paths
 
 
+# --only NAME -> the function writing that entry, in the README's order
+ENTRIES = {"text": gpt_text, "digits": digit_grid, "captions": caption_grid, "music": music}
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=GALLERY, help="output folder (default docs/gallery)")
+    parser.add_argument("--only", choices=sorted(ENTRIES), action="append",
+                        help="regenerate only this entry (repeatable; default: all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
-    written = [gpt_text(args.out), digit_grid(args.out), *caption_grid(args.out), *music(args.out)]
+    written = []
+    for name in args.only or ENTRIES:
+        result = ENTRIES[name](args.out)
+        written += result if isinstance(result, list) else [result]
     for p in written:
         print(f"{p}  ({p.stat().st_size:,} bytes)")
     return written

@@ -247,3 +247,14 @@ def test_docs_hub_md_export_command_composes():
     (line,) = [ln for ln in text.splitlines() if ln.startswith("zoo-export ")]
     cfg = compose_train(shlex.split(line)[1:], "export")
     assert cfg.push_to == "ORG/my-gpt" and cfg.card.license == "mit" and cfg.card.train_command.startswith("zoo-train")
+
+
+def test_docs_hub_md_music_shipping_export_composes():
+    """docs/hub.md's "Shipping a music checkpoint" zoo-export line composes, with card_file= (step 4) too."""
+    import shlex
+
+    text = (ROOT / "docs" / "hub.md").read_text().replace("\\\n", " ")
+    (line,) = [ln.strip() for ln in text.splitlines() if ln.startswith("   zoo-export ")]
+    cfg = compose_train([*shlex.split(line)[1:], "card_file=/tmp/NAME_stats.json"], "export")
+    assert cfg.out == "zoo/hub/NAME" and cfg.card_file == "/tmp/NAME_stats.json"
+    assert cfg.card.train_command.startswith("zoo-train") and cfg.card.sample.endswith("(pianoroll.png)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pretty_midi
 import pytest
 
-from zoo.eval.music_stats import compare, music_stats, total_variation
+from zoo.eval.music_stats import card_table, compare, music_stats, total_variation
 
 
 def piece(notes, drums=()):
@@ -52,3 +52,34 @@ def test_compare_is_zero_for_the_same_music_and_grows_with_difference():
 def test_no_notes_is_an_error():
     with pytest.raises(ValueError, match="no notes"):
         music_stats([pretty_midi.PrettyMIDI()])
+
+
+def test_card_table_goes_into_the_model_card_through_a_card_file(tmp_path):
+    import json
+
+    from zoo.export import read_card_file
+    from zoo.hub.export import model_card
+
+    samples = music_stats([piece([(60, 0, 1), (64, 0, 1), (67, 0, 1), (72, 2, 7)])])
+    reference = music_stats([piece([(60 + i, i * 0.5, i * 0.5 + 0.5) for i in range(12)])])
+    result = {"samples": samples, "reference": reference, "distance": compare(samples, reference)}
+    table = card_table(result, command="python benchmarks/music_stats.py m", about="1 sample against 1 piece")
+    assert table["header"] == ["statistic", "samples (1)", "validation data (1 pieces)"]
+    assert [row[0] for row in table["rows"]][:2] == ["mean polyphony (notes sounding when any sounds)",
+                                                    "notes held longer than 4 s"]
+    assert table["rows"][1][1:] == ["25.0 %", "0.0 %"] and table["rows"][3][1:] == ["0.6", "2.0"]
+    assert table["rows"][4] == ["pitch-class histogram, total variation to the data",
+                                f"{result['distance']['pitch_class_tv']:.2f}", "0"]
+    (tmp_path / "card.json").write_text(json.dumps({"sample_stats": table}))
+    fields = read_card_file(str(tmp_path / "card.json"))
+    assert fields == {"sample_stats": table} and read_card_file(None) == {}
+    config = {"model_type": "music_transformer", "dtype": "float16", "model_config": {},
+              "card": {"parameters": 10, "data": "bach_chorales", **fields}}
+    text = model_card("m", config, "music")
+    assert ("## Sample statistics\n\n1 sample against 1 piece. Measured with `python benchmarks/music_stats.py m`."
+            in text)
+    assert "| notes held longer than 4 s | 25.0 % | 0.0 % |" in text
+    assert "Sample statistics" not in model_card("m", config | {"card": {"parameters": 10}}, "music")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object of card fields, got list"):
+        read_card_file(str(tmp_path / "bad.json"))

@@ -4,6 +4,7 @@
     zoo-export checkpoint=... out=... dtype=bfloat16 name=my-model measure=false
     zoo-export checkpoint=runs/NAME/checkpoints/last.ckpt out=NAME-full.ckpt   # sharded folder -> one file
     zoo-export checkpoint=... out=exports/my-gpt push_to=ORG/NAME +card.license=mit  # and upload it
+    zoo-export checkpoint=... out=... card_file=stats_card.json   # card fields from a JSON file (sample_stats)
 
 What the folder holds and how a sharded checkpoint is consolidated: `zoo.hub.export`; the upload
 (token from HF_TOKEN or `hf auth login`): `zoo.hub.hf_hub.push`.
@@ -26,9 +27,20 @@ from zoo.hub.hf_hub import check_repo_id, push
 from zoo.hub.registry import CONFIG_FILE
 
 
+def read_card_file(path: str | None) -> dict[str, Any]:
+    """Model-card fields from a JSON object file (e.g. {"sample_stats": ...} from benchmarks/music_stats.py
+    --card); `card=` overrides them."""
+    if path is None:
+        return {}
+    fields = json.loads(Path(path).read_text())
+    if not isinstance(fields, dict):
+        raise ValueError(f"card_file={path} must hold a JSON object of card fields, got {type(fields).__name__}")
+    return fields
+
+
 def export_and_push(opts: dict[str, Any]) -> tuple[Path, str | None]:
     """The export folder and, with push_to=ORG/NAME, the URL of the commit that uploaded it."""
-    card = dict(opts["card"] or {})
+    card = read_card_file(opts["card_file"]) | dict(opts["card"] or {})
     if opts["push_to"]:
         check_repo_id(opts["push_to"])  # before the export and its measurement, not after
         card.setdefault("hub_repo", opts["push_to"])  # the card then says zoo.load("hf:ORG/NAME")

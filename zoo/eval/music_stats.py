@@ -13,6 +13,8 @@ tracks are left out, they have no pitch class) `music_stats` returns
 
 `compare(samples, reference)` turns two such dictionaries into distances: total variation (half the L1
 distance, 0 = same, 1 = disjoint) between the histograms and absolute differences of the scalars.
+`card_table(result, ...)` turns benchmarks/music_stats.py's output into the model card's `sample_stats`
+table (zoo.hub.export renders it in README.md).
 """
 
 from __future__ import annotations
@@ -90,3 +92,28 @@ def compare(samples: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[st
     for key in ("polyphony", "held_over_4s", "silence", "notes_per_second"):
         out[f"{key}_diff"] = float(samples[key] - reference[key])
     return out
+
+
+# (label, key in music_stats' output, as a percentage?) for the model card's table, in its order
+_CARD_ROWS = (("mean polyphony (notes sounding when any sounds)", "polyphony", False),
+              ("notes held longer than 4 s", "held_over_4s", True),
+              ("silent share of the piece", "silence", True),
+              ("notes per second", "notes_per_second", False))
+
+
+def card_table(result: Mapping[str, Any], *, command: str, about: str) -> dict[str, Any]:
+    """The model card's `sample_stats` field from a {"samples", "reference", "distance"} result
+    (benchmarks/music_stats.py): samples against the reference data, with the command and how it was
+    measured (`about`), as zoo.hub.export.model_card renders it. Any music codec: the statistics are
+    computed on decoded MIDI."""
+    got, ref, dist = result["samples"], result["reference"], result["distance"]
+
+    def fmt(value: float, percent: bool) -> str:
+        return f"{100 * value:.1f} %" if percent else f"{value:.1f}"
+
+    rows = [[label, fmt(got[key], pct), fmt(ref[key], pct)] for label, key, pct in _CARD_ROWS]
+    rows += [["pitch-class histogram, total variation to the data", f"{dist['pitch_class_tv']:.2f}", "0"],
+             ["note-length histogram, total variation to the data", f"{dist['note_length_tv']:.2f}", "0"]]
+    return {"about": about, "command": command,
+            "header": ["statistic", f"samples ({got['pieces']})", f"validation data ({ref['pieces']} pieces)"],
+            "rows": rows}

@@ -144,8 +144,19 @@ def model_card(name: str, config: dict[str, Any], member: str | None = None) -> 
                 "metric_command", "sample"):
         if card.get(key) is not None:
             lines.append(f"| {key.replace('_', ' ')} | {card[key]} |")
+    lines += sample_stats_section(card.get("sample_stats"))
     lines += ["", "Model config:", "", "```json", json.dumps(mc, indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def sample_stats_section(stats: dict[str, Any] | None) -> list[str]:
+    """README lines for the card's `sample_stats`: {"about", "command", "header": [...], "rows": [[...], ...]}
+    (for music: zoo.eval.music_stats.card_table, written by benchmarks/music_stats.py --card); none without."""
+    if not stats:
+        return []
+    lines = ["", "## Sample statistics", "", f"{stats['about']}. Measured with `{stats['command']}`.", "",
+             "| " + " | ".join(stats["header"]) + " |", "|" + "---|" * len(stats["header"])]
+    return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in stats["rows"]]
 
 
 def export(m: Pretrained, out: str | Path, *, dtype: str = "float16", name: str | None = None,
