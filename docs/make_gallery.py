@@ -12,6 +12,7 @@ the .wav is only written when it stays under `MAX_WAV_BYTES`.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 from pathlib import Path
 
@@ -26,6 +27,7 @@ MAX_WAV_BYTES = 300_000
 WAV_RATE = 8_000  # Hz: enough for a sine-synth chorale, keeps the clip small
 TEXT_PROMPTS = ("The with statement", "The assert statement", "Class definitions")
 DIGIT_LABELS = list(range(10))
+STYLE_GUIDANCE = 2.0  # music-transformer-styles: guidance of the gallery samples
 CAPTIONS = ("a 3 on the left and a 7 on the right", "a 9 on the left and a 0 on the right",
             "a 4 on the left and a 2 on the right", "a 5 on the left", "a 6 on the right")
 
@@ -56,19 +58,17 @@ def caption_grid(out: Path) -> list[Path]:
     return [path, legend]
 
 
-def music(out: Path) -> list[Path]:
+def _music_files(pm, out: Path, stem: str, seconds: float = 12.0) -> list[Path]:
+    """`stem`.mid and .png of the whole piece, .wav of its first `seconds` (kept under MAX_WAV_BYTES)."""
     from zoo.members.music_render import piano_roll_png, render_wav, write_midi
 
-    pm = zoo.load("music-transformer-bach").generate(max_new_tokens=512, seed=0)
-    paths = [write_midi(pm, out / "music_transformer_bach.mid"),
-             piano_roll_png(pm, out / "music_transformer_bach.png")]
-    clip = pm  # a chorale opening: cut to the first 12 seconds so the clip stays small
-    end = 12.0
+    paths = [write_midi(pm, out / f"{stem}.mid"), piano_roll_png(pm, out / f"{stem}.png")]
+    clip = copy.deepcopy(pm)  # cut to the opening so the clip stays small
     for inst in clip.instruments:
-        inst.notes = [n for n in inst.notes if n.start < end]
+        inst.notes = [n for n in inst.notes if n.start < seconds]
         for n in inst.notes:
-            n.end = min(n.end, end)
-    wav = render_wav(clip, out / "music_transformer_bach.wav", sample_rate=WAV_RATE)
+            n.end = min(n.end, seconds)
+    wav = render_wav(clip, out / f"{stem}.wav", sample_rate=WAV_RATE)
     if wav.stat().st_size > MAX_WAV_BYTES:
         log.warning("%s is %d bytes (> %d): not kept", wav, wav.stat().st_size, MAX_WAV_BYTES)
         wav.unlink()
@@ -77,8 +77,30 @@ def music(out: Path) -> list[Path]:
     return paths
 
 
+def music(out: Path) -> list[Path]:
+    pm = zoo.load("music-transformer-bach").generate(max_new_tokens=512, seed=0)
+    return _music_files(pm, out, "music_transformer_bach")
+
+
+def jsb(out: Path) -> list[Path]:
+    """128 sixteenth steps (8 bars) of four-voice chorale from the JSB grid model."""
+    pm = zoo.load("music-transformer-jsb").generate(max_new_tokens=512, seed=0)
+    return _music_files(pm, out, "music_transformer_jsb", seconds=20.0)
+
+
+def styles(out: Path) -> list[Path]:
+    """One piece per style from the style-conditioned model, guidance as in its card."""
+    m = zoo.load("music-transformer-styles")
+    paths = []
+    for name in m.codec.styles:
+        pm = m.generate(style=name, guidance=STYLE_GUIDANCE, max_new_tokens=512, seed=0)
+        paths += _music_files(pm, out, f"music_transformer_styles_{name}", seconds=10.0)
+    return paths
+
+
 # --only NAME -> the function writing that entry, in the README's order
-ENTRIES = {"text": gpt_text, "digits": digit_grid, "captions": caption_grid, "music": music}
+ENTRIES = {"text": gpt_text, "digits": digit_grid, "captions": caption_grid, "music": music, "jsb": jsb,
+           "styles": styles}
 
 
 def main(argv: list[str] | None = None) -> list[Path]:

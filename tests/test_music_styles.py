@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -180,10 +181,8 @@ def test_train_then_sample_by_style(tmp_path, corpus_data):
 
 
 # ------------------------------------------------------------------------------------------------ classifier
-def _synthetic(style: int, rng) -> "np.ndarray":
+def _synthetic(style: int, rng) -> np.ndarray:
     """Style 0: a fast monophonic line; style 1: slow four-note chords. Random key and tempo jitter."""
-    import numpy as np
-
     key, rows, t = int(rng.integers(0, 12)), [], 0.0
     for _ in range(24):
         if style == 0:
@@ -197,8 +196,6 @@ def _synthetic(style: int, rng) -> "np.ndarray":
 
 
 def test_style_classifier_separates_styles_and_ignores_transposition():
-    import numpy as np
-
     from zoo.eval.style_classifier import NUM_FEATURES, style_features, train_style_classifier
 
     rng = np.random.default_rng(0)
@@ -215,3 +212,32 @@ def test_style_classifier_separates_styles_and_ignores_transposition():
     assert not style_features(np.zeros((0, 4))).any()
     with pytest.raises(ValueError, match="at least 2 styles"):
         train_style_classifier(pieces[:3], [0, 0, 0], ["a", "b"])
+
+
+@pytest.mark.slow
+def test_serve_takes_a_style(tmp_path, corpus_data):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    import zoo
+    from zoo.serve import ServeSettings, create_app, load_models
+    from zoo.train import run
+
+    run(compose_train(["experiment=music_transformer_styles", *TINY, "data.styles=[palestrina,bach]",
+                       "data.max_pieces=4", "data.val_fraction=0.25", "data.test_fraction=0",
+                       f"data.cache_dir={corpus_data.cache_dir}", f"run_dir={tmp_path / 'run'}"]))
+    models = load_models([f"styles={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}"])
+    with TestClient(create_app(models, ServeSettings(timeout_s=60))) as client:
+        entry = {m["name"]: m for m in client.get("/v1/models").json()["models"]}["styles"]
+        assert {"style", "primer"} <= set(entry["inputs"]) and "palestrina" in entry["inputs"]["style"]["description"]
+        assert entry["options"]["guidance"]["default"] == 2.0  # the checkpoint's default
+        ok = client.post("/v1/generate", json={"model": "styles", "style": "bach", "guidance": 2,
+                                               "max_new_tokens": 16, "seed": 0, "audio": False})
+        assert ok.status_code == 200, ok.text
+        again = zoo.load(str(tmp_path / "run" / "checkpoints" / "last.ckpt")).generate(
+            style="bach", guidance=2, max_new_tokens=16, seed=0)
+        assert ok.json()["result"]["notes"] == sum(len(i.notes) for i in again.instruments)
+        unstyled = client.post("/v1/generate", json={"model": "styles", "max_new_tokens": 8, "audio": False})
+        assert unstyled.status_code == 200, unstyled.text  # the default guidance is not used without a style
+        bad = client.post("/v1/generate", json={"model": "styles", "style": "jazz", "max_new_tokens": 4})
+        assert bad.status_code == 422 and "style" in bad.text and "palestrina" in bad.text

@@ -62,11 +62,14 @@ def sanitize(value: Any, where: str = "config") -> Any:
     return value
 
 
-def measure_loss(m: Pretrained, *, max_batches: int | None = None, cache_dir: str | Path | None = None) -> float:
+def measure_loss(m: Pretrained, *, max_batches: int | None = None, cache_dir: str | Path | None = None,
+                 data: dict[str, Any] | None = None, datamodule: Any = None) -> float:
     """Mean next-token cross-entropy (nats/token) on the validation split of the model's training data.
 
     The data module is rebuilt from the training config (embedded or cached data only), so this is
-    the run's `val/loss` recomputed. `max_batches` limits the work (None = the whole split).
+    the run's `val/loss` recomputed. `max_batches` limits the work (None = the whole split). `data`
+    overrides data options, e.g. {"path": "Jsb16thSeparated.json"} for data an export keeps no path to;
+    `datamodule` replaces the rebuilt one (e.g. one holding a frozen copy of the validation pieces).
     """
     train_config = m.config.get("train_config") or {}
     data_cfg = dict(train_config.get("data") or {})
@@ -78,8 +81,10 @@ def measure_loss(m: Pretrained, *, max_batches: int | None = None, cache_dir: st
             data_cfg["vocab_size"] = None
     if cache_dir is not None:
         data_cfg["cache_dir"] = str(cache_dir)
-    dm = build_data(data_cfg)
-    dm.prepare_data()
+    data_cfg.update(data or {})
+    dm = datamodule if datamodule is not None else build_data(data_cfg)
+    if datamodule is None:
+        dm.prepare_data()
     dm.setup("validate")
     device = next(m.model.parameters()).device
     total, count = 0.0, 0
