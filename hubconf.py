@@ -47,6 +47,13 @@ def music_transformer_bach(device: str = "cpu", dtype: Any = None) -> Any:
     return _load("music-transformer-bach", device, dtype)
 
 
+def music_transformer_jsb(device: str = "cpu", dtype: Any = None) -> Any:
+    """Music Transformer (relative attention, 0.93 M params) trained 9,000 steps on JSB Chorales, four voices
+    on a 16th-note grid (val 0.357 nats/token scored as the paper's table, benchmarks/jsb.md).
+    `m.generate(max_new_tokens=512, out="chorale.mid")` writes 128 sixteenth steps of four-voice chorale."""
+    return _load("music-transformer-jsb", device, dtype)
+
+
 def text2image_digits(device: str = "cpu", dtype: Any = None) -> Any:
     """Text-to-image decoder (0.40 M params) on captioned digits ("a 4 on the left and a 1 on the
     right"; val 0.894 nats/token). `m.generate("a 3 on the left and a 7 on the right", guidance=3,

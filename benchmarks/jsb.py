@@ -5,7 +5,8 @@
 
 Nats per token (one voice at one 16th step), BOS/EOS excluded, every grid token scored with at least
 half a block of left context (zoo.eval.likelihood.strided_nll, stride = block / 2); the disjoint-window
-figure (stride = block, what zoo-train's val/loss roughly measures) is printed beside it.
+figure (stride = block, what zoo-train's val/loss roughly measures) is printed beside it; `--quarter` adds stride =
+block / 4 (every token with at least three quarters of a block of left context).
 
 Length generalisation (the paper's argument for relative attention): `--lengths 1 2` scores with windows of
 1x and 2x the training length (`--train-length`, default the model's context), stride half a window, so at
@@ -33,10 +34,11 @@ from zoo.data.music import load_jsb_json
 from zoo.eval.likelihood import Score, strided_nll
 
 
-def evaluate(model, codec, grids, block: int | None = None) -> dict[str, float]:
+def evaluate(model, codec, grids, block: int | None = None, quarter: bool = False) -> dict[str, float]:
     block = block or model.max_len
     out = {}
-    for label, stride in (("strided", block // 2), ("disjoint", block)):
+    strides = (("strided", block // 2), ("disjoint", block)) + ((("strided_quarter", block // 4),) if quarter else ())
+    for label, stride in strides:
         total = Score(0.0, 0)
         for grid in grids:
             ids = [BOS_ID, *codec.encode_grid(grid).tolist(), EOS_ID]
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--lengths", type=int, nargs="*", default=[],
                    help="also score with windows of these multiples of the training length (e.g. 1 2)")
+    p.add_argument("--quarter", action="store_true",
+                   help="also score with stride block / 4: every token with at least 3/4 of a block of context")
     p.add_argument("--train-length", type=int, default=None,
                    help="tokens per training window (default: the model's context)")
     args = p.parse_args(argv)
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     grids = load_jsb_json(args.json, m.codec)[args.split][1]
     train_length = args.train_length or m.model.max_len
     result = {"checkpoint": args.checkpoint, "split": args.split,
-              **evaluate(m.model, m.codec, grids, block=train_length)}
+              **evaluate(m.model, m.codec, grids, block=train_length, quarter=args.quarter)}
     for k in args.lengths:
         for far in ("zero", "clip") if m.model.config.kernel == "relative" and k > 1 else ("zero",):
             model = with_context(m.model, k * train_length, far)

@@ -146,7 +146,7 @@ def model_card(name: str, config: dict[str, Any], member: str | None = None) -> 
              "```python", "import zoo", f"m = zoo.load({load_as!r})  # or zoo.load(THIS_FOLDER)", "```", "",
              "| | |", "|---|---|"]
     for key in ("data", "data_license", "license", "steps", "hardware", "train_command", "metric", "metric_value",
-                "metric_command", "sample"):
+                "metric_command", "scoring", "sample"):
         if card.get(key) is not None:
             lines.append(f"| {key.replace('_', ' ')} | {card[key]} |")
     lines += sample_stats_section(card.get("sample_stats"))
