@@ -58,8 +58,9 @@ def caption_grid(out: Path) -> list[Path]:
     return [path, legend]
 
 
-def _music_files(pm, out: Path, stem: str, seconds: float = 12.0) -> list[Path]:
-    """`stem`.mid and .png of the whole piece, .wav of its first `seconds` (kept under MAX_WAV_BYTES)."""
+def _music_files(pm, out: Path, stem: str, seconds: float = 12.0, ogg: bool = False) -> list[Path]:
+    """`stem`.mid and .png of the whole piece, .wav of its first `seconds` (kept under MAX_WAV_BYTES), or with
+    `ogg` the same audio as Ogg Vorbis (a tenth of the bytes: the gallery holds a clip per style)."""
     from zoo.members.music_render import piano_roll_png, render_wav, write_midi
 
     paths = [write_midi(pm, out / f"{stem}.mid"), piano_roll_png(pm, out / f"{stem}.png")]
@@ -69,6 +70,13 @@ def _music_files(pm, out: Path, stem: str, seconds: float = 12.0) -> list[Path]:
         for n in inst.notes:
             n.end = min(n.end, seconds)
     wav = render_wav(clip, out / f"{stem}.wav", sample_rate=WAV_RATE)
+    if ogg:
+        import soundfile
+
+        wave, sr = soundfile.read(str(wav), dtype="float32")
+        wav.unlink()
+        wav = out / f"{stem}.ogg"
+        soundfile.write(str(wav), wave, sr, format="OGG", subtype="VORBIS")
     if wav.stat().st_size > MAX_WAV_BYTES:
         log.warning("%s is %d bytes (> %d): not kept", wav, wav.stat().st_size, MAX_WAV_BYTES)
         wav.unlink()
@@ -85,7 +93,7 @@ def music(out: Path) -> list[Path]:
 def jsb(out: Path) -> list[Path]:
     """128 sixteenth steps (8 bars) of four-voice chorale from the JSB grid model."""
     pm = zoo.load("music-transformer-jsb").generate(max_new_tokens=512, seed=0)
-    return _music_files(pm, out, "music_transformer_jsb", seconds=20.0)
+    return _music_files(pm, out, "music_transformer_jsb", seconds=20.0, ogg=True)
 
 
 def styles(out: Path) -> list[Path]:
@@ -94,7 +102,7 @@ def styles(out: Path) -> list[Path]:
     paths = []
     for name in m.codec.styles:
         pm = m.generate(style=name, guidance=STYLE_GUIDANCE, max_new_tokens=512, seed=0)
-        paths += _music_files(pm, out, f"music_transformer_styles_{name}", seconds=10.0)
+        paths += _music_files(pm, out, f"music_transformer_styles_{name}", seconds=15.0, ogg=True)
     return paths
 
 

@@ -86,6 +86,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'zoo-sample checkpoint=text2image-digits prompt="a 4 on the left and a 1 on the right" guidance=3 num_samples=8 '
     'out=samples/': ("sample", ""),
     "zoo-sample checkpoint=music-transformer-bach max_new_tokens=512 out=samples/": ("sample", ""),
+    "zoo-sample checkpoint=music-transformer-styles style=irish guidance=4 num_samples=2 max_new_tokens=512 "
+    "out=samples/": ("sample", ""),
     # quick path 2: train each member, then sample it
     "zoo-train": ("produce", ""),
     'zoo-sample checkpoint=runs/gpt_pydoc/checkpoints/last.ckpt prompt="The assert statement" '
@@ -96,6 +98,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "zoo-train experiment=music_transformer_bach": ("produce", ""),
     "zoo-sample checkpoint=runs/music_transformer_bach/checkpoints/last.ckpt num_samples=2 max_new_tokens=1024 "
     "out=samples/": ("sample", ""),
+    "zoo-train experiment=music_transformer_styles": (
+        "compose", "converts six music21 collections first (~25 min): tests/test_music_styles.py::test_train_then_"
+                   "sample_by_style trains and samples it on a few pieces"),
+    "zoo-sample checkpoint=runs/music_transformer_styles/checkpoints/last.ckpt style=all guidance=4 out=samples/": (
+        "compose", "needs that run: tests/test_music_styles.py::test_train_then_sample_by_style samples one"),
     "zoo-train experiment=text2image_digits": ("produce", ""),
     'zoo-sample checkpoint=runs/text2image_digits/checkpoints/last.ckpt prompt="a 4 on the left and a 1 on the right" '
     'guidance=3 num_samples=8 out=samples/': ("sample", ""),
