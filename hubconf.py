@@ -54,6 +54,13 @@ def music_transformer_jsb(device: str = "cpu", dtype: Any = None) -> Any:
     return _load("music-transformer-jsb", device, dtype)
 
 
+def music_transformer_styles(device: str = "cpu", dtype: Any = None) -> Any:
+    """Style-conditioned Music Transformer (relative attention, 0.98 M params) on six music21 collections:
+    bach, palestrina, monteverdi, quartets, folk, irish (benchmarks/music_styles.md).
+    `m.generate(style="irish", guidance=4, out="irish.mid")`; `style="all"` gives one piece per style."""
+    return _load("music-transformer-styles", device, dtype)
+
+
 def text2image_digits(device: str = "cpu", dtype: Any = None) -> Any:
     """Text-to-image decoder (0.40 M params) on captioned digits ("a 4 on the left and a 1 on the
     right"; val 0.894 nats/token). `m.generate("a 3 on the left and a 7 on the right", guidance=3,

@@ -150,7 +150,7 @@ def test_style_corpus_refuses_unknown_styles_and_codec_disagreement():
 
 def test_experiment_config_takes_num_classes_from_the_codec():
     cfg = compose_train(["experiment=music_transformer_styles"])
-    assert cfg.model.num_classes is None and cfg.data.styles[0] == "bach" and cfg.samples.guidance == 2.0
+    assert cfg.model.num_classes is None and cfg.data.styles[0] == "bach" and cfg.samples.guidance == 4.0
 
 
 # ------------------------------------------------------------------------------------------------ sampling
@@ -230,7 +230,7 @@ def test_serve_takes_a_style(tmp_path, corpus_data):
     with TestClient(create_app(models, ServeSettings(timeout_s=60))) as client:
         entry = {m["name"]: m for m in client.get("/v1/models").json()["models"]}["styles"]
         assert {"style", "primer"} <= set(entry["inputs"]) and "palestrina" in entry["inputs"]["style"]["description"]
-        assert entry["options"]["guidance"]["default"] == 2.0  # the checkpoint's default
+        assert entry["options"]["guidance"]["default"] == 4.0  # the checkpoint's default
         ok = client.post("/v1/generate", json={"model": "styles", "style": "bach", "guidance": 2,
                                                "max_new_tokens": 16, "seed": 0, "audio": False})
         assert ok.status_code == 200, ok.text

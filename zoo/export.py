@@ -46,7 +46,7 @@ def export_and_push(opts: dict[str, Any]) -> tuple[Path, str | None]:
         card.setdefault("hub_repo", opts["push_to"])  # the card then says zoo.load("hf:ORG/NAME")
     path = export_checkpoint(opts["checkpoint"], opts["out"], dtype=opts["dtype"], name=opts["name"],
                              measure=opts["measure"], hardware=opts["hardware"], card=card,
-                             adapters=opts["adapters"])
+                             adapters=opts["adapters"], generation=dict(opts.get("generation") or {}))
     if not opts["push_to"]:
         return path, None
     metric = json.loads((path / CONFIG_FILE).read_text())["card"].get("metric_value")

@@ -32,7 +32,7 @@ from huggingface_hub import EvalResult, ModelCardData
 from safetensors.torch import save_file
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from zoo.hub.loading import Pretrained, generation_defaults, load_checkpoint, load_export
+from zoo.hub.loading import _SAMPLING_KEYS, Pretrained, generation_defaults, load_checkpoint, load_export
 from zoo.hub.registry import CONFIG_FILE, EXPORT_FORMAT, GENERATION_FILE, WEIGHTS_FILE
 from zoo.training.builders import build_data, is_sharded_checkpoint
 from zoo.training.checkpoint import model_from_checkpoint, read_checkpoint
@@ -226,8 +226,12 @@ def consolidate_checkpoint(folder: str | Path, out: str | Path) -> Path:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "float16", name: str | None = None,
                       measure: bool = True, hardware: str | None = None, max_batches: int | None = None,
-                      card: dict[str, Any] | None = None, adapters: str = "merge") -> Path:
+                      card: dict[str, Any] | None = None, adapters: str = "merge",
+                      generation: dict[str, Any] | None = None) -> Path:
     """Export a zoo-train `.ckpt`; with `measure`, the card's metric is the exported weights' val loss.
+
+    `generation` overrides sampling defaults the run's `samples` section left (generation_config.json), e.g.
+    {"guidance": 4.0} when the best guidance was found after training.
 
     `card` adds or overrides model-card fields (e.g. train_command, hardware details). A LoRA run's
     adapters are merged into plain weights (`adapters="merge"`: the export loads anywhere, no peft), or,
@@ -239,9 +243,14 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "
         with tempfile.TemporaryDirectory() as tmp:
             single = consolidate_checkpoint(checkpoint, Path(tmp) / "consolidated.ckpt")
             return export_checkpoint(single, out, dtype=dtype, name=name, measure=measure, hardware=hardware,
-                                     max_batches=max_batches, card=card, adapters=adapters)
+                                     max_batches=max_batches, card=card, adapters=adapters, generation=generation)
     ckpt = read_checkpoint(checkpoint)
     m = load_checkpoint(checkpoint)
+    if generation:
+        unknown = sorted(set(generation) - set(_SAMPLING_KEYS))
+        if unknown:
+            raise ValueError(f"generation: unknown sampling option(s) {unknown}; accepted: {sorted(_SAMPLING_KEYS)}")
+        m.generation = {**(m.generation or generation_defaults(m.config.get("train_config") or {})), **generation}
     adapter_files: dict[str, Any] = {}
     if adapters == "separate":
         if not (ckpt.get("zoo") or {}).get("lora"):

@@ -144,10 +144,12 @@ class Pretrained:
             float images in [0, 1], (len(captions) * num_samples, C, H, W); a caption string or a list;
             "" or None is the unconditional prompt; guidance as for images; out: a PNG grid, one row per
             caption.
-        music (music-transformer-bach):
-            generate(primer=None, *, out=None, render_audio=False, **options) -> pretty_midi.PrettyMIDI
+        music (music-transformer-bach, -jsb, -styles):
+            generate(primer=None, *, style=None, out=None, render_audio=False, **options) -> pretty_midi.PrettyMIDI
             primer: a .mid file to continue (None = from the start); out: writes a .mid file (render_audio:
-            also .wav and a piano roll). Longer than the context, a window slides. Audio and pictures:
+            also .wav and a piano roll). A style model (music-transformer-styles, `m.codec.styles`) takes
+            style="irish" (a name, an id, a list, or "all": num_samples pieces per style -> a list) and
+            guidance (1 = none). Longer than the context, a window slides. Audio and pictures:
             zoo.members.music_render.render_wav(pm, "x.wav") and zoo.members.music_render.piano_roll_png(pm, "x.png").
         Any other member (a plug-in): see its `Member` class, `m.member`.
         """
@@ -197,7 +199,8 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
                 num_samples=8, guidance=3.0, out="grid.png") -> Tensor (8, 1, 8, 16); "" = unconditional
                 (guidance: 1 = none; left out, the checkpoint's default in m.generation)
       music     zoo.load("music-transformer-bach").generate(max_new_tokens=512, out="bach.mid")
-                -> pretty_midi.PrettyMIDI; primer="song.mid" continues a file
+                -> pretty_midi.PrettyMIDI; primer="song.mid" continues a file; a style model:
+                zoo.load("music-transformer-styles").generate(style="irish", guidance=4, out="irish.mid")
 
     Devices and dtype: `device` is "cpu" (default), "cuda", "cuda:1" or a torch.device; `dtype=None`
     gives float32 (the shipped float16 weights are upcast: half precision is slow on CPU);

@@ -165,6 +165,32 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
         },
     ),
     Entry(
+        name="music-transformer-styles",
+        summary="Style-conditioned Music Transformer (0.98 M, 5,000 steps) on six music21 "
+                "collections; sample by style with guidance",
+        model_type="music_transformer",
+        location="music-transformer-styles",
+        files={
+            "README.md": "0900f93d0f2ec1285cba0d38895f99d15c3f148e8fdb9aacbb0ad8f06a8c4742",
+            "codec.json": "b418263f5abd219d9d40e260ed8628f1e2a131c872f80f7e1a454ba311f118f8",
+            "config.json": "6909355827ace2b8dd97899d85f7ddf5cc23bb8cfcb88a2da2c81e8714754e3d",
+            "generation_config.json": "7e720d8d482f1023d40f3cdc85bd22202ee1ef3095964a94f9aab5d56ae9c9b8",
+            "model.safetensors": "99a1604b70f7eeb1d7bd941c513363ec716e8ff73a9ffbbd48dfc5cd7207653f",
+            "pianoroll.png": "2b90d0c38616d37dd6cdf16e5aaecf400793b344320218303409180410d23f55",
+        },
+        card={
+            "data": "music21_styles",
+            "data_license": "see the data module",
+            "steps": 5000,
+            "hardware": "CPU, 1-2 threads of a shared 2-core x86_64 VM (AMD EPYC), about 80 min wall in "
+                          "two legs (+ 24 min converting the scores)",
+            "train_command": "zoo-train experiment=music_transformer_styles (3,500 steps, then resumed to "
+                               "5,000: benchmarks/music_styles.md)",
+            "metric": "val loss (nats/token, validation split of the training data)",
+            "metric_value": 1.5648,
+        },
+    ),
+    Entry(
         name="text2image-digits",
         summary='text-to-image decoder (0.40 M): "a 3 on the left and a 7 on the right" -> 8x16',
         model_type="text2image",
