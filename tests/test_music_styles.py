@@ -60,7 +60,7 @@ def test_cond_dropout_only_in_training():
 def test_bad_conditions_are_named():
     with pytest.raises(ValueError, match="unconditional"):
         tiny(0)(torch.ones(1, 3, dtype=torch.long), cond=torch.tensor([0]))
-    with pytest.raises(ValueError, match=r"class ids \[7\] out of range; accepted: 0..2, or 3"):
+    with pytest.raises(ValueError, match=r"class id\(s\) \[7\] out of range for num_classes=3; accepted: 0..2, or 3"):
         tiny()(torch.ones(1, 3, dtype=torch.long), cond=torch.tensor([7]))
     with pytest.raises(ValueError, match="shape"):
         tiny()(torch.ones(2, 3, dtype=torch.long), cond=torch.tensor([0]))

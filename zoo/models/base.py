@@ -37,6 +37,22 @@ def require_positive(config: Any, *names: str) -> None:
             raise ValueError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}")
 
 
+def check_class_ids(cond: Tensor | None, num_classes: int, batch: int, device: torch.device) -> Tensor:
+    """Validated class ids (B,) for a model with `num_classes` conditions; None -> the "no condition" id
+    `num_classes` (classifier-free guidance's unconditional row)."""
+    k = num_classes
+    if cond is None:
+        return torch.full((batch,), k, dtype=torch.long, device=device)
+    if cond.shape != (batch,) or torch.is_floating_point(cond):
+        raise ValueError(f"cond must be integer class ids of shape ({batch},), got {cond.dtype} "
+                         f"{tuple(cond.shape)}")
+    if cond.numel() and (int(cond.min()) < 0 or int(cond.max()) > k):
+        bad = sorted(set(cond[(cond < 0) | (cond > k)].tolist()))
+        accepted = f"0..{k - 1}, or {k} for no condition" if k else "none (this model is unconditional)"
+        raise ValueError(f"class id(s) {bad} out of range for num_classes={k}; accepted: {accepted}")
+    return cond.long().to(device)
+
+
 class GenerativeModel(nn.Module):
     """Defaults for a decoder-only next-token model: logits[:, t] predicts token t + 1."""
 

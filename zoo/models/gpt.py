@@ -26,7 +26,7 @@ from zoo.core.positions import (
     RotaryEmbedding,
     SumPositionBias,
 )
-from zoo.models.base import GenerativeModel, register, require_positive, validate_choices
+from zoo.models.base import GenerativeModel, check_class_ids, register, require_positive, validate_choices
 
 
 @dataclass(kw_only=True)
@@ -199,15 +199,7 @@ class GPT(GenerativeModel):
             if cond is not None:
                 raise ValueError(f"{type(self).__name__} is unconditional (num_classes=0); got a `cond` tensor")
             return None
-        if cond is None:
-            return torch.full((batch,), k, dtype=torch.long, device=device)
-        if cond.shape != (batch,) or torch.is_floating_point(cond):
-            raise ValueError(f"cond must be integer class ids of shape ({batch},), "
-                             f"got {cond.dtype} {tuple(cond.shape)}")
-        if cond.numel() and (int(cond.min()) < 0 or int(cond.max()) > k):
-            bad = sorted(set(cond[(cond < 0) | (cond > k)].tolist()))
-            raise ValueError(f"class ids {bad} out of range; accepted: 0..{k - 1}, or {k} for no condition")
-        return cond.long().to(device)
+        return check_class_ids(cond, k, batch, device)
 
     @property
     def max_len(self) -> int:

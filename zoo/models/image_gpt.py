@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from zoo.core.attention import KVCache
 from zoo.core.layers import Activation, Block, NormKind, make_norm
-from zoo.models.base import GenerativeModel, register, require_positive, validate_choices
+from zoo.models.base import GenerativeModel, check_class_ids, register, require_positive, validate_choices
 
 
 @dataclass(kw_only=True)
@@ -165,17 +165,7 @@ class ImageGPT(GenerativeModel):
 
     def class_ids(self, cond: Tensor | None, batch: int, device: torch.device) -> Tensor:
         """Validated class ids (B,); None -> the "no condition" id `num_classes`."""
-        k = self.config.num_classes
-        if cond is None:
-            return torch.full((batch,), k, dtype=torch.long, device=device)
-        if cond.shape != (batch,) or torch.is_floating_point(cond):
-            raise ValueError(f"cond must be integer class ids of shape ({batch},), got {cond.dtype} "
-                             f"{tuple(cond.shape)}")
-        if cond.numel() and (int(cond.min()) < 0 or int(cond.max()) > k):
-            bad = sorted(set(cond[(cond < 0) | (cond > k)].tolist()))
-            accepted = f"0..{k - 1}, or {k} for no condition" if k else "none (this model is unconditional)"
-            raise ValueError(f"class id(s) {bad} out of range for num_classes={k}; accepted: {accepted}")
-        return cond.long()
+        return check_class_ids(cond, self.config.num_classes, batch, device)
 
     def _prefix(self, cond: Tensor | None, batch: int, device: torch.device) -> Tensor:
         """The global inputs in front of the patches (B, prefix_len, C): here the class/start embedding."""
