@@ -108,14 +108,16 @@ def test_every_member_samples_after_the_base_install(tmp_path):
         import zoo
 
         names = [n for n in zoo.list_models() if n != "gpt2"]  # gpt2 needs weights from the Hub
-        assert len(names) == 4, names
+        assert len(names) == 6, names
         for name in names:
             m = zoo.load(name)
             kind = m.model_type
             if kind == "gpt":
                 out = m.generate("The with statement", max_new_tokens=8, seed=0)
+            elif kind == "music_transformer" and getattr(m.codec, "styles", None):
+                out = m.generate(style="irish", guidance=4.0, max_new_tokens=24, seed=0, out="irish.mid")
             elif kind == "music_transformer":
-                out = m.generate(max_new_tokens=24, seed=0, out="bach.mid")
+                out = m.generate(max_new_tokens=24, seed=0, out=f"{name}.mid")
             elif kind == "text2image":
                 out = m.generate("a 3 on the left", num_samples=2, seed=0, out="t2i.png")
             else:
@@ -126,14 +128,16 @@ def test_every_member_samples_after_the_base_install(tmp_path):
         for args in (["checkpoint=gpt-pydoc", "prompt=The", "max_new_tokens=8"],
                      ["checkpoint=image-gpt-digits", "labels=[3]", "num_samples=2", "out=s/"],
                      ["checkpoint=text2image-digits", "prompt=a 4 on the left", "num_samples=2", "out=s/"],
-                     ["checkpoint=music-transformer-bach", "max_new_tokens=24", "out=s/"]):
+                     ["checkpoint=music-transformer-bach", "max_new_tokens=24", "out=s/"],
+                     ["checkpoint=music-transformer-styles", "style=folk", "max_new_tokens=24", "out=s/"]):
             sys.argv = ["zoo-sample", *args, "hydra.run.dir=.", "hydra.output_subdir=null"]
             sample.main()
     """, tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     written = {p.name for p in tmp_path.rglob("*") if p.is_file()}
-    for name in ["bach.mid", "digits.png", "t2i.png", "samples.png", "text2image.png",  # Python, then CLI
-                 "sample_00.mid", "sample_00.wav", "sample_00_roll.png"]:
+    for name in ["music-transformer-bach.mid", "music-transformer-jsb.mid", "irish.mid", "digits.png", "t2i.png",
+                 "samples.png", "text2image.png",  # Python, then CLI
+                 "sample_00.mid", "sample_00.wav", "sample_00_roll.png", "folk_00.mid", "folk_00.wav"]:
         assert name in written, f"{name} not written; got {sorted(written)}"
 
 
