@@ -224,8 +224,10 @@ def test_sample_command_errors(tmp_path):
         sample_command(model, PERF, options(labels=[3]))
     with pytest.raises(ValueError, match="primer= needs a model of MIDI performance events.*'jsb_grid'"):
         sample_command(tiny(vocab_size=50), JSBGridCodec(), options(primer=str(song(tmp_path / "s.mid"))))
-    with pytest.raises(ValueError, match="`guidance` does not apply to music models.*no condition"):
+    with pytest.raises(ValueError, match="guidance=2 needs a style-conditioned model; this one has no styles"):
         sample_command(model, PERF, options(guidance=2.0))
+    with pytest.raises(ValueError, match="style='bach': this model is not style-conditioned"):
+        sample_command(model, PERF, options(style="bach"))
     with pytest.raises(ValueError, match="top_p must be in"):
         sample_command(model, PERF, options(top_p=1.5))
 
