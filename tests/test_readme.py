@@ -102,7 +102,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "compose", "converts six music21 collections first (~25 min): tests/test_music_styles.py::test_train_then_"
                    "sample_by_style trains and samples it on a few pieces"),
     "zoo-sample checkpoint=runs/music_transformer_styles/checkpoints/last.ckpt style=all guidance=4 out=samples/": (
-        "compose", "needs that run: tests/test_music_styles.py::test_train_then_sample_by_style samples one"),
+        "tool", "needs that run: tests/test_music_styles.py::test_train_then_sample_by_style samples one"),
     "zoo-train experiment=text2image_digits": ("produce", ""),
     'zoo-sample checkpoint=runs/text2image_digits/checkpoints/last.ckpt prompt="a 4 on the left and a 1 on the right" '
     'guidance=3 num_samples=8 out=samples/': ("sample", ""),

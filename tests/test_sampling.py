@@ -359,7 +359,7 @@ def test_every_member_rejects_what_it_does_not_honour_by_name() -> None:
     from zoo.members import member_for
 
     for codec, option, value in [("char", "guidance", 2.0), ("image_patch", "stop", ["x"]),
-                                 ("text_image", "max_new_tokens", 10), ("midi_performance", "guidance", 2.0),
+                                 ("text_image", "max_new_tokens", 10), ("midi_performance", "stop", ["x"]),
                                  ("midi_performance", "labels", [3])]:
         member = member_for(codec)
         with pytest.raises(ValueError, match=f"`{option}` does not apply to {member.name} models"):
