@@ -72,6 +72,8 @@ OLD_CONSTRUCTOR_KEYS: dict[str, list[str]] = {
     "zoo.data.music.MidiFolderDataModule": [*_MUSIC, "max_files", "on_error", "path"],
     "zoo.data.music.MaestroDataModule": [*_MUSIC, "csv_name", "max_files", "on_error", "path"],
     "zoo.data.music.JSBChoralesDataModule": [*_MUSIC, "path", "sha256", "url"],
+    "zoo.data.music.StyleCorpusDataModule": [*_MUSIC, "balance", "max_files", "max_pieces", "max_pieces_by_style",
+                                             "on_error", "styles"],
     "zoo.data.text_image.CaptionedImageDataModule": _CAPTIONED,
     "zoo.data.text_image.CaptionedDigitsDataModule": [*_CAPTIONED, "heldout_fraction"],
     "zoo.data.text_image.CaptionedShapesDataModule": [*_CAPTIONED, "heldout_fraction"],
@@ -130,7 +132,7 @@ def test_every_config_target_resolves_to_a_datamodule_with_its_keys():
         base = L.LightningDataModule if target in LITDATA_TARGETS else StreamDataModule
         assert inspect.isclass(cls) and issubclass(cls, base), (where, target)
         if where.endswith(".yaml"):
-            keys = set(yaml.safe_load((ROOT / "conf" / "data" / where).read_text())) - {"_target_", "name"}
+            keys = set(yaml.safe_load((ROOT / "conf" / "data" / where).read_text())) - {"_target_", "name", "defaults"}
             unknown = keys - set(parameters(cls))
             assert not unknown, f"conf/data/{where}: {target} does not accept {sorted(unknown)}"
     # every class a config or checkpoint names today is covered by the constructor-key contract

@@ -111,7 +111,7 @@ class StyleCorpusDataModule(PerformanceDataModule):
                     out += [(f"{style}/{composer}/{n}", found[n], "") for n in sorted(picked)]
                 else:  # song books (opus files) in the order listed, tune by tune
                     out += self._opus_entries(style, composer, [found[n] for n in names if n in found], cap)
-        return out
+        return out[:self.max_files]  # max_files (quick runs): the first entries, in style order
 
     def _opus_entries(self, style: str, composer: str, paths: list[Path], cap: int) -> list[tuple[str, Path, str]]:
         """`<file>#<k>` entries for the first `cap` tunes of these song books."""
