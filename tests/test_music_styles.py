@@ -154,17 +154,23 @@ def test_experiment_config_takes_num_classes_from_the_codec():
 
 
 # ------------------------------------------------------------------------------------------------ sampling
-@pytest.mark.slow
-def test_train_then_sample_by_style(tmp_path, corpus_data):
-    import zoo
+@pytest.fixture(scope="module")
+def styles_run(tmp_path_factory, corpus_data):
+    """A tiny style-conditioned run on two styles (trained once for the tests below)."""
     from zoo.train import run
 
-    cfg = compose_train(["experiment=music_transformer_styles", *TINY, "data.styles=[palestrina,bach]",
-                         "data.max_pieces=4", "data.val_fraction=0.25", "data.test_fraction=0",
-                         f"data.cache_dir={corpus_data.cache_dir}", f"run_dir={tmp_path / 'run'}",
-                         "samples.max_new_tokens=40"])
-    run(cfg)
-    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    folder = tmp_path_factory.mktemp("styles") / "run"
+    run(compose_train(["experiment=music_transformer_styles", *TINY, "data.styles=[palestrina,bach]",
+                       "data.max_pieces=4", "data.val_fraction=0.25", "data.test_fraction=0",
+                       f"data.cache_dir={corpus_data.cache_dir}", f"run_dir={folder}", "samples.max_new_tokens=40"]))
+    return folder
+
+
+@pytest.mark.slow
+def test_train_then_sample_by_style(tmp_path, styles_run):
+    import zoo
+
+    ckpt = styles_run / "checkpoints" / "last.ckpt"
     model = zoo.load(str(ckpt))
     assert model.model.config.num_classes == 2
     pms = model.generate(style=["bach", "palestrina"], guidance=2.0, num_samples=2, max_new_tokens=30, seed=0,
@@ -176,7 +182,7 @@ def test_train_then_sample_by_style(tmp_path, corpus_data):
         model.generate(style="bahc")
     unstyled = model.generate(guidance=2.0, max_new_tokens=10)  # nothing to guide towards: not used
     assert unstyled.get_end_time() >= 0
-    samples = sorted(p.name for p in (tmp_path / "run" / "samples").glob("*.mid"))
+    samples = sorted(p.name for p in (styles_run / "samples").glob("*.mid"))
     assert samples == ["step_000004_scratch_bach.mid", "step_000004_scratch_palestrina.mid"]
 
 
@@ -215,18 +221,14 @@ def test_style_classifier_separates_styles_and_ignores_transposition():
 
 
 @pytest.mark.slow
-def test_serve_takes_a_style(tmp_path, corpus_data):
+def test_serve_takes_a_style(styles_run):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
     import zoo
     from zoo.serve import ServeSettings, create_app, load_models
-    from zoo.train import run
 
-    run(compose_train(["experiment=music_transformer_styles", *TINY, "data.styles=[palestrina,bach]",
-                       "data.max_pieces=4", "data.val_fraction=0.25", "data.test_fraction=0",
-                       f"data.cache_dir={corpus_data.cache_dir}", f"run_dir={tmp_path / 'run'}"]))
-    models = load_models([f"styles={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}"])
+    models = load_models([f"styles={styles_run / 'checkpoints' / 'last.ckpt'}"])
     with TestClient(create_app(models, ServeSettings(timeout_s=60))) as client:
         entry = {m["name"]: m for m in client.get("/v1/models").json()["models"]}["styles"]
         assert {"style", "primer"} <= set(entry["inputs"]) and "palestrina" in entry["inputs"]["style"]["description"]
@@ -234,7 +236,7 @@ def test_serve_takes_a_style(tmp_path, corpus_data):
         ok = client.post("/v1/generate", json={"model": "styles", "style": "bach", "guidance": 2,
                                                "max_new_tokens": 16, "seed": 0, "audio": False})
         assert ok.status_code == 200, ok.text
-        again = zoo.load(str(tmp_path / "run" / "checkpoints" / "last.ckpt")).generate(
+        again = zoo.load(str(styles_run / "checkpoints" / "last.ckpt")).generate(
             style="bach", guidance=2, max_new_tokens=16, seed=0)
         assert ok.json()["result"]["notes"] == sum(len(i.notes) for i in again.instruments)
         unstyled = client.post("/v1/generate", json={"model": "styles", "max_new_tokens": 8, "audio": False})
