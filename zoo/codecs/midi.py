@@ -174,24 +174,15 @@ class PerformanceCodec(Codec):
     may be given (a note must pass both). Drum instruments are always dropped: they have no pitch.
     Decoded MIDI has one piano (program 0) instrument.
 
-    `styles` names the conditions of a style-conditioned model (`num_classes` = their number, class id
-    i = styles[i]; None = unconditional): like an image codec's `class_names`, they travel with the
-    checkpoint so that `style=bach` means the same after loading. They do not change the events.
+    `styles` names a style-conditioned model's conditions (class id i = styles[i]; None = unconditional), so
+    that `style=bach` means the same after loading; they do not change the events.
     """
 
     type_name: ClassVar[str] = "midi_performance"
 
-    def __init__(
-        self,
-        *,
-        steps_per_second: int = 100,
-        max_shift_steps: int = 100,
-        num_velocity_bins: int = 32,
-        sustain: bool = True,
-        programs: Sequence[int] | None = None,
-        instruments: Sequence[int] | None = None,
-        styles: Sequence[str] | None = None,
-    ) -> None:
+    def __init__(self, *, steps_per_second: int = 100, max_shift_steps: int = 100, num_velocity_bins: int = 32,
+                 sustain: bool = True, programs: Sequence[int] | None = None,
+                 instruments: Sequence[int] | None = None, styles: Sequence[str] | None = None) -> None:
         if not (isinstance(steps_per_second, int) and steps_per_second >= 1):
             raise ValueError(f"steps_per_second must be an integer >= 1, got {steps_per_second!r}")
         if not (isinstance(max_shift_steps, int) and max_shift_steps >= 1):
@@ -208,8 +199,7 @@ class PerformanceCodec(Codec):
         self.sustain = bool(sustain)
         self.programs = None if programs is None else [int(p) for p in programs]
         self.instruments = None if instruments is None else [int(i) for i in instruments]
-        if styles is not None and (isinstance(styles, str) or not styles
-                                   or len({str(x) for x in styles}) != len(styles)):
+        if styles is not None and (isinstance(styles, str) or not styles or len(set(map(str, styles))) != len(styles)):
             raise ValueError(f"styles must be a non-empty list of distinct names (or None), got {styles!r}")
         self.styles = None if styles is None else [str(x) for x in styles]
 
@@ -234,13 +224,8 @@ class PerformanceCodec(Codec):
         } | ({"styles": self.styles} if self.styles is not None else {})  # absent: older checkpoints' state
 
     @property
-    def num_classes(self) -> int:
-        """Number of style conditions (0 = unconditional); a null model.num_classes is taken from here."""
+    def num_classes(self) -> int:  # style conditions (0 = unconditional); a null model.num_classes comes from here
         return len(self.styles) if self.styles else 0
-
-    @property
-    def class_names(self) -> list[str] | None:
-        return self.styles
 
     # ------------------------------------------------------------------ MIDI -> notes
     def extract_notes(self, midi: pretty_midi.PrettyMIDI | str | Path) -> np.ndarray:
