@@ -24,11 +24,16 @@ def bach_chorale_files() -> list[Path]:
 
 
 def score_to_notes(path: Path, codec: PerformanceCodec) -> np.ndarray:
-    """music21 score -> MIDI bytes (repeats expanded, music21's tempo) -> the codec's note array."""
+    """music21 score file -> MIDI bytes (repeats expanded, music21's tempo) -> the codec's note array."""
     from music21 import converter
+
+    return stream_to_notes(converter.parse(path), codec)
+
+
+def stream_to_notes(score: Any, codec: PerformanceCodec) -> np.ndarray:
+    """A parsed music21 score -> MIDI bytes -> the codec's note array."""
     from music21.midi import translate
 
-    score = converter.parse(path)
     return codec.extract_notes(midi_from_bytes(translate.streamToMidiFile(score).writestr()))
 
 

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from zoo.codecs.base import Codec
-from zoo.codecs.midi import PerformanceCodec, midi_from_bytes
+from zoo.codecs.midi import PerformanceCodec
 from zoo.data.base import Batch
 from zoo.data.download import need
+from zoo.data.music.bach import stream_to_notes
 from zoo.data.music.performance import PerformanceDataModule
 
 # style -> music21 corpus sources: (composer key, file names to use in order, or None = every score file)
@@ -57,12 +58,6 @@ def _parsed(path: str) -> Any:
     from music21 import converter
 
     return converter.parse(path)
-
-
-def _score_notes(score: Any, codec: PerformanceCodec) -> np.ndarray:
-    from music21.midi import translate
-
-    return codec.extract_notes(midi_from_bytes(translate.streamToMidiFile(score).writestr()))
 
 
 class StyleCorpusDataModule(PerformanceDataModule):
@@ -128,8 +123,8 @@ class StyleCorpusDataModule(PerformanceDataModule):
         if "#" in name:
             k = int(name.rsplit("#", 1)[1])
             scores = list(parsed.scores) if hasattr(parsed, "scores") else [parsed]
-            return _score_notes(scores[k], self.codec)
-        return _score_notes(parsed, self.codec)
+            return stream_to_notes(scores[k], self.codec)
+        return stream_to_notes(parsed, self.codec)
 
     def _cache_extra(self) -> dict[str, Any]:
         import music21
