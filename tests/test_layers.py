@@ -21,7 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "zoo"
 
-# (module prefix, layer). The longest matching prefix decides; every zoo module must match one.
+# (module prefix, layer). The longest matching prefix decides; every zoo module must match one, and a new
+# top-level module or package needs its own entry: "zoo" places zoo/__init__.py alone, nothing below it.
 LAYERS: list[tuple[str, int]] = [
     ("zoo.core", 0),
     ("zoo.config", 0),  # the one config checker: model configs and the pre-flight check use it
@@ -38,7 +39,9 @@ LAYERS: list[tuple[str, int]] = [
     ("zoo.export", 6),
     ("zoo.cli", 6),
     ("zoo.bench", 6),
-    ("zoo", 6),  # zoo/__init__.py: `zoo.load` is zoo.hub's, imported on first use
+    ("zoo.prepare", 6),  # zoo-prepare: corpus -> token shards (zoo.data.streaming does the work)
+    ("zoo.serve", 6),  # zoo-serve: the HTTP app over zoo.load; zoo.serve.__main__ reads its Hydra config
+    ("zoo", 6),  # zoo/__init__.py only: `zoo.load` is zoo.hub's, imported on first use
 ]
 LAYER_NAMES = {0: "core", 1: "models/codecs", 2: "data/sampling/eval", 3: "members", 4: "training", 5: "hub",
                6: "entry points"}
@@ -60,8 +63,16 @@ def _within(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
+def _placed_by(name: str, prefix: str) -> bool:
+    return name == prefix if prefix == "zoo" else _within(name, prefix)
+
+
 def layer(name: str) -> tuple[str, int]:
-    return max(((p, n) for p, n in LAYERS if _within(name, p)), key=lambda pn: len(pn[0]))
+    """(prefix, layer) of the longest LAYERS prefix placing `name`; LookupError for a module none places."""
+    matches = [(p, n) for p, n in LAYERS if _placed_by(name, p)]
+    if not matches:
+        raise LookupError(f"{name} matches no entry of LAYERS")
+    return max(matches, key=lambda pn: len(pn[0]))
 
 
 def _resolve(importer: str, node: ast.ImportFrom | ast.Import) -> list[str]:
@@ -106,10 +117,27 @@ def zoo_edges(*, module_level_only: bool = False) -> list[tuple[str, str, int]]:
     return edges
 
 
+def unplaced(modules) -> list[str]:
+    out = []
+    for name in modules:
+        try:
+            layer(name)
+        except LookupError:
+            out.append(name)
+    return out
+
+
 def test_every_module_has_a_layer() -> None:
     assert len(MODULES) > 40, f"found only {len(MODULES)} modules under {PKG}"
-    for name in MODULES:
-        assert layer(name), f"{name} matches no entry of LAYERS"
+    missing = unplaced(MODULES)
+    assert not missing, f"add each to LAYERS (with its layer): {missing}"
+
+
+def test_a_new_top_level_module_is_not_placed_by_the_package_entry() -> None:
+    """`zoo` places zoo/__init__.py only: a module added at the top (or a new package) needs its own entry."""
+    assert unplaced(["zoo.newthing", "zoo.newpkg.mod", "zoo"]) == ["zoo.newthing", "zoo.newpkg.mod"]
+    assert layer("zoo.serve.app") == ("zoo.serve", 6) and layer("zoo.data.streaming.module") == ("zoo.data", 2)
+    assert layer("zoo.prepare") == ("zoo.prepare", 6) and layer("zoo") == ("zoo", 6)
 
 
 def test_imports_point_down() -> None:
