@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The zoo-bench suite on one CUDA GPU, in under 8 minutes: writes benchmarks/suite_cuda.json and .md.
+# The zoo-bench suite on one CUDA GPU, in under 8 minutes: writes benchmarks/suite_cuda.json and .md
+# (extra options name their own files, e.g. --rounds 9: suite_cuda_rounds-9.*; zoo.bench.suite_stem).
 #
 #   bash benchmarks/gpu.sh            # from anywhere; extra arguments go to zoo-bench (e.g. --rounds 9)
 #
@@ -19,5 +20,5 @@ python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu.
 left=$(( 460 - ($(date +%s) - start) ))  # 8 minutes minus a margin, minus the install
 timeout --signal=INT --kill-after=15 "$left" \
   python -m zoo.bench --device cuda --only gpt,attention,image,decode --out benchmarks "$@" \
-  || echo "gpu.sh: zoo-bench stopped (exit $?); benchmarks/suite_cuda.* hold the sections that finished" >&2
+  || echo "gpu.sh: zoo-bench stopped (exit $?); benchmarks/suite_cuda*.* hold the sections that finished" >&2
 echo "gpu.sh: $(( $(date +%s) - start )) s in all"

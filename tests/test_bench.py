@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from zoo.bench import common, run_command, run_suite
+from zoo.bench import common, run_command, run_suite, suite_stem
 from zoo.bench import peers as P
 from zoo.bench.report import goals
 
@@ -135,9 +136,46 @@ def test_goals_read_met_and_not_met_off_the_rows():
     assert g["relative attention fwd, T=1024"]["met"] is False
 
 
+def test_each_zoo_bench_command_writes_its_own_files():
+    """Issue 22: a full `zoo-bench` overwrote the `--quick` figures the README cited. Every command that measures
+    differently gets its own stem; the committed files keep the names their commands write."""
+    stems = {
+        "zoo-bench": suite_stem(),
+        "zoo-bench --quick": suite_stem(mode="quick"),
+        "zoo-bench --tiny": suite_stem(mode="tiny"),
+        "zoo-bench --device cuda": suite_stem("cuda"),
+        "zoo-bench --quick --only gpt,decode": suite_stem(mode="quick", only=("gpt", "decode")),
+        "zoo-bench --only decode,gpt --rounds 9": suite_stem(only=("decode", "gpt"), rounds=9),
+        "zoo-bench --rounds 9": suite_stem(rounds=9),
+    }
+    assert len(set(stems.values())) == len(stems), stems
+    assert stems["zoo-bench"] == "suite_cpu" and stems["zoo-bench --quick"] == "suite_cpu_quick"
+    assert stems["zoo-bench --device cuda"] == "suite_cuda"
+    assert suite_stem("cuda", only=("gpt", "attention", "image", "decode")) == "suite_cuda"  # gpu.sh's order
+    assert stems["zoo-bench --only decode,gpt --rounds 9"] == "suite_cpu_only-decode-gpt_rounds-9"
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    for stem, command in (("suite_cpu", "zoo-bench"), ("suite_cpu_quick", "zoo-bench --quick")):
+        assert json.loads((root / f"{stem}.json").read_text())["command"] == command, stem
+        assert f"Command: `{command}`." in (root / f"{stem}.md").read_text(), stem
+
+
+def test_benchmark_scripts_name_their_files_after_non_default_options():
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--lengths", type=int, nargs="*", default=[1024, 2048])
+    ap.add_argument("--out-dir", default="benchmarks")
+    stem = lambda *argv: common.output_stem("x", common.changed_options(ap, ap.parse_args(argv), ignore=["out_dir"]))  # noqa: E731
+    assert stem() == stem("--out-dir", "/tmp") == "x"
+    assert stem("--quick") == "x_quick" and stem("--rounds", "7") == "x_rounds-7"
+    assert stem("--lengths", "512", "4096", "--quick") == "x_quick_lengths-512-4096"  # the parser's order
+
+
 def test_tiny_suite_writes_json_and_markdown(tmp_path, capsys):
     report = run_command(["--tiny", "--rounds", "2", "--out", str(tmp_path)])
-    on_disk = json.loads((tmp_path / "suite_cpu.json").read_text())
+    on_disk = json.loads((tmp_path / "suite_cpu_tiny_rounds-2.json").read_text())  # named for the command
     assert on_disk["config"]["mode"] == "tiny" and on_disk["config"]["sections"] == list(common.SECTIONS)
     for key in ("machine", "versions", "load_before", "load_after", "wall_s", "rows", "goals", "context", "command"):
         assert key in on_disk, key
@@ -157,6 +195,6 @@ def test_tiny_suite_writes_json_and_markdown(tmp_path, capsys):
     assert any(r["name"] == "zoo Lightning Trainer vs plain PyTorch loop" for r in timed)
     assert all(g["met"] in (True, False, None) and g["reason"] is not None for g in on_disk["goals"])
     assert len(on_disk["goals"]) == len(report["goals"]) > 0
-    md = (tmp_path / "suite_cpu.md").read_text()
+    md = (tmp_path / "suite_cpu_tiny_rounds-2.md").read_text()
     assert "## Goals" in md and "| section | comparison |" in md and on_disk["machine"]["name"] in md
     assert "wrote" in capsys.readouterr().out

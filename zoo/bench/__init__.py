@@ -5,8 +5,10 @@
     zoo-bench --only gpt,decode --rounds 9 --out /tmp/bench
     zoo-bench --device cuda        # the same on one GPU, plus GPT-2-124M training MFU (benchmarks/gpu.sh)
 
-Prints one table and writes `suite_<device>.json` and `.md` into --out (default ./benchmarks). Method and
-peers: zoo/bench/common.py, peers.py and the docstring of each section's module.
+Prints one table and writes `<stem>.json` and `.md` into --out (default ./benchmarks), the stem named for the
+command (`suite_stem`): `zoo-bench` writes suite_cpu, `zoo-bench --quick` suite_cpu_quick, the example above
+suite_cpu_only-gpt-decode_rounds-9, so one command never overwrites another's figures. Method and peers:
+zoo/bench/common.py, peers.py and the docstring of each section's module.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from typing import Any
 import torch
 
 from zoo.bench import attention, decode, gpt, image, lightning_loop
-from zoo.bench.common import SECTIONS, Row, Sizes, cpu_name, load_average, sizes
+from zoo.bench.common import SECTIONS, Row, Sizes, cpu_name, load_average, output_stem, sizes
 from zoo.bench.peers import import_litgpt_model
 from zoo.bench.report import goals, table, write
 
-__all__ = ["main", "run_suite"]
+__all__ = ["main", "run_suite", "suite_stem"]
 
 
 def _version(dist: str) -> str:
@@ -143,6 +145,17 @@ def _report(command: str, dev: torch.device, mode: str, only: tuple[str, ...], s
     return report
 
 
+def suite_stem(device: str = "cpu", mode: str = "full", only: tuple[str, ...] = SECTIONS,
+               rounds: int | None = None) -> str:
+    """The file name (no suffix) a zoo-bench command writes: `suite_<device>`, then `_<mode>` unless full,
+    `_only-<sections>` unless every section runs (in any order: benchmarks/gpu.sh reorders them) and
+    `_rounds-<n>` when --rounds is given."""
+    sections = list(dict.fromkeys(only))
+    return output_stem(f"suite_{device}", {mode: mode != "full",
+                                           "only": None if set(sections) == set(SECTIONS) else sections,
+                                           "rounds": rounds})
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `zoo-bench` console script (its exit status is 0 whether or not every goal is met)."""
     run_command(argv)
@@ -156,13 +169,14 @@ def run_command(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help=f"comma-separated sections from {','.join(SECTIONS)}, run in the order given")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per comparison (preset by mode)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks"), help="folder for suite_<device>.json/.md")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks"),
+                    help="folder for the .json/.md, named for the command (suite_cpu, suite_cpu_quick, ...)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     only = tuple(x.strip() for x in args.only.split(",") if x.strip())
     command = " ".join(["zoo-bench", *(sys.argv[1:] if argv is None else argv)])
-    stem = f"suite_{args.device}"
+    stem = suite_stem(args.device, mode, only, args.rounds)
     report = run_suite(mode=mode, device=args.device, only=only, rounds=args.rounds, command=command,
                        on_section=lambda partial: write(partial, args.out, stem))
     print(table(report))

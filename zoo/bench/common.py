@@ -9,14 +9,16 @@ min-max spread; absolute figures (medians) are context only.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import platform
+import re
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -254,6 +256,35 @@ def fmt_num(x: float | str) -> str:
     if x == 0 or not math.isfinite(x):
         return f"{x:g}"
     return f"{x:.3g}" if abs(x) < 100 else f"{x:,.0f}"
+
+
+def output_stem(base: str, options: Mapping[str, Any]) -> str:
+    """The file name (no suffix) a benchmark command writes: `base`, then `_<option>` for each option set.
+
+    `options` are the command's non-default options (`changed_options`: in the parser's order): a flag that is on adds its name,
+    any other value `_<name>-<value>` (lists joined by `-`); None and False add nothing. The plain command
+    writes `base`, and two commands that measure differently never write the same file (issue 22: a full run
+    overwrote the quick run the README cited).
+    """
+    parts = [base]
+    for name, value in options.items():
+        if value is None or value is False:
+            continue
+        key = name.replace("_", "-")
+        if value is True:
+            parts.append(key)
+            continue
+        items = value if isinstance(value, (list, tuple)) else [value]
+        parts.append(re.sub(r"[^A-Za-z0-9.=-]+", "-", "-".join([key, *map(str, items)])).strip("-"))
+    return "_".join(parts)
+
+
+def changed_options(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                    ignore: Iterable[str] = ()) -> dict[str, Any]:
+    """The options of a benchmark script's `args` that differ from `parser`'s defaults (for `output_stem`);
+    `ignore` names the ones that say where to read or write, not what is measured."""
+    skip = set(ignore)
+    return {k: v for k, v in vars(args).items() if k not in skip and v != parser.get_default(k)}
 
 
 def load_average() -> float | None:
