@@ -6,7 +6,6 @@ Small on purpose: every generation asks for a handful of tokens or images from t
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -16,7 +15,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -190,30 +192,90 @@ def test_a_request_past_the_time_limit_is_cancelled_and_the_server_stays_up(mode
         assert client.get("/healthz").json()["status"] == "ok"
 
 
+class Gate:
+    """Holds a worker at the start of each generation until `release` is set, so that requests queue up behind
+    the one it is running (deterministically, not by timing luck); records each call's batch (its prompts)."""
+
+    def __init__(self, adapter) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.batches: list[list] = []
+        real = adapter.run
+
+        def run(batch, on_text=None):
+            self.batches.append([o.get("prompt", o.get("labels")) for o in batch])
+            self.entered.set()
+            assert self.release.wait(60), "the test never released the gate"
+            return real(batch, on_text=on_text)
+
+        adapter.run = run  # an instance attribute: this app's adapter only
+
+
+def wait_until(condition, timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
+        time.sleep(0.01)
+
+
+@contextmanager
+def gated_client(models, model: str = "gpt-pydoc", **settings):
+    """(TestClient, Gate on `model`'s worker, that worker) for an app with `settings`; the gate opens on exit."""
+    app = create_app(models, ServeSettings(**{"timeout_s": 60, **settings}))
+    gate = Gate(app.state.server.adapters[model])
+    try:
+        with TestClient(app) as client:
+            yield client, gate, app.state.server.workers[model]
+    finally:
+        gate.release.set()
+
+
 def test_concurrent_text_requests_share_batches_and_each_gets_its_own_answer(models):
     """Greedy requests with equal options queue behind the first and run as one batch; every answer is
     the one its own prompt gets alone."""
-    app = create_app(models, ServeSettings(timeout_s=60, max_batch=8))
     prompts = [f"The {w} statement" for w in ("with", "assert", "del", "pass", "raise", "return", "yield", "if")]
-
-    async def run() -> list[dict]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            rs = await asyncio.gather(*(c.post("/v1/generate", json={
-                "model": "gpt-pydoc", "id": f"r{i}", "prompt": p, "max_new_tokens": 6, "temperature": 0})
-                for i, p in enumerate(prompts)))
-        return [r.json() for r in rs]
-
-    try:
-        answers = asyncio.run(run())
-        worker = app.state.server.workers["gpt-pydoc"]
-        assert worker.requests == len(prompts) and worker.batches < len(prompts), (worker.batches, worker.requests)
-    finally:
-        app.state.server.close()
+    with gated_client(models, max_batch=8) as (client, gate, worker), ThreadPoolExecutor(len(prompts)) as pool:
+        body = {"model": "gpt-pydoc", "max_new_tokens": 6, "temperature": 0}
+        futures = [pool.submit(post, client, id="r0", prompt=prompts[0], **body)]
+        assert gate.entered.wait(30)
+        futures += [pool.submit(post, client, id=f"r{i}", prompt=p, **body) for i, p in enumerate(prompts) if i]
+        wait_until(lambda: worker.queued() == len(prompts) - 1, what="the other requests to queue")
+        gate.release.set()
+        answers = [f.result().json() for f in futures]
+    # the first alone, the seven queued behind it (in whatever order their threads arrived) as one batch
+    assert [sorted(b) for b in gate.batches] == [prompts[:1], sorted(prompts[1:])]
+    assert (worker.requests, worker.batches) == (len(prompts), 2)
     m = zoo.load("gpt-pydoc")
     for i, (p, a) in enumerate(zip(prompts, answers)):
         assert a["id"] == f"r{i}" and a["result"]["prompt"] == p
         assert a["result"]["text"] == m.generate(p, max_new_tokens=6, temperature=0)
+
+
+def test_concurrent_seeded_requests_each_get_what_they_get_alone(models):
+    """Several threads send seeded requests at once (different seeds, prompts, options; a second model beside);
+    each answer equals the answer to the same request sent alone. Seeded sampled requests run alone (one
+    random generator serves a batch); seeded greedy ones with equal options share a batch."""
+    sampled = [{"prompt": p, "seed": s, "temperature": 0.9, "top_k": 40, "max_new_tokens": 10}
+               for p, s in [("The with", 1), ("The assert", 2), ("The with", 3), ("import", 2)]]
+    greedy = [{"prompt": p, "seed": s, "temperature": 0, "max_new_tokens": 10}
+              for p, s in [("def ", 5), ("The del", 6), ("class", 7)]]
+    text = [{"model": "gpt-pydoc", **b} for b in sampled + greedy]
+    image = {"model": "image-gpt-digits", "labels": [3], "num_samples": 1, "seed": 4}
+    with gated_client(models, max_batch=8) as (client, gate, worker), ThreadPoolExecutor(len(text) + 1) as pool:
+        first = pool.submit(client.post, "/v1/generate", json=text[0])
+        assert gate.entered.wait(30)
+        rest = [pool.submit(client.post, "/v1/generate", json=b) for b in [*text[1:], image]]
+        wait_until(lambda: worker.queued() == len(text) - 1, what="the text requests to queue")
+        gate.release.set()
+        together = [f.result() for f in [first, *rest]]
+        assert [r.status_code for r in together] == [200] * len(together), [r.text for r in together]
+        # sampled: each alone, in arrival order; the three greedy ones in one batch
+        assert sorted(gate.batches) == sorted([[b["prompt"]] for b in sampled] + [[b["prompt"] for b in greedy]])
+        alone = [client.post("/v1/generate", json=b) for b in [*text, image]]
+    for body, a, b in zip([*text, image], together, alone):
+        assert a.json()["result"] == b.json()["result"], body
+        assert a.json()["seed"] == body["seed"]
+    texts = [r.json()["result"]["text"] for r in together[:len(sampled)]]
+    assert texts[0] != texts[2]  # the same prompt, another seed: another sample (the seed is honoured)
 
 
 # ---- the page, OpenAPI and /docs work offline -----------------------------------------------------
