@@ -195,9 +195,21 @@ def test_midi_folder_multitrack_skips_counts_caches_and_splits_by_name(band_dir,
     again.setup("fit")
     assert any("read from cache" in r.getMessage() for r in caplog.records) and again.skipped_files == BAD
     assert all(np.array_equal(a, b) for a, b in zip(again.sequences["train"], dm.sequences["train"]))
-    cache = next((tmp_path / "cache" / "music").glob("midi_folder-*.npz"))
-    with np.load(cache, allow_pickle=False):
-        pass  # numpy arrays only
+    # the multitrack run's cache (the performance codec's, float notes (N, 4), lies beside it)
+    cache = Path(next(r.args[-1] for r in caplog.records if "read from cache" in r.getMessage()))
+    with np.load(cache, allow_pickle=False) as z:  # reading an object (pickled) array would raise here
+        arrays = {key: z[key] for key in z.files}
+    kinds = {key: a.dtype.kind for key, a in arrays.items()}
+    assert kinds == {"names": "U", "splits": "U", "skipped": "U", "skip_reasons": "U", "offsets": "i",
+                     "notes": "i"}, kinds  # strings, and the multitrack pieces as integer token ids
+    assert sorted(arrays["skipped"].tolist()) == sorted(BAD) and all(arrays["skip_reasons"])
+    names, offsets = arrays["names"].tolist(), arrays["offsets"]
+    assert sorted(names) == sorted(n for s in ("train", "val", "test") for n in dm.names[s])
+    assert offsets[0] == 0 and offsets[-1] == len(arrays["notes"]) and len(offsets) == len(names) + 1
+    pieces = dict(zip(dm.names["train"], dm.pieces["train"]))
+    for i, name in enumerate(names):
+        if name in pieces:
+            assert np.array_equal(arrays["notes"][offsets[i]:offsets[i + 1]], pieces[name]), name
     with pytest.raises(MidiError, match=r"corrupt\.mid.*on_error=raise"):
         multitrack_dm(band_dir, tmp_path / "fresh", on_error="raise").setup()
 
@@ -252,7 +264,11 @@ def test_the_codec_is_chosen_by_the_data_codec_group(tmp_path):
 # ------------------------------------------------------------------------------------------ train and sample
 @pytest.mark.slow
 def test_zoo_train_multitrack_then_load_sample_and_the_sample_command(band_dir, tmp_path):
+    import soundfile
+
     import zoo
+    from zoo.members.music import SAMPLE_RATE
+    from zoo.members.music_render import synthesize
     from zoo.train import run
 
     tiny = [o for o in TINY if not o.startswith("model.block_size")] + ["model.block_size=64"]
@@ -264,7 +280,10 @@ def test_zoo_train_multitrack_then_load_sample_and_the_sample_command(band_dir, 
     samples = summary["samples"]  # the training log's media: as for the performance codec
     assert len(samples.audio) == 2 and len(samples.images) == 4 and len(samples.texts) == 2
     for wav in samples.audio:
-        assert wav.is_file() and pretty_midi.PrettyMIDI(str(wav.with_suffix(".mid"))) is not None
+        # the .mid beside it parses (an early sample may hold no notes) and the .wav is its rendering
+        pm = pretty_midi.PrettyMIDI(str(wav.with_suffix(".mid")))
+        info = soundfile.info(str(wav))
+        assert info.samplerate == SAMPLE_RATE and info.frames == len(synthesize(pm, SAMPLE_RATE)), wav
         assert {str(wav)} <= set(samples.captions)
     # the continuation of a validation piece starts with its instruments: more than one
     cont = pretty_midi.PrettyMIDI(str(next(w for w in samples.audio if "continue_val0" in w.name).with_suffix(".mid")))
