@@ -31,7 +31,8 @@ CPU-second of the process (`time.process_time`; with one thread, all work runs o
 thread). Absolute tokens/s (median) are context only: they depend on the machine and its load (the
 load average before and after the run is recorded).
 
-Writes gpt_cpu.json and gpt_cpu.md into --out-dir (default: next to this file).
+Writes gpt_cpu.json and gpt_cpu.md into --out-dir (default: next to this file); other options name their own
+files (`--quick`: gpt_cpu_quick.*; zoo.bench.common.output_stem).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ import torch.nn.functional as F
 import transformers
 from torch import Tensor
 
-from zoo.bench.common import cpu_name
+from zoo.bench.common import changed_options, cpu_name, output_stem
 from zoo.models.gpt import GPT
 from zoo.sampling import generate
 
@@ -303,9 +304,10 @@ def main() -> None:
         "results": results,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "gpt_cpu.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out_dir / "gpt_cpu.md").write_text(markdown(report))
-    print(f"wrote {args.out_dir / 'gpt_cpu.json'} and {args.out_dir / 'gpt_cpu.md'}")
+    stem = output_stem("gpt_cpu", changed_options(ap, args, ignore=["out_dir"]))
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out_dir / f"{stem}.md").write_text(markdown(report))
+    print(f"wrote {args.out_dir / f'{stem}.json'} and {args.out_dir / f'{stem}.md'}")
 
 
 if __name__ == "__main__":

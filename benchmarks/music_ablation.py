@@ -29,7 +29,8 @@ tokens at the start of a window see only that window). EOS targets are left out 
 unit is the paper's (a music event / a voice at a 16th step); `nll_with_eos` is what zoo-train logs
 as val/loss. Training tokens/s are context only: the CPU is shared (load averages recorded).
 
-Writes music_ablation.json and music_ablation.md into --out-dir (default: next to this file).
+Writes music_ablation.json and music_ablation.md into --out-dir (default: next to this file); other measuring
+options name their own files (`--quick`: music_ablation_quick.*; --cache-dir and --jsb are inputs and do not).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from zoo.bench.common import cpu_name
+from zoo.bench.common import changed_options, cpu_name, output_stem
 from zoo.codecs.base import IGNORE_INDEX
 from zoo.data.base import BatchStream
 from zoo.data.music import BachChoralesDataModule, JSBChoralesDataModule, MusicDataModule
@@ -249,9 +250,10 @@ def main() -> None:
     report["load_after"] = os.getloadavg()[0]
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "music_ablation.json").write_text(json.dumps(report, indent=2))
-    write_md(report, args.out_dir / "music_ablation.md")
-    print(f"wrote {args.out_dir / 'music_ablation.md'} ({report['wall_seconds'] / 60:.1f} min)")
+    stem = output_stem("music_ablation", changed_options(ap, args, ignore=["out_dir", "cache_dir", "jsb"]))
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    write_md(report, args.out_dir / f"{stem}.md")
+    print(f"wrote {args.out_dir / f'{stem}.md'} ({report['wall_seconds'] / 60:.1f} min)")
 
 
 if __name__ == "__main__":

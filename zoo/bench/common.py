@@ -261,10 +261,11 @@ def fmt_num(x: float | str) -> str:
 def output_stem(base: str, options: Mapping[str, Any]) -> str:
     """The file name (no suffix) a benchmark command writes: `base`, then `_<option>` for each option set.
 
-    `options` are the command's non-default options (`changed_options`: in the parser's order): a flag that is on adds its name,
-    any other value `_<name>-<value>` (lists joined by `-`); None and False add nothing. The plain command
-    writes `base`, and two commands that measure differently never write the same file (issue 22: a full run
-    overwrote the quick run the README cited).
+    `options` are the command's non-default options (`changed_options`: in the parser's order): a flag that is
+    on adds its name, any other value `_<name>-<value>` (lists joined by `-`); None and False add nothing. The
+    plain command writes `base`, and two commands that measure differently never write the same file (issue 22:
+    a full run overwrote the quick run the README cited). Join with a suffix by string (`f"{stem}.json"`), not
+    `Path.with_suffix`: a value may hold a point.
     """
     parts = [base]
     for name, value in options.items():
