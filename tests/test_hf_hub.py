@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -258,3 +259,190 @@ def test_docs_hub_md_music_shipping_export_composes():
     cfg = compose_train([*shlex.split(line)[1:], "card_file=/tmp/NAME_stats.json"], "export")
     assert cfg.out == "zoo/hub/NAME" and cfg.card_file == "/tmp/NAME_stats.json"
     assert cfg.card.train_command.startswith("zoo-train") and cfg.card.sample.endswith("(pianoroll.png)")
+
+
+# ---- what the Hub answers: its error branches, through huggingface_hub's own client -------------------
+class FakeHub:
+    """The Hub's HTTP API as huggingface_hub calls it (repo info, tree listing, file resolve), answered in
+    process by an httpx transport: the library's own code turns each answer into its exception classes.
+    `repos`: repo id -> {file name: bytes}; `gated`: repos whose files need accepted conditions (the Hub's
+    403 GatedRepo); `status`: repo id -> an HTTP status its info request gets (403 forbidden, 503 down)."""
+
+    def __init__(self) -> None:
+        self.repos: dict[str, dict[str, bytes]] = {}
+        self.gated: set[str] = set()
+        self.status: dict[str, int] = {}
+        self.requests: list[str] = []
+
+    def add(self, repo_id: str, folder: Path, skip: tuple[str, ...] = ()) -> None:
+        self.repos[repo_id] = {f.name: f.read_bytes() for f in sorted(folder.iterdir()) if f.name not in skip}
+
+    def __call__(self, request):
+        import httpx2
+
+        self.requests.append(f"{request.method} {request.url.path}")
+        if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/(.+)", request.url.path):
+            repo, revision = m[1], m[2]
+            if repo in self.status:
+                return httpx2.Response(self.status[repo], headers={"X-Error-Message": "Forbidden"})
+            if repo not in self.repos:
+                return httpx2.Response(404, headers={"X-Error-Code": "RepoNotFound"})
+            if revision not in ("main", COMMIT):
+                return httpx2.Response(404, headers={"X-Error-Code": "RevisionNotFound"})
+            return httpx2.Response(200, json={"id": repo, "sha": COMMIT,
+                                              "siblings": [{"rfilename": f} for f in self.repos[repo]]})
+        if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/.*", request.url.path):
+            return httpx2.Response(200, json=[{"type": "file", "path": f, "size": len(d), "oid": _git_sha(d)}
+                                              for f, d in self.repos[m[1]].items()])
+        if m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/[^/]+/(.+)", request.url.path):
+            repo, fname = m[1], m[2]
+            if repo in self.gated:
+                return httpx2.Response(403, headers={"X-Error-Code": "GatedRepo", "X-Error-Message":
+                                                     f"Access to model {repo} is restricted."})
+            if fname not in self.repos[repo]:
+                return httpx2.Response(404, headers={"X-Error-Code": "EntryNotFound"})
+            data = self.repos[repo][fname]
+            headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{_git_sha(data)}"', "Content-Length": str(len(data))}
+            return httpx2.Response(200, headers=headers, content=b"" if request.method == "HEAD" else data)
+        return httpx2.Response(404)
+
+
+def _git_sha(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch) -> FakeHub:
+    """Online, an empty cache, no token; every request huggingface_hub makes is answered by a FakeHub."""
+    import httpx2
+
+    cache = tmp_path / "hf_cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    hub_ = FakeHub()
+    huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub_),
+                                                              follow_redirects=True))
+    yield hub_
+    huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)
+
+
+def _hub_error(source: str, **kw) -> str:
+    with pytest.raises(hub.HubError) as e:
+        zoo.load(source, **kw)
+    message = str(e.value)
+    assert "\n" not in message, message  # one line: zoo-sample prints it as it is
+    return message
+
+
+def test_a_hub_repo_downloads_once_then_loads_from_the_cache(fake_hub, gpt2_dir):
+    fake_hub.add("tiny-org/tiny-gpt2", gpt2_dir)
+    m = zoo.load("hf:tiny-org/tiny-gpt2")
+    assert torch.equal(m(_ids(m)), zoo.load(gpt2_dir)(_ids(m)))
+    assert f"GET /tiny-org/tiny-gpt2/resolve/{COMMIT}/model.safetensors" in fake_hub.requests
+    fake_hub.requests.clear()
+    zoo.load("hf:tiny-org/tiny-gpt2")
+    assert fake_hub.requests and not [r for r in fake_hub.requests if r.startswith("GET") and "/resolve/" in r]
+
+
+@pytest.mark.parametrize(("case", "source", "revision", "expected"), [
+    ("missing repo", "hf:nobody/missing", None,
+     r"^hf:nobody/missing: the Hub repo 'nobody/missing' does not exist or needs a token with access to it "
+     r"\(HF_TOKEN or `hf auth login`\)"),
+    ("missing revision", "hf:tiny-org/tiny-gpt2", "v9",
+     r"^hf:tiny-org/tiny-gpt2: the Hub repo tiny-org/tiny-gpt2 has no revision 'v9' \(a branch, tag or commit "
+     r"hash\); see https://huggingface.co/tiny-org/tiny-gpt2/commits/main$"),
+    ("gated", "hf:tiny-org/gated", None,
+     r"^hf:tiny-org/gated: the Hub repo tiny-org/gated is gated: accept its conditions at "
+     r"https://huggingface.co/tiny-org/gated, then use a token of that account \(HF_TOKEN or `hf auth login`\)"),
+    ("forbidden", "hf:tiny-org/private", None,
+     r"^hf:tiny-org/private: the Hub refused tiny-org/private \(HTTP 403\).*a token with access to it "
+     r"\(HF_TOKEN or `hf auth login`\)"),
+    ("hub down", "hf:tiny-org/down", None,
+     r"^hf:tiny-org/down: the Hub answered HTTP 503 for tiny-org/down and the Hugging Face cache .* does not hold "
+     r"it; load again later"),
+    ("no weights", "hf:tiny-org/no-weights", None,
+     r"^hf:tiny-org/no-weights: the Hub repo tiny-org/no-weights \(revision main\) has no weights: expected "
+     r"model.safetensors or pytorch_model.bin$"),
+    ("gpt2 name", "gpt2", "v9", r"^gpt2: the Hub repo openai-community/gpt2 has no revision 'v9'"),
+])
+def test_hub_errors_name_the_repo_and_what_to_do_in_one_line(case, source, revision, expected, fake_hub, gpt2_dir):
+    for repo in ("tiny-org/tiny-gpt2", "tiny-org/gated", "tiny-org/private", "tiny-org/down",
+                 "openai-community/gpt2"):
+        fake_hub.add(repo, gpt2_dir)
+    fake_hub.add("tiny-org/no-weights", gpt2_dir, skip=("model.safetensors",))
+    fake_hub.gated.add("tiny-org/gated")
+    fake_hub.status |= {"tiny-org/private": 403, "tiny-org/down": 503}
+    message = _hub_error(source, revision=revision)
+    assert re.search(expected, message), (case, message)
+    assert "Traceback" not in message and "Request ID" not in message
+
+
+def test_a_pickle_only_hub_repo_is_read_with_the_safe_loader(fake_hub, gpt2_dir, tmp_path):
+    """An older repo with only pytorch_model.bin: fetched besides the other files, read with weights_only=True."""
+    from safetensors.torch import load_file
+
+    fake_hub.add("tiny-org/pickled", gpt2_dir, skip=("model.safetensors",))
+    bin_file = tmp_path / "pytorch_model.bin"
+    torch.save(load_file(gpt2_dir / "model.safetensors"), bin_file)
+    fake_hub.repos["tiny-org/pickled"]["pytorch_model.bin"] = bin_file.read_bytes()
+    m = zoo.load("hf:tiny-org/pickled")
+    assert torch.equal(m(_ids(m)), zoo.load(gpt2_dir)(_ids(m)))
+    assert f"GET /tiny-org/pickled/resolve/{COMMIT}/pytorch_model.bin" in fake_hub.requests
+
+
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_hub_pickle_that_would_run_code_is_refused_naming_the_repo(fake_hub, gpt2_dir, tmp_path):
+    fake_hub.add("evil-org/pickled", gpt2_dir, skip=("model.safetensors",))
+    marker = tmp_path / "ran"
+    bin_file = tmp_path / "pytorch_model.bin"
+    torch.save({"transformer.wte.weight": torch.zeros(2, 2), "payload": _RunsCode(marker)}, bin_file)
+    fake_hub.repos["evil-org/pickled"]["pytorch_model.bin"] = bin_file.read_bytes()
+    message = _hub_error("hf:evil-org/pickled")
+    assert message.startswith("hf:evil-org/pickled: refused to load ") and "could run code" in message, message
+    assert "GLOBAL " in message and not marker.exists()
+
+
+def test_zoo_sample_reports_a_missing_hub_repo_in_one_line(tmp_path):
+    """The console as a user sees it: an online zoo-sample against a Hub (a local server here) that has no such
+    repo prints one line naming it, no traceback."""
+    import http.server
+    import threading
+
+    from helpers import run_cli
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HUB_CACHE": str(tmp_path / "cache"),
+               "HF_HUB_OFFLINE": "0", "HF_TOKEN": "", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+        r = run_cli(["zoo-sample", "checkpoint=hf:nobody/missing", "max_new_tokens=4"], cwd=tmp_path, env=env)
+    finally:
+        server.shutdown()
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    *before, line = r.stderr.strip().splitlines()
+    # httpx's INFO line per request is all that may come before (zoo.cli.quiet_console leaves that logger as is)
+    assert all(b.startswith("HTTP Request: ") for b in before), before
+    assert line.startswith("zoo-sample: hf:nobody/missing: the Hub repo 'nobody/missing' does not exist or needs "
+                           "a token with access to it (HF_TOKEN or `hf auth login`)"), line

@@ -13,6 +13,7 @@ from pathlib import Path
 import huggingface_hub
 from huggingface_hub import constants
 from huggingface_hub.errors import (
+    GatedRepoError,
     HfHubHTTPError,
     HFValidationError,
     IncompleteSnapshotError,
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 MODEL_FILES = ["config.json", "model.safetensors", "generation_config.json", "vocab.json", "merges.txt",
                "codec.json", "tokenizer.json"]
 PICKLED_WEIGHTS = "pytorch_model.bin"
+TOKEN_HELP = "(HF_TOKEN or `hf auth login`)"
 
 
 def fetch(repo_id: str, revision: str | None = None, files: list[str] | None = None, *,
@@ -53,20 +55,25 @@ def fetch(repo_id: str, revision: str | None = None, files: list[str] | None = N
     except RevisionNotFoundError as e:
         raise HubError(f"{label}: the Hub repo {repo_id} has no revision {revision!r} (a branch, tag or "
                        f"commit hash); see https://huggingface.co/{repo_id}/commits/main") from e
-    except RepositoryNotFoundError as e:  # also gated repos without access
+    except GatedRepoError as e:  # the repo exists; its files need the conditions accepted (a subclass of the next)
+        raise HubError(f"{label}: the Hub repo {repo_id} is gated: accept its conditions at "
+                       f"https://huggingface.co/{repo_id}, then use a token of that account {TOKEN_HELP}") from e
+    except RepositoryNotFoundError as e:  # the Hub says so for private repos without a token too
         raise HubError(f"{label}: the Hub repo {repo_id!r} does not exist or needs a token with access to it "
-                       f"(HF_TOKEN or `hf auth login`): {_first_line(e)}") from e
+                       f"{TOKEN_HELP}: {_first_line(e)}") from e
     except RemoteEntryNotFoundError as e:
         raise HubError(f"{label}: the Hub repo {repo_id} (revision {revision or 'main'}) has no weights: "
                        "expected model.safetensors or pytorch_model.bin") from e
     except IncompleteSnapshotError as e:
         raise HubError(f"{label}: {_first_line(e)}") from e
-    except LocalEntryNotFoundError as e:  # offline, or the Hub unreachable, and not in the cache
-        raise HubError(_not_cached(label, repo_id, revision)) from e
+    except LocalEntryNotFoundError as e:  # offline, the Hub unreachable or refusing, and not in the cache
+        refusal = _http_refusal(label, repo_id, e.__cause__)
+        raise HubError(refusal or _not_cached(label, repo_id, revision)) from e
     except HFValidationError as e:
         raise HubError(f"{label}: {repo_id!r} is not a Hub repo id ({_first_line(e)}); expected ORG/NAME") from e
     except HfHubHTTPError as e:
-        raise HubError(f"{label}: the Hub refused {repo_id}: {_first_line(e)}") from e
+        message = _http_refusal(label, repo_id, e) or f"{label}: the Hub refused {repo_id}: {_first_line(e)}"
+        raise HubError(message) from e
     if not (folder / "config.json").is_file():
         raise HubError(f"{label}: {folder} has no config.json; the Hub repo {repo_id} is not a GPT-2 or zoo model")
     return folder
@@ -96,6 +103,19 @@ def _not_cached(label: str, repo_id: str, revision: str | None) -> str:
     else:
         how = "the Hub could not be reached; connect and load again (it is cached after the first download)"
     return f"{label}: {what} is not in the cache: {where}; {how}"
+
+
+def _http_refusal(label: str, repo_id: str, error: BaseException | None) -> str | None:
+    """What to do about an HTTP answer of the Hub (huggingface_hub's snapshot_download turns a 403 or a 5xx
+    into LocalEntryNotFoundError when the cache lacks the repo: the HTTP error is its cause), else None."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if not isinstance(error, HfHubHTTPError) or status is None:
+        return None
+    if status in (401, 403):
+        return (f"{label}: the Hub refused {repo_id} (HTTP {status}): it is private or restricted; use a token "
+                f"with access to it {TOKEN_HELP}")
+    return (f"{label}: the Hub answered HTTP {status} for {repo_id} and the Hugging Face cache {cache_dir()} does "
+            f"not hold it; load again later (https://status.huggingface.co), or on a machine that has it cached")
 
 
 def _first_line(e: BaseException) -> str:

@@ -214,7 +214,8 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
     Errors (all subclasses of ValueError, each message says what to do):
       HubError        unknown name (lists the registered ones), missing file, a folder that is not an
                       export, weights that do not fit the config, a bad dtype; a Hub repo or revision
-                      that does not exist, or is not in the cache when offline (says how to fetch it)
+                      that does not exist, is gated or refused (says which token it needs), a Hub repo's
+                      pickle that would run code, or a repo not in the cache when offline (says how to fetch it)
       ChecksumError   (zoo.data.download) a file's sha256 differs from the pinned one: truncated,
                       corrupt or another checkpoint; delete it and load again, or reinstall zoo
       CheckpointError (zoo.training.checkpoint) a .ckpt that is empty, truncated or not a zoo checkpoint; a
@@ -236,9 +237,9 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
         if name not in GPT2_REPOS:
             raise HubError(f"{name!r} is not a GPT-2 size on the Hub; accepted {list(GPT2_REPOS)}, "
                            "'hf:ORG/NAME' for another repo, or path= to a Hugging Face GPT-2 folder")
-        return _ready(_gpt2_pretrained(fetch(GPT2_REPOS[name], revision, name=name), name), device, dtype)
+        return _ready(_from_hub(GPT2_REPOS[name], revision, name, _gpt2_pretrained), device, dtype)
     if name.startswith(HF_PREFIX):
-        m = _load_folder(fetch(name.removeprefix(HF_PREFIX), revision, name=name), name, device, dtype)
+        m = _from_hub(name.removeprefix(HF_PREFIX), revision, name, lambda f, n: _load_folder(f, n, device, dtype))
         m.name = name
         return m
     p = Path(name).expanduser()
@@ -257,6 +258,16 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
 
 if load.__doc__:  # None under python -OO
     load.__doc__ = load.__doc__.replace("{registry}", textwrap.indent(describe_models(), " " * 6).strip())
+
+
+def _from_hub(repo_id: str, revision: str | None, name: str, read: Any) -> Pretrained:
+    """`read(folder, name)` of the Hub repo's snapshot; a file it refuses (a pickle that would run code, a
+    corrupt download) is a HubError that names the source, as a fetch error does."""
+    folder = fetch(repo_id, revision, name=name)
+    try:
+        return read(folder, name)
+    except HubError as e:
+        raise HubError(f"{name}: {e}") from e
 
 
 def _load_folder(folder: Path, name: str, device: str | torch.device, dtype: torch.dtype | str | None) -> Pretrained:
