@@ -31,7 +31,16 @@ from omegaconf.errors import MissingMandatoryValue
 
 from zoo.config import ConfigError as ConfigError  # re-exported: what check_train_config raises
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+def _conf_dir() -> str:
+    """Hydra's config folder: `zoo/conf` in an installed wheel (pyproject.toml ships the repository's top-level
+    `conf/` there), else `conf/` beside the package in a source checkout or an editable install."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "conf"
+    return str(packaged if (packaged / "train.yaml").is_file() else here.parent / "conf")
+
+
+CONF_DIR = _conf_dir()
 
 
 def check_overrides(config_name: str, argv: list[str]) -> str | None:
