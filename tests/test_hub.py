@@ -63,16 +63,37 @@ def test_export_round_trip_gives_identical_logits(tiny_ckpt, tmp_path):
     assert "lm_head.weight" not in stored and "transformer.wte.weight" in stored
 
 
-def test_export_holds_no_absolute_paths_and_loads_after_moving(tiny_ckpt, tmp_path):
-    out = export_checkpoint(tiny_ckpt, tmp_path / "a" / "exp", measure=False)
+def test_export_of_own_files_measures_them_writes_no_absolute_path_and_loads_after_moving(tmp_path):
+    """Issue 22: a run on your own files (data.path absolute) exports with its val loss measured on those
+    files; the written config keeps no absolute path; without the files, a clear error and nothing written."""
+    from zoo.train import run
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("The assert statement checks a condition. The with statement. " * 60)
+    summary = run(compose_train([*TINY, "data=text_files", f"data.path={corpus}", "trainer.max_steps=2",
+                                 f"run_dir={tmp_path / 'run'}"]))
+    out = export_checkpoint(summary["checkpoint"], tmp_path / "a" / "exp", dtype="float32")
     text = "".join(p.read_text() for p in out.iterdir() if p.suffix in (".json", ".md"))
-    assert str(tiny_ckpt.parent.parent) not in text and str(tmp_path) not in text
+    assert str(tmp_path) not in text
+    config = json.loads((out / "config.json").read_text())
+    assert config["train_config"]["data"]["path"] is None and config["train_config"]["run_dir"] is None
+    # the val loss of the weights validated at the last step (float32: the same weights); the card rounds to 4
+    # decimals (<= 5e-5), the rest is float32 summation order (~1e-6 on a loss of ~3)
+    assert abs(config["card"]["metric_value"] - summary["metrics"]["val/loss"]) <= 5e-5 + 1e-5
     x = _tokens(zoo.load(out))
     before = zoo.load(out)(x)
     moved = shutil.move(str(out), str(tmp_path / "elsewhere"))
     after = zoo.load(moved)
     assert torch.equal(after(x), before)
     assert after.generate("The ", max_new_tokens=5, seed=0).startswith("The ")
+    # the files are gone: measuring needs them, so the export stops naming the path and the way out
+    corpus.rename(tmp_path / "moved_corpus")
+    with pytest.raises(FileNotFoundError, match=rf"(?s){corpus}.*measure=false"):
+        export_checkpoint(summary["checkpoint"], tmp_path / "b", dtype="float32")
+    assert not (tmp_path / "b").exists()
+    assert "metric_value" not in json.loads(
+        (export_checkpoint(summary["checkpoint"], tmp_path / "b", measure=False) / "config.json").read_text())["card"]
 
 
 @pytest.mark.slow  # two fresh interpreters (~10 s each on a busy 2-core machine)

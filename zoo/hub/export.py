@@ -62,30 +62,45 @@ def sanitize(value: Any, where: str = "config") -> Any:
     return value
 
 
-def measure_loss(m: Pretrained, *, max_batches: int | None = None, cache_dir: str | Path | None = None,
-                 data: dict[str, Any] | None = None, datamodule: Any = None) -> float:
-    """Mean next-token cross-entropy (nats/token) on the validation split of the model's training data.
+def validation_data(train_config: dict[str, Any], codec: Any = None, *, cache_dir: str | Path | None = None,
+                    data: dict[str, Any] | None = None) -> Any:
+    """The validation split of a run's training data: its data module rebuilt from `train_config["data"]`,
+    prepared and set up.
 
-    The data module is rebuilt from the training config (embedded or cached data only), so this is
-    the run's `val/loss` recomputed. `max_batches` limits the work (None = the whole split). `data`
-    overrides data options, e.g. {"path": "Jsb16thSeparated.json"} for data an export keeps no path to;
-    `datamodule` replaces the rebuilt one (e.g. one holding a frozen copy of the validation pieces).
+    A fine-tuned run (`init_from`) encoded its data with the source's codec, so `codec` (the model's) is
+    used again rather than a new one fitted to the data. `cache_dir` and `data` override data options.
+    A file or folder the run read that is gone raises the data module's FileNotFoundError.
     """
-    train_config = m.config.get("train_config") or {}
     data_cfg = dict(train_config.get("data") or {})
     if not data_cfg:
         raise ValueError("this model has no training data config to measure on")
     if train_config.get("init_from"):  # fine-tuned: the data was encoded with the source's codec, not a new one
-        data_cfg["codec"] = m.codec
+        data_cfg["codec"] = codec
         if "vocab_size" in data_cfg:
             data_cfg["vocab_size"] = None
     if cache_dir is not None:
         data_cfg["cache_dir"] = str(cache_dir)
     data_cfg.update(data or {})
-    dm = datamodule if datamodule is not None else build_data(data_cfg)
-    if datamodule is None:
-        dm.prepare_data()
+    dm = build_data(data_cfg)
+    dm.prepare_data()
     dm.setup("validate")
+    return dm
+
+
+def measure_loss(m: Pretrained, *, max_batches: int | None = None, cache_dir: str | Path | None = None,
+                 data: dict[str, Any] | None = None, datamodule: Any = None) -> float:
+    """Mean next-token cross-entropy (nats/token) on the validation split of the model's training data.
+
+    The data module is rebuilt from the training config (`validation_data`), so this is the run's
+    `val/loss` recomputed. `max_batches` limits the work (None = the whole split). `data` overrides data
+    options, e.g. {"path": "Jsb16thSeparated.json"} for data an export keeps no path to; `datamodule`
+    replaces the rebuilt one (e.g. one holding a frozen copy of the validation pieces).
+    """
+    if datamodule is None:
+        dm = validation_data(m.config.get("train_config") or {}, m.codec, cache_dir=cache_dir, data=data)
+    else:
+        dm = datamodule
+        dm.setup("validate")
     device = next(m.model.parameters()).device
     total, count = 0.0, 0
     with torch.no_grad():
@@ -230,6 +245,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "
                       generation: dict[str, Any] | None = None) -> Path:
     """Export a zoo-train `.ckpt`; with `measure`, the card's metric is the exported weights' val loss.
 
+    The loss is measured on the run's own validation data, rebuilt from its data config as it trained
+    (absolute paths included: only the written config drops them) before anything is written; data that
+    is no longer there stops the export with a FileNotFoundError naming it and `measure=false`.
+
     `generation` overrides sampling defaults the run's `samples` section left (generation_config.json), e.g.
     {"guidance": 4.0} when the best guidance was found after training.
 
@@ -258,7 +277,17 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "
         wrapped, _, _ = model_from_checkpoint(checkpoint, keep_lora=True)
         adapter_files = {"state": lora_state_dict(wrapped), "config": peft_adapter_config(wrapped)}
         m.model = unload_lora(wrapped)  # the base weights, under the base keys
-    data = (m.config.get("train_config") or {}).get("data") or {}
+    train_config = m.config.get("train_config") or {}
+    data = train_config.get("data") or {}
+    val_data = None
+    if measure:  # the run's own data config, absolute paths intact (the written config drops them: issue 22);
+        # built before anything is written, so that data that is gone stops the export with nothing half-made
+        try:
+            val_data = validation_data(train_config, m.codec)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"cannot measure the card's val loss (measure=true) on the run's validation data: {e}. Put the "
+                "data back where the run read it, or export with measure=false (the card then has no metric)") from e
     extra, card = card or {}, {
         "data": data.get("name"), "data_license": DATA_LICENSES.get(data.get("name"), "see the data module"),
         "steps": int(ckpt.get("global_step", 0)),
@@ -268,9 +297,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "
     if adapter_files:
         card["adapters"] = "LoRA adapters kept separate: adapter_model.safetensors + adapter_config.json (peft)"
     path = export(m, out, dtype=dtype, name=name, card=card)
-    if measure:  # measured on what ships: the weights as stored in `dtype`, read back
-        # the run's own data cache (a local path, removed from the export) saves re-preparing the data
-        loss = measure_loss(load_export(path), max_batches=max_batches, cache_dir=data.get("cache_dir"))
+    if val_data is not None:  # measured on what ships: the weights as stored in `dtype`, read back
+        loss = measure_loss(load_export(path), max_batches=max_batches, datamodule=val_data)
         card |= {"metric": "val loss (nats/token, validation split of the training data)",
                  "metric_value": round(loss, 4), "metric_command":
                  "python -c \"import zoo; from zoo.hub.export import measure_loss; "
