@@ -278,6 +278,135 @@ def test_concurrent_seeded_requests_each_get_what_they_get_alone(models):
     assert texts[0] != texts[2]  # the same prompt, another seed: another sample (the seed is honoured)
 
 
+def test_a_full_queue_is_a_503_naming_max_queue_and_the_queued_requests_still_run(models):
+    """max_queue=2: one request running (held by the gate) and two waiting fill the queue; the next one, plain
+    or streamed, is refused at once with a JSON 503; once the worker is free, the queued ones are served."""
+    gated = gated_client(models, timeout_s=15, max_batch=1, max_queue=2)  # a broken refusal fails in 15 s, not 60
+    with gated as (client, gate, worker), ThreadPoolExecutor(3) as pool:
+        bodies = [{"model": "gpt-pydoc", "prompt": p, "max_new_tokens": 4, "temperature": 0}
+                  for p in ("The with", "The del", "The pass")]
+        running = [pool.submit(client.post, "/v1/generate", json=bodies[0])]
+        assert gate.entered.wait(30)
+        running += [pool.submit(client.post, "/v1/generate", json=b) for b in bodies[1:]]
+        wait_until(lambda: worker.queued() == 2, what="two requests to queue")
+        for extra in ({}, {"stream": True}):
+            r = post(client, model="gpt-pydoc", prompt="The if", max_new_tokens=4, **extra)
+            assert r.status_code == 503 and r.headers["content-type"] == "application/json", r.text
+            error = r.json()["error"]
+            assert error["status"] == 503 and "max_queue" in error["message"] and "2 requests are queued" in \
+                error["message"], error
+        assert client.get("/healthz").json()["queued"]["gpt-pydoc"] == 2
+        assert not any(f.done() for f in running)  # the refusals did not disturb the accepted requests
+        gate.release.set()
+        answers = [f.result() for f in running]
+        assert [r.json()["result"]["prompt"] for r in answers] == [b["prompt"] for b in bodies]
+        assert post(client, model="gpt-pydoc", prompt="The if", max_new_tokens=4).status_code == 200  # room again
+    assert (worker.requests, worker.batches) == (4, 4)
+
+
+def test_a_failing_generation_is_a_json_500_and_the_server_answers_the_next_request(models, caplog):
+    """The model raising mid-generation: the client gets a 500 naming no internals (the traceback goes to the
+    log); the worker survives and the next request, plain or streamed, gets the right answer."""
+    app = create_app(models, ServeSettings(timeout_s=20))
+    adapter = app.state.server.adapters["gpt-pydoc"]
+    real, failures = adapter.run, []
+
+    def run(batch, on_text=None):
+        if len(failures) < 2:  # the first plain and the first streamed request fail
+            failures.append(batch)
+            raise RuntimeError("secret internals at /srv/model.py")
+        return real(batch, on_text=on_text)
+
+    adapter.run = run
+    expected = zoo.load("gpt-pydoc").generate("The with", max_new_tokens=8, seed=1)
+    with TestClient(app) as client:
+        r = post(client, model="gpt-pydoc", prompt="The with", max_new_tokens=8, seed=1)
+        assert r.status_code == 500 and r.headers["content-type"] == "application/json", r.text
+        error = r.json()["error"]
+        assert error["status"] == 500 and "generation failed (RuntimeError)" in error["message"], error
+        assert "Traceback" not in r.text and "secret" not in r.text
+        with client.stream("POST", "/v1/generate", json={"model": "gpt-pydoc", "prompt": "x", "stream": True}) as s:
+            events = s.read().decode()
+        assert "event: error" in events and '"status": 500' in events and "event: done" not in events, events
+        assert "Traceback" not in events and "secret" not in events
+        assert len(failures) == 2
+        r = post(client, model="gpt-pydoc", prompt="The with", max_new_tokens=8, seed=1)
+        assert r.status_code == 200 and r.json()["result"]["text"] == expected, r.text
+        with client.stream("POST", "/v1/generate", json={"model": "gpt-pydoc", "prompt": "The with",
+                                                         "max_new_tokens": 8, "seed": 1, "stream": True}) as s:
+            events = s.read().decode()
+        assert "event: done" in events and json.dumps(expected) in events, events
+    assert "secret internals" in caplog.text and "Traceback" in caplog.text  # ... the log has the details
+
+
+@contextmanager
+def live_app(app):
+    """`app` behind a real uvicorn on a loopback port, in a thread (a real socket: a client can hang up)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), what="uvicorn to start")
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_a_stream_the_client_abandons_is_cancelled_and_the_worker_moves_on(models):
+    """A client reads the first token of a long stream and hangs up: the server marks the job abandoned, the
+    worker's next decoding step cancels the generation (no more tokens), and the next request is served."""
+    app = create_app(models, ServeSettings(timeout_s=60))
+    adapter, worker = app.state.server.adapters["gpt-pydoc"], app.state.server.workers["gpt-pydoc"]
+    real_run, real_submit = adapter.run, worker.submit
+    jobs, tokens, ended = [], [], []
+    hung_up = threading.Event()
+
+    def submit(job):
+        jobs.append(job)
+        return real_submit(job)
+
+    def run(batch, on_text=None):
+        def counted(text: str) -> None:
+            tokens.append(text)
+            on_text(text)
+            if len(tokens) == 1:  # hold the generation until the client is gone: no race with its speed
+                assert hung_up.wait(30)
+
+        try:
+            out = real_run(batch, on_text=counted if on_text else None)
+        except Exception as e:
+            ended.append(type(e).__name__)
+            raise
+        ended.append("finished")
+        return out
+
+    worker.submit, adapter.run = submit, run
+    with live_app(app) as url:
+        body = {"model": "gpt-pydoc", "prompt": "The with", "max_new_tokens": 512, "seed": 0, "stream": True}
+        with httpx.Client(base_url=url, timeout=30) as c, c.stream("POST", "/v1/generate", json=body) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            while not next(lines).startswith("event: token"):
+                pass
+        # the client has closed the connection
+        wait_until(lambda: jobs[0].abandoned.is_set(), timeout=10, what="the server to notice the hang-up")
+        hung_up.set()
+        wait_until(lambda: ended, timeout=30, what="the generation to end")
+        assert ended == ["Cancelled"] and len(tokens) == 1, (ended, len(tokens))  # stopped at the next step
+        assert jobs[0].future.exception() is not None
+        start = time.monotonic()
+        r = httpx.post(f"{url}/v1/generate", json={"model": "gpt-pydoc", "prompt": "The with", "max_new_tokens": 8,
+                                                   "seed": 1}, timeout=30)
+        assert r.status_code == 200 and r.json()["result"]["text"] == zoo.load("gpt-pydoc").generate(
+            "The with", max_new_tokens=8, seed=1)
+        assert time.monotonic() - start < 10
+        assert worker.requests == 2
+
+
 # ---- the page, OpenAPI and /docs work offline -----------------------------------------------------
 def test_page_openapi_and_docs_use_no_internet_assets(client):
     page = client.get("/")
