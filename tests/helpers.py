@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -121,3 +124,36 @@ def loss_recorder(crash_at: int | None = None):
                 raise RuntimeError("simulated crash")
 
     return Record()
+
+
+@contextmanager
+def public_folder() -> Iterator[Path]:
+    """A fresh folder that an ordinary user can reach (mode 755 under the system's temporary folder: pytest's
+    own tmp_path sits in a 700 folder of the user who runs the tests); removed afterwards."""
+    import shutil
+
+    folder = Path(tempfile.mkdtemp(prefix="zoo-public-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        for path in folder.rglob("*"):
+            path.chmod(0o700)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def ordinary_user() -> Iterator[None]:
+    """For the block, an ordinary user's view of file permissions: as root the effective uid becomes `nobody`'s
+    (root ignores permission bits, so a permission test run as root would test nothing); restored on exit.
+    Keep the block to the file operations: modules not yet imported may be unreadable to `nobody`."""
+    import pwd
+
+    root = os.name == "posix" and os.geteuid() == 0
+    if root:
+        os.seteuid(pwd.getpwnam("nobody").pw_uid)
+    try:
+        yield
+    finally:
+        if root:
+            os.seteuid(0)

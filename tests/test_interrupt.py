@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, compose_train
+from helpers import TINY, compose_train, ordinary_user, public_folder
 
 from zoo.train import print_interrupted, print_summary, run
-from zoo.training import checkpoint_io, resilience
+from zoo.training import builders, checkpoint_io, resilience
 from zoo.training.checkpoint import read_checkpoint
 from zoo.training.checkpoint_io import (
     CheckpointSaveError,
@@ -251,17 +251,22 @@ def test_cli_unwritable_run_dir_is_one_line_and_exit_1(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores folder permissions")
-def test_read_only_run_dir_fails_before_any_work(tmp_path, monkeypatch):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_read_only_run_dir_fails_before_any_work(monkeypatch):
     monkeypatch.setattr("zoo.train.build_data", _no_data)
-    try:
-        with pytest.raises(PermissionError, match="cannot write to the run folder"):
+    check = builders.check_writable
+
+    def check_as_ordinary_user(directory):  # as root, the check sees the permission bits as a user would
+        with ordinary_user():
+            check(directory)
+
+    monkeypatch.setattr(builders, "check_writable", check_as_ordinary_user)
+    with public_folder() as folder:
+        ro = folder / "ro"
+        ro.mkdir(mode=0o555)
+        with pytest.raises(PermissionError, match=f"cannot write to the run folder {ro}: Permission denied"):
             run(compose_train([*TINY, f"run_dir={ro}"]))
-    finally:
-        ro.chmod(0o700)
+        assert list(ro.iterdir()) == []
 
 
 def test_too_little_free_space_fails_before_training(tmp_path, monkeypatch):

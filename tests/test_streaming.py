@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, TINY, run_cli
+from helpers import ROOT, TINY, ordinary_user, public_folder, run_cli
 
 pytest.importorskip("litdata")
 
@@ -192,12 +192,12 @@ def test_mismatches_and_bad_inputs_give_clear_errors(tmp_path):
         prepare_corpus(str(tmp_path / "empty"), str(tmp_path / "out"))
     with pytest.raises(FileExistsError, match="not empty.*overwrite=true"):
         prepare_corpus(str(tmp_path / "ca"), str(a))
-    if os.geteuid() != 0:  # root reads any file
-        bad = tmp_path / "ca" / "locked.txt"
-        bad.write_text("x")
-        bad.chmod(0)
-        with pytest.raises(PermissionError, match="locked.txt.*not readable"):
-            find_files(str(tmp_path / "ca"))
+    with public_folder() as folder:  # an unreadable file; as root, checked with an ordinary user's view
+        (folder / "ok.txt").write_text("x")
+        (folder / "locked.txt").write_text("x")
+        (folder / "locked.txt").chmod(0)
+        with ordinary_user(), pytest.raises(PermissionError, match="locked.txt.*not readable"):
+            find_files(str(folder))
     r = zoo_prepare(f"inputs={tmp_path / 'missing'}", f"out={tmp_path / 'o'}")
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == \
         f"zoo-prepare: input {str(tmp_path / 'missing')!r} does not exist; give a text file, a folder or a glob " \

@@ -68,7 +68,7 @@ def find_files(inputs: str | Sequence[str], patterns: Sequence[str] = DEFAULT_PA
             raise FileNotFoundError(f"input {item!r} does not exist; give a text file, a folder or a glob "
                                     "pattern such as 'books/**/*.txt'")
         for f in files:
-            if not os.access(f, os.R_OK):
+            if not os.access(f, os.R_OK, effective_ids=os.access in os.supports_effective_ids):  # as open() sees it
                 raise PermissionError(f"input file {str(f)!r} is not readable (permission denied)")
         found += [f for f in files if f not in found]
     return found
