@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from zoo.cli import CONF_DIR, quiet_console, resolve, run_checked
 from zoo.hub.export import consolidate_checkpoint, export_checkpoint
 from zoo.hub.export import measure_loss as measure_loss  # the shipped model cards' metric_command imports it here
 from zoo.hub.hf_hub import check_repo_id, push
+from zoo.hub.loading import _SAMPLING_KEYS
 from zoo.hub.registry import CONFIG_FILE
+from zoo.sampling import SamplingConfig
 
 
 def read_card_file(path: str | None) -> dict[str, Any]:
@@ -38,15 +41,36 @@ def read_card_file(path: str | None) -> dict[str, Any]:
     return fields
 
 
+def check_generation(generation: Any) -> dict[str, Any]:
+    """`generation=` as the sampling defaults to store: options `zoo.load(...).generate` accepts (names, types
+    and ranges checked by SamplingConfig, as when sampling) among those an export keeps; ValueError otherwise,
+    before anything is exported."""
+    if generation is None:
+        return {}
+    if not isinstance(generation, Mapping):
+        raise ValueError(f"generation={generation!r} is not accepted: expected sampling defaults such as "
+                         "+generation.temperature=0.8 or +generation={top_k:40}")
+    try:
+        SamplingConfig.from_options(generation)
+    except ValueError as e:
+        raise ValueError(f"generation: {e}") from None
+    other = sorted(set(generation) - set(_SAMPLING_KEYS))
+    if other:
+        raise ValueError(f"generation: {', '.join(other)} {'is' if len(other) == 1 else 'are'} not a sampling "
+                         f"default an export stores; accepted: {sorted(_SAMPLING_KEYS)}")
+    return dict(generation)
+
+
 def export_and_push(opts: dict[str, Any]) -> tuple[Path, str | None]:
     """The export folder and, with push_to=ORG/NAME, the URL of the commit that uploaded it."""
+    generation = check_generation(opts.get("generation"))
     card = read_card_file(opts["card_file"]) | dict(opts["card"] or {})
     if opts["push_to"]:
         check_repo_id(opts["push_to"])  # before the export and its measurement, not after
         card.setdefault("hub_repo", opts["push_to"])  # the card then says zoo.load("hf:ORG/NAME")
     path = export_checkpoint(opts["checkpoint"], opts["out"], dtype=opts["dtype"], name=opts["name"],
                              measure=opts["measure"], hardware=opts["hardware"], card=card,
-                             adapters=opts["adapters"], generation=dict(opts.get("generation") or {}))
+                             adapters=opts["adapters"], generation=generation)
     if not opts["push_to"]:
         return path, None
     metric = json.loads((path / CONFIG_FILE).read_text())["card"].get("metric_value")
