@@ -3,6 +3,7 @@ codec's style names, the music21 style corpus (labels, balance, eval windows), s
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -180,10 +181,82 @@ def test_train_then_sample_by_style(tmp_path, styles_run):
     assert names == ["bach_00.mid", "bach_01.mid", "palestrina_00.mid", "palestrina_01.mid"]
     with pytest.raises(ValueError, match="unknown style 'bahc' \\(did you mean 'bach'\\?\\)"):
         model.generate(style="bahc")
-    unstyled = model.generate(guidance=2.0, max_new_tokens=10)  # nothing to guide towards: not used
-    assert unstyled.get_end_time() >= 0
     samples = sorted(p.name for p in (styles_run / "samples").glob("*.mid"))
     assert samples == ["step_000004_scratch_bach.mid", "step_000004_scratch_palestrina.mid"]
+
+
+@pytest.fixture(scope="module")
+def shipped_styles():
+    """The shipped six-style checkpoint (music-transformer-styles, 1M parameters, default guidance 4)."""
+    import zoo
+
+    return zoo.load("music-transformer-styles")
+
+
+def notes(pm) -> list[tuple]:
+    return [(n.pitch, n.velocity, round(n.start, 4), round(n.end, 4)) for i in pm.instruments for n in i.notes]
+
+
+def spy_prefill(model, monkeypatch) -> list[tuple[int, list | None]]:
+    """Records (rows, condition ids) of every prefill: guidance shows as a doubled batch with "no style" ids."""
+    calls, real = [], model.prefill
+
+    def prefill(x, *args, cond=None, **kwargs):
+        calls.append((x.shape[0], None if cond is None else cond.tolist()))
+        return real(x, *args, cond=cond, **kwargs)
+
+    monkeypatch.setattr(model, "prefill", prefill)
+    return calls
+
+
+def test_guidance_is_not_used_without_a_style(shipped_styles, monkeypatch):
+    """Without style= the checkpoint's default guidance (4) and an explicit one are not applied: the model
+    runs once per row with no condition (no guided second half), and the pieces are those of guidance=1."""
+    m = shipped_styles
+    assert m.generation["guidance"] == 4.0  # the default that must not apply here
+    calls = spy_prefill(m.model, monkeypatch)
+    opts = {"max_new_tokens": 24, "num_samples": 2, "seed": 0}
+    plain = m.generate(guidance=1, **opts)
+    assert calls and all(c == (2, None) for c in calls), calls
+    calls.clear()
+    for guidance in ({}, {"guidance": 3.0}):  # the checkpoint's default, an explicit one
+        got = m.generate(**guidance, **opts)
+        assert calls and all(c == (2, None) for c in calls), (guidance, calls)
+        assert [notes(pm) for pm in got] == [notes(pm) for pm in plain], guidance
+        calls.clear()
+    said = m.member.sample(m.model, m.codec, {"guidance": 3.0, "max_new_tokens": 4})
+    assert any("guidance=3 not used: no style= given" in line for line in said.lines), said.lines
+    calls.clear()
+    # ... while with a style the same call is guided: rows doubled, the style then "no style" (id 6)
+    m.generate(style="bach", **opts)
+    assert calls and all(c == (4, [0, 0, 6, 6]) for c in calls), calls
+
+
+def test_zoo_sample_style_all_writes_one_piece_per_style(shipped_styles, tmp_path):
+    """README's `zoo-sample ... style=all guidance=4 out=samples/`: num_samples pieces per style, named
+    <style>_NN.mid, each the piece its own style gives (greedy, so a style sampled alone must match)."""
+    from tests.helpers import run_cli
+
+    styles = shipped_styles.codec.styles
+    r = run_cli(["zoo-sample", "checkpoint=music-transformer-styles", "style=all", "guidance=4", "out=samples/",
+                 "num_samples=2", "max_new_tokens=24", "temperature=0", "render_audio=false"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    written = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert written == sorted(f"{s}_{i:02d}.mid" for s in styles for i in range(2))
+    assert all(f"[{s}]" in r.stdout for s in styles), r.stdout
+    import pretty_midi
+
+    from_cli = {s: notes(pretty_midi.PrettyMIDI(str(tmp_path / "samples" / f"{s}_00.mid"))) for s in styles}
+    # The Python API's style="all": one piece per style, in the codec's order, the same pieces
+    pms = shipped_styles.generate(style="all", guidance=4, max_new_tokens=24, temperature=0, out=tmp_path / "api")
+    assert len(pms) == len(styles)
+    for s in styles:
+        alone = shipped_styles.generate(style=s, guidance=4, max_new_tokens=24, temperature=0,
+                                        out=tmp_path / "alone" / f"{s}.mid")
+        assert notes(pretty_midi.PrettyMIDI(str(tmp_path / "alone" / f"{s}.mid"))) == from_cli[s], s
+        assert notes(pretty_midi.PrettyMIDI(str(tmp_path / "api" / f"{s}_00.mid"))) == from_cli[s], s
+        assert notes(alone) == notes(pms[styles.index(s)])
+    assert len({tuple(n) for n in from_cli.values()}) > 1  # the styles give different pieces
 
 
 # ------------------------------------------------------------------------------------------------ classifier
@@ -221,8 +294,9 @@ def test_style_classifier_separates_styles_and_ignores_transposition():
 
 
 @pytest.mark.slow
-def test_serve_takes_a_style(styles_run):
+def test_serve_takes_a_style(styles_run, tmp_path):
     pytest.importorskip("fastapi")
+    import pretty_midi
     from fastapi.testclient import TestClient
 
     import zoo
@@ -236,10 +310,16 @@ def test_serve_takes_a_style(styles_run):
         ok = client.post("/v1/generate", json={"model": "styles", "style": "bach", "guidance": 2,
                                                "max_new_tokens": 16, "seed": 0, "audio": False})
         assert ok.status_code == 200, ok.text
-        again = zoo.load(str(styles_run / "checkpoints" / "last.ckpt")).generate(
-            style="bach", guidance=2, max_new_tokens=16, seed=0)
-        assert ok.json()["result"]["notes"] == sum(len(i.notes) for i in again.instruments)
-        unstyled = client.post("/v1/generate", json={"model": "styles", "max_new_tokens": 8, "audio": False})
-        assert unstyled.status_code == 200, unstyled.text  # the default guidance is not used without a style
+        (tmp_path / "served.mid").write_bytes(base64.b64decode(ok.json()["result"]["midi"]))
+        zoo.load(str(styles_run / "checkpoints" / "last.ckpt")).generate(
+            style="bach", guidance=2, max_new_tokens=16, seed=0, out=str(tmp_path / "api.mid"))
+        assert notes(pretty_midi.PrettyMIDI(str(tmp_path / "served.mid"))) == \
+            notes(pretty_midi.PrettyMIDI(str(tmp_path / "api.mid")))
+        # Without a style the default guidance (4) is not used: the piece is the unguided one of the same seed
+        unstyled = [client.post("/v1/generate", json={"model": "styles", "max_new_tokens": 12, "seed": 3,
+                                                      "audio": False, **g})
+                    for g in ({}, {"guidance": None}, {"guidance": 1})]
+        assert [r.status_code for r in unstyled] == [200] * 3, unstyled[0].text
+        assert len({r.json()["result"]["midi"] for r in unstyled}) == 1
         bad = client.post("/v1/generate", json={"model": "styles", "style": "jazz", "max_new_tokens": 4})
         assert bad.status_code == 422 and "style" in bad.text and "palestrina" in bad.text
