@@ -12,13 +12,21 @@ and looks it up in COMMANDS, which says how it is exercised:
            the zoo.train overrides pass zoo-train's own key check and compose; the reason names where
            it really runs, if anywhere
   setup    `pip install`: the extra it names exists in pyproject.toml
-  tool     another program (wandb, tensorboard, pytest): it is installed; what it does is not ours
-  pending  a feature still being built: checked like `compose`, skipped (with the reason) while that
-           fails, so the lead can switch it on by moving it to another mode
+  tool     runs elsewhere (a server, an upload, a prepared folder): a zoo-* command composes with its
+           overrides (as the docs' commands do); another program (wandb, pytest) is installed
+  bench    `zoo-bench`: minutes of benchmarks, not run here; its arguments parse into the suite they name
+           (tests/test_bench.py runs the suite with --tiny)
 
 A README command missing from COMMANDS fails `test_every_readme_command_is_known`, and so does an
 entry of COMMANDS that the README no longer has. Python blocks are executed as written, in the
 workspace, with the placeholder paths in PLACEHOLDERS pointed at generated fixtures.
+
+docs/*.md: every command of their shell blocks is checked by what it runs (`check_doc_command`, one rule
+per program, no hand list): zoo-sample of a shipped checkpoint is run; zoo-train / torchrun / srun /
+sbatch overrides, and zoo-sample / zoo-export / zoo-serve / zoo-prepare overrides compose in-process
+through Hydra after their console script's key check; zoo-bench arguments parse; pip extras exist; curl
+requests name a route of zoo-serve with a JSON body; other tools are installed. A command of a program
+no rule knows fails `test_docs_command`.
 """
 
 from __future__ import annotations
@@ -150,8 +158,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "compose", "a SLURM cluster (and the [slurm] extra); "
                    "tests/test_scale.py::test_slurm_launcher_config_composes_from_the_trainer_settings"),
     # benchmarks
-    "zoo-bench --quick": ("pending", "zoo.bench (issue 7): minutes of benchmarks, not run here; checked: the "
-                                     "console script resolves to a module with main()"),
+    "zoo-bench --quick": ("bench", "minutes of benchmarks: tests/test_bench.py runs the suite with --tiny"),
 }
 
 # Placeholder paths of the README's python blocks -> what the test points them at.
@@ -207,21 +214,36 @@ def _split_and(line: str) -> list[str]:
     return [p.strip() for p in [*parts, line[start:]] if p.strip()]
 
 
+# the programs a line of an untagged block starts with (after VAR=value) for it to be a command; any zoo-*
+# word counts too, so that a new console script's command is found (and fails until a rule covers it)
+PROGRAMS = ("zoo-train", "zoo-sample", "zoo-export", "zoo-serve", "zoo-prepare", "zoo-bench", "torchrun", "srun",
+            "sbatch", "python", "pip", "curl", "hf", "wandb", "ruff", "sha256sum", "tensorboard")
+
+
+def _program(command: str) -> str:
+    return next((t for t in command.split() if not re.fullmatch(r"[A-Z_]+=\S*", t)), "")
+
+
 def readme_commands(text: str | None = None) -> list[str]:
-    """Every shell command of the README's bash blocks, in order (continuations joined, `&&` split)."""
+    """Every shell command of a markdown text, in order (continuations joined, `&&` split): every line of a
+    bash block, and the lines of an untagged block that start with a program of PROGRAMS."""
     text = README.read_text() if text is None else text
     commands = []
-    for block in fenced_blocks(text, "bash"):
-        for line in block.replace("\\\n", " ").splitlines():
+    for lang, block in re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M):  # every fence, in pairs
+        for line in block.replace("\\\n", " ").splitlines() if lang in ("bash", "") else []:
             line = " ".join(_strip_comment(line).split())
-            commands += _split_and(line) if line else []
+            if line and (lang == "bash" or _program(line) in PROGRAMS or _program(line).startswith("zoo-")):
+                commands += _split_and(line)
     return commands
 
 
 def test_extraction_handles_comments_chains_and_continuations():
     text = ("```bash\n# a comment\nzoo-train a=1 b='x # y'   # trailing\npip install -e . && zoo-train\n"
-            "zoo-sample p=1 \\\n    q=2\n```\n```python\nnot = 'bash'\n```\n")
-    assert readme_commands(text) == ["zoo-train a=1 b='x # y'", "pip install -e .", "zoo-train", "zoo-sample p=1 q=2"]
+            "zoo-sample p=1 \\\n    q=2\n```\n```python\nnot = 'bash'\n```\n"
+            "```\nOUT/train/   a layout line\nzoo-serve port=1   # untagged block\nOMP_NUM_THREADS=1 zoo-train\n"
+            "zoo-new x=1\n```\n")
+    assert readme_commands(text) == ["zoo-train a=1 b='x # y'", "pip install -e .", "zoo-train", "zoo-sample p=1 q=2",
+                                     "zoo-serve port=1", "OMP_NUM_THREADS=1 zoo-train", "zoo-new x=1"]
 
 
 def test_every_readme_command_is_known():
@@ -414,9 +436,13 @@ def check_composes(cmd: str) -> None:
     overrides = launch_overrides(shlex.split(cmd))
     message = check_overrides("train", overrides)
     assert message is None, f"{cmd}: {message}"
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     hydra_side = [o for o in overrides if o.startswith(("hydra/", "hydra."))]
-    sweeps = [[f"{o.split('=', 1)[0]}={v}" for v in o.split("=", 1)[1].split(",")] if "," in o else [o]
-              for o in overrides if o not in hydra_side]
+    parsed = OverridesParser.create().parse_overrides([o for o in overrides if o not in hydra_side])
+    # a sweep (`a=1,2`) is one job per value; a list value (`'a=[x,y]'`) is one value
+    sweeps = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+              else [o.input_line] for o in parsed]
     for job in itertools.product(*sweeps):
         cfg = compose_train([*job, *hydra_side]) if not hydra_side else _compose_with_hydra([*job, *hydra_side])
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
@@ -443,19 +469,29 @@ def test_compose_only_command(cmd):
     check_composes(cmd)
 
 
-@pytest.mark.parametrize("cmd", commands("pending"))
-def test_pending_command(cmd):
-    """Features being built: skipped while they fail their check; move them to `compose`/`train` once they pass."""
-    try:
-        if cmd.startswith("zoo-bench"):
-            scripts = pyproject()["project"]["scripts"]
-            module = scripts["zoo-bench"].split(":")[0]
-            assert importlib.util.find_spec(module) is not None, f"{module} does not exist"
-            assert hasattr(importlib.import_module(module), "main"), f"{module} has no main()"
-        else:
-            check_composes(cmd)
-    except Exception as e:  # any failure (AssertionError included): still pending
-        pytest.skip(f"PENDING: {COMMANDS[cmd][1]} ({type(e).__name__}: {str(e)[:200]})")
+class _Parsed(Exception):
+    pass
+
+
+def check_bench(cmd: str, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """`zoo-bench ...` goes through its console script's argument parsing up to the suite, which is not run."""
+    import zoo.bench
+
+    assert pyproject()["project"]["scripts"]["zoo-bench"] == "zoo.bench:main"
+
+    def stop(**kwargs):
+        raise _Parsed(kwargs)
+
+    monkeypatch.setattr(zoo.bench, "run_suite", stop)
+    with pytest.raises(_Parsed) as parsed:
+        zoo.bench.main(shlex.split(cmd)[1:])
+    return parsed.value.args[0]
+
+
+@pytest.mark.parametrize("cmd", commands("bench"))
+def test_bench_command_parses(cmd, monkeypatch):
+    suite = check_bench(cmd, monkeypatch)
+    assert suite["mode"] == ("quick" if "--quick" in cmd.split() else "full"), suite
 
 
 @pytest.mark.parametrize("cmd", commands("setup"))
@@ -481,22 +517,138 @@ def test_extras_are_installed_before_use():
 
 
 @pytest.mark.parametrize("cmd", commands("tool"))
-def test_tool_command_is_installed(cmd):
+def test_tool_command_is_installed(cmd, tmp_path, monkeypatch):
+    """Another program is installed; a zoo-* one that runs elsewhere composes with its overrides."""
     tool = shlex.split(cmd)[0]
     if tool == "python":
         tool = shlex.split(cmd)[2]  # python -m pytest
         assert importlib.util.find_spec(tool) is not None
+    elif tool.startswith("zoo-"):
+        assert check_doc_command(cmd, tmp_path, monkeypatch) == "composed", cmd
     else:
         assert shutil.which(tool) or importlib.util.find_spec(tool), f"{tool} is not installed"
 
 
-def test_configuration_guide_commands_compose():
-    """docs/configuration.md's zoo-train recipes pass zoo-train's checks (they are not run: see the README's)."""
-    text = (ROOT / "docs" / "configuration.md").read_text()
-    recipes = [c for c in readme_commands(text) if c.startswith("zoo-train")]
-    assert len(recipes) >= 10
-    for cmd in recipes:
-        check_composes(cmd)
+# ---- docs/*.md commands: one rule per program --------------------------------------------------------
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+ENTRY_CONFIGS = {"zoo-sample": "sample", "zoo-export": "export", "zoo-serve": "serve", "zoo-prepare": "prepare"}
+
+
+def docs_commands() -> list[tuple[str, str]]:
+    return [(p.name, cmd) for p in DOCS for cmd in dict.fromkeys(readme_commands(p.read_text()))]
+
+
+def check_entry_composes(program: str, args: list[str]) -> None:
+    """The console script's key check passes and Hydra composes its config with these overrides, in-process."""
+    from hydra import compose, initialize_config_dir
+
+    from zoo.cli import check_overrides
+
+    config = ENTRY_CONFIGS[program]
+    message = check_overrides(config, args)
+    assert message is None, f"{program}: {message}"
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name=config, overrides=args)
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+def check_curl(tokens: list[str]) -> str:
+    """A request to zoo-serve: a route the app declares, a JSON body; returns the route."""
+    url = next(t for t in tokens if t.startswith("http"))
+    route = re.sub(r"^https?://[^/]+", "", url)
+    app_source = (ROOT / "zoo" / "serve" / "app.py").read_text()
+    assert route in ("/openapi.json", "/docs") or f'"{route}"' in app_source, f"zoo-serve has no route {route}"
+    if "-d" in tokens:
+        import json
+
+        body = json.loads(tokens[tokens.index("-d") + 1])
+        assert isinstance(body, dict) and "model" in body, body
+    return route
+
+
+def check_doc_command(cmd: str, cwd: Path, monkeypatch: pytest.MonkeyPatch, examples: set[str] = frozenset()) -> str:
+    """Check one docs command by its program; returns how ("run", "composed", ...). Unknown programs fail.
+    `examples`: experiments a guide defines in its own yaml blocks (docs/adding_a_model.md's rnn_lm_pydoc)."""
+    pipeline = [part.strip() for part in cmd.split(" | ")]
+    tokens = [t for t in shlex.split(pipeline[0]) if t != "..."]  # `zoo-train strategy=fsdp ... ckpt_path=`
+    while re.fullmatch(r"[A-Z_]+=\S*", tokens[0]):  # OMP_NUM_THREADS=1 zoo-train ...
+        tokens = tokens[1:]
+    program, args = tokens[0], tokens[1:]
+    for part in pipeline[1:]:  # `curl ... | python -c "..."`: the snippet compiles
+        inner = shlex.split(part)
+        assert inner[:2] == ["python", "-c"], f"{cmd}: no rule for the pipe into {part!r}"
+        compile(inner[2], cmd, "exec")
+    if program == "zoo-train" and any(f"experiment={name}" in args for name in examples):
+        return "example"  # the guide's own yaml defines it (test_docs_command checks that)
+    if program in ("zoo-train", "torchrun", "srun"):
+        if "hydra/launcher=submitit_local" in args and not _importable("hydra_plugins.hydra_submitit_launcher"):
+            pytest.skip("needs the [slurm] extra (hydra-submitit-launcher)")
+        check_composes(" ".join(shlex.quote(t) for t in tokens))
+        return "composed"
+    if program == "sbatch":
+        script = next(t for t in args if t.endswith(".sbatch"))
+        assert (ROOT / script).is_file(), f"{cmd}: {script} does not exist"
+        check_composes(" ".join(["zoo-train", *map(shlex.quote, args[args.index(script) + 1:])]))
+        return "composed"
+    from zoo.hub import REGISTRY
+
+    if program == "zoo-sample" and dict(a.split("=", 1) for a in args).get("checkpoint") in REGISTRY:  # shipped
+        _sample_in(" ".join([program, *map(shlex.quote, args)]), cwd)
+        return "run"
+    if program in ENTRY_CONFIGS:
+        check_entry_composes(program, args)
+        return "composed"
+    if program == "zoo-bench":
+        check_bench(cmd, monkeypatch)
+        return "parsed"
+    if program == "pip" or tokens[:3] == ["python", "-m", "pip"]:
+        extras = re.findall(r"\[([\w,-]+)\]", cmd)
+        for extra in ",".join(extras).split(",") if extras else []:
+            assert extra in pyproject()["project"]["optional-dependencies"], f"{cmd}: no [{extra}] extra"
+        return "setup"
+    if tokens[:3] == ["python", "-m", "pytest"]:
+        for path in (t for t in args if t.startswith("tests/")):
+            assert "<" in path or (ROOT / path).is_file(), f"{cmd}: {path} does not exist"
+        return "tool"
+    if program == "curl":
+        check_curl(tokens)
+        return "request"
+    if program in ("hf", "wandb", "ruff", "sha256sum", "tensorboard"):
+        assert shutil.which(program), f"{program} is not installed"
+        return "tool"
+    raise AssertionError(f"{cmd!r}: no test covers a docs command of {program!r}; add a rule to check_doc_command")
+
+
+def test_docs_have_commands_from_every_guide():
+    found = docs_commands()
+    assert len(found) >= 50, len(found)
+    assert {doc for doc, _ in found} >= {"adding_a_model.md", "configuration.md", "hub.md", "scaling.md",
+                                         "serving.md", "streaming.md"}
+
+
+def guide_experiments(text: str) -> set[str]:
+    """`name:` of the experiment yaml blocks a guide writes out (`# @package _global_`)."""
+    return {m for block in fenced_blocks(text, "yaml") if "@package _global_" in block
+            for m in re.findall(r"^name: (\w+)", block, flags=re.M)}
+
+
+@pytest.mark.parametrize(("doc", "cmd"), docs_commands())
+def test_docs_command(doc, cmd, tmp_path, monkeypatch):
+    make_inputs(tmp_path)
+    examples = guide_experiments((ROOT / "docs" / doc).read_text())
+    how = check_doc_command(cmd, tmp_path, monkeypatch, examples)
+    if how == "example":
+        name = re.search(r"experiment=(\w+)", cmd).group(1)
+        assert not (ROOT / "conf" / "experiment" / f"{name}.yaml").exists(), f"{name} ships now: compose it"
+
+
+def test_a_docs_command_of_an_unknown_program_fails(tmp_path, monkeypatch):
+    with pytest.raises(AssertionError, match="no test covers a docs command of 'zoo-newtool'"):
+        check_doc_command("zoo-newtool x=1", tmp_path, monkeypatch)
+    with pytest.raises(AssertionError, match="unknown config key 'model.n_layers'"):
+        check_doc_command("zoo-train model.n_layers=2", tmp_path, monkeypatch)
+    with pytest.raises(AssertionError, match="unknown config key 'prot'"):
+        check_doc_command("zoo-serve prot=8000", tmp_path, monkeypatch)
 
 
 # ---- python blocks ---------------------------------------------------------------------------------
@@ -529,10 +681,6 @@ def test_python_blocks_run(workspace, tmp_path, capsys):
 
 
 # ---- documentation that is not a command -----------------------------------------------------------
-PENDING_FILES = {"docs/scaling.md": "the distributed engineer", "RELIABILITY.md": "the reliability engineer",
-                 "scripts/slurm.sbatch": "the distributed engineer"}
-
-
 REPO_PATH = r"(?:zoo|conf|tests|benchmarks|docs|scripts|notebooks)/[\w./-]+\.(?:py|md|yaml|ipynb|sbatch|png|mid|wav)"
 
 
@@ -541,11 +689,8 @@ def test_readme_links_point_at_files():
     text = README.read_text()
     links = re.findall(r"\]\(([^)#\s]+)\)", text) + re.findall(rf"(?<![\w/<>-])({REPO_PATH})(?![\w<>])", text)
     local = sorted({link for link in links if "://" not in link})
-    missing = [p for p in local if not (ROOT / p).exists() and p not in PENDING_FILES]
+    missing = [p for p in local if not (ROOT / p).exists()]
     assert not missing, f"README.md links to files that do not exist: {missing}"
-    pending = [p for p in local if not (ROOT / p).exists()]
-    if pending:
-        pytest.skip(f"PENDING files (linked, written by others): {[(p, PENDING_FILES[p]) for p in pending]}")
 
 
 def test_tests_named_in_the_readme_and_here_exist():
