@@ -50,13 +50,20 @@ def post(client: TestClient, **body) -> httpx.Response:
     return client.post("/v1/generate", json=body)
 
 
+def notes(path: Path) -> list[tuple]:
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI(str(path))
+    return [(n.pitch, n.velocity, round(n.start, 4), round(n.end, 4)) for i in pm.instruments for n in i.notes]
+
+
 def png_size(b64: str) -> tuple[int, int]:
     return Image.open(io.BytesIO(base64.b64decode(b64))).size
 
 
 # ---- GET /v1/models -----------------------------------------------------------------------------
-def test_models_lists_member_codec_card_metric_and_option_ranges(client):
-    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+def test_models_lists_member_codec_card_metric_and_option_ranges(client, models):
+    loaded, models = models, {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     assert list(models) == NAMES
     assert {n: (m["member"], m["codec"]) for n, m in models.items()} == {
         "gpt-pydoc": ("text", "char"), "image-gpt-digits": ("image", "image_patch"),
@@ -66,10 +73,12 @@ def test_models_lists_member_codec_card_metric_and_option_ranges(client):
     assert text["streams"] and not models["image-gpt-digits"]["streams"]
     assert set(text["inputs"]) == {"prompt", "num_samples", "stop"}
     mnt = text["options"]["max_new_tokens"]
-    assert (mnt["minimum"], mnt["maximum"], mnt["default"]) == (1, Limits().max_new_tokens, 200)
+    assert (mnt["minimum"], mnt["maximum"]) == (1, Limits().max_new_tokens)
+    assert mnt["default"] == loaded["gpt-pydoc"].generation["max_new_tokens"] == 200  # the checkpoint's default
     assert text["options"]["top_p"]["exclusiveMinimum"] == 0 and text["options"]["top_p"]["nullable"]
     assert text["options"]["top_k"]["maximum"] == 103  # the char vocabulary
-    assert models["image-gpt-digits"]["options"]["guidance"]["default"] == 2.0  # the checkpoint's default
+    image = models["image-gpt-digits"]["options"]  # the checkpoint's sampling defaults, as the Python API uses them
+    assert image["guidance"]["default"] == loaded["image-gpt-digits"].generation["guidance"] == 2.0
     assert "primer" in models["music-transformer-bach"]["inputs"]
     assert set(models["music-transformer-bach"]["outputs"]) == {"midi", "wav", "piano_roll_png"}
 
@@ -129,6 +138,9 @@ def test_music_comes_back_as_midi_wav_and_piano_roll(client, tmp_path):
     r = post(client, model="music-transformer-bach", primer=res["midi"], max_new_tokens=16, seed=1, audio=False)
     assert r.status_code == 200, r.text
     assert "wav" not in r.json()["result"] and r.json()["result"]["notes"] >= res["notes"] > 0
+    (tmp_path / "served.mid").write_bytes(base64.b64decode(r.json()["result"]["midi"]))
+    zoo.load("music-transformer-bach").generate(tmp_path / "x.mid", max_new_tokens=16, seed=1, out=tmp_path / "api.mid")
+    assert notes(tmp_path / "served.mid") == notes(tmp_path / "api.mid")  # the Python API's continuation
 
 
 # ---- bad input: 4xx JSON naming the field and the accepted range ----------------------------------
