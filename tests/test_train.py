@@ -64,7 +64,11 @@ def test_every_config_option_composes_and_instantiates(group, tmp_path):
             batch = next(iter(dm.train_dataloader()))
             assert torch.isfinite(module.loss(batch)[0])
         elif group == "strategy":
-            assert build_strategy(resolved["strategy"]) is not None
+            from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
+
+            strategy = build_strategy(resolved["strategy"])
+            expected = {"auto": str, "ddp": DDPStrategy, "fsdp": ModelParallelStrategy}[option]
+            assert isinstance(strategy, expected) and (option != "auto" or strategy == "auto"), (option, strategy)
         elif group == "logger":
             build_logger(resolved["logger"], run_dir=tmp_path / option, name="t")
         elif group in ("trainer", "precision"):
