@@ -12,7 +12,7 @@ from helpers import compose_train, run_cli
 from test_hub import tiny_ckpt  # noqa: F401  (a module-scoped fixture: a 2-step tiny GPT run)
 
 import zoo
-from zoo.cli import resolve
+from zoo.cli import check_overrides, resolve
 from zoo.export import export_and_push
 
 
@@ -68,3 +68,11 @@ def test_zoo_export_prints_a_bad_generation_override_in_one_line(tiny_ckpt, tmp_
     assert r.stderr.strip().splitlines() == ["zoo-export: generation: temperature='hot' is not accepted: expected "
                                              "float"], r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_generation_key_without_plus_says_how_to_add_it():
+    """`generation` is empty by default: a key without `+` names the fix, not an empty list of accepted keys."""
+    assert check_overrides("export", ["checkpoint=x", "generation.temperature=0.5"]) == (
+        "unknown config key 'generation.temperature': 'generation' is empty by default; "
+        "add a key to it with +generation.temperature=...")
+    assert check_overrides("export", ["checkpoint=x", "+generation.temperature=0.5"]) is None

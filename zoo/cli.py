@@ -61,6 +61,9 @@ def check_overrides(config_name: str, argv: list[str]) -> str | None:
         if node is None or not OmegaConf.is_dict(node) or leaf in set(node.keys()):  # `in node` misses ??? values
             continue
         accepted = sorted(str(k) for k in node)
+        if not accepted:  # an open mapping, empty by default (e.g. zoo-export's `generation`)
+            return (f"unknown config key '{key}': '{parent or 'the config'}' is empty by default; "
+                    f"add a key to it with +{key}=...")
         close = difflib.get_close_matches(leaf, accepted, n=1)
         hint = f" Did you mean '{parent + '.' if parent else ''}{close[0]}'?" if close else ""
         where = f"under '{parent}'" if parent else "at the top level"
@@ -147,7 +150,8 @@ def multirun_job() -> Iterator[None]:
 
 # Lightning's INFO lines ("GPU available: False", "💡 Tip: ... litlogger", "`Trainer.fit` stopped") and the
 # deprecation Lightning's own code triggers in torch's pytree; none of them is something the user can act on.
-_THIRD_PARTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+_THIRD_PARTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric",
+                        "httpx", "httpx2")  # huggingface_hub's HTTP client logs every request at INFO
 _QUIET_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
                    r"Checkpoint directory .* exists and is not empty")  # resuming: of course it is
 
