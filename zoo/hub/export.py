@@ -33,14 +33,21 @@ from safetensors.torch import save_file
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from zoo.hub.loading import _SAMPLING_KEYS, Pretrained, generation_defaults, load_checkpoint, load_export
-from zoo.hub.registry import CONFIG_FILE, EXPORT_FORMAT, GENERATION_FILE, WEIGHTS_FILE
+from zoo.hub.registry import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    CONFIG_FILE,
+    EXPORT_FORMAT,
+    GENERATION_FILE,
+    PEFT_PREFIX,
+    WEIGHTS_FILE,
+)
 from zoo.training.builders import build_data, is_sharded_checkpoint
 from zoo.training.checkpoint import model_from_checkpoint, read_checkpoint
 from zoo.training.lora import lora_state_dict, peft_adapter_config, unload_lora
 
 log = logging.getLogger(__name__)
 
-ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"  # peft's file names
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DATA_LICENSES = {  # data.name -> what the training data may be used under
     "pydoc": "Python Software Foundation License 2.0 (Python's documentation, module pydoc_data.topics)",
@@ -255,7 +262,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "
     `card` adds or overrides model-card fields (e.g. train_command, hardware details). A LoRA run's
     adapters are merged into plain weights (`adapters="merge"`: the export loads anywhere, no peft), or,
     with `adapters="separate"`, written beside the base weights as peft's `adapter_model.safetensors` +
-    `adapter_config.json` (model.safetensors then holds the base model as it was before fine-tuning)."""
+    `adapter_config.json` (model.safetensors then holds the base model as it was before fine-tuning;
+    `zoo.load(out)` folds the adapters in, `peft.PeftModel.from_pretrained(base, out)` applies them)."""
     if adapters not in ("merge", "separate"):
         raise ValueError(f"adapters={adapters!r} is not accepted; choose one of ['merge', 'separate']")
     if is_sharded_checkpoint(checkpoint):
@@ -297,15 +305,23 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "
     if adapter_files:
         card["adapters"] = "LoRA adapters kept separate: adapter_model.safetensors + adapter_config.json (peft)"
     path = export(m, out, dtype=dtype, name=name, card=card)
-    if val_data is not None:  # measured on what ships: the weights as stored in `dtype`, read back
+    if adapter_files:  # beside the base weights before measuring: zoo.load folds them in, as a user loads the folder
+        write_adapters(path, adapter_files["state"], adapter_files["config"])
+    if val_data is not None:  # measured on what ships: the weights as stored in `dtype` (+ adapters), read back
         loss = measure_loss(load_export(path), max_batches=max_batches, datamodule=val_data)
         card |= {"metric": "val loss (nats/token, validation split of the training data)",
                  "metric_value": round(loss, 4), "metric_command":
                  "python -c \"import zoo; from zoo.hub.export import measure_loss; "
                  f"print(measure_loss(zoo.load('{name or Path(out).name}')))\"",
                  "perplexity": round(math.exp(loss), 3)}
-        path = export(m, out, dtype=dtype, name=name, card=card)
-    if adapter_files:  # written last: `export` lays the folder out anew
-        save_file({k: v.contiguous() for k, v in adapter_files["state"].items()}, str(path / ADAPTER_WEIGHTS))
-        (path / ADAPTER_CONFIG).write_text(json.dumps(adapter_files["config"], indent=2))
+        path = export(m, out, dtype=dtype, name=name, card=card)  # the adapter files are left as they are
     return path
+
+
+def write_adapters(folder: Path, state: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    """peft's adapter files: `state` (zoo.training.lora.lora_state_dict, keys relative to the model) under
+    PeftModel's key prefix, so that `peft.PeftModel.from_pretrained(base, folder)` loads every adapter (without
+    the prefix it loads none, with only a warning), and `config` as adapter_config.json."""
+    save_file({PEFT_PREFIX + k: v.contiguous() for k, v in state.items()}, str(folder / ADAPTER_WEIGHTS))
+    (folder / ADAPTER_WEIGHTS).chmod(0o644)
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))

@@ -18,6 +18,10 @@ HUB_DIR = Path(__file__).resolve().parent  # shipped checkpoints (package data):
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 GENERATION_FILE = "generation_config.json"
+# zoo-export adapters=separate: a LoRA run's adapters in peft's files and key layout (PeftModel.save_pretrained's:
+# keys under "base_model.model."), beside the base weights; zoo.load folds them in, peft.PeftModel.from_pretrained
+# reads them as they are.
+ADAPTER_WEIGHTS, ADAPTER_CONFIG, PEFT_PREFIX = "adapter_model.safetensors", "adapter_config.json", "base_model.model."
 EXPORT_FORMAT = "zoo-export"
 HF_PREFIX = "hf:"  # zoo.load("hf:ORG/NAME"): a Hugging Face Hub repo
 
