@@ -409,7 +409,7 @@ def test_a_stream_the_client_abandons_is_cancelled_and_the_worker_moves_on(model
         hung_up.set()
         wait_until(lambda: ended, timeout=30, what="the generation to end")
         assert ended == ["Cancelled"] and len(tokens) == 1, (ended, len(tokens))  # stopped at the next step
-        assert jobs[0].future.exception() is not None
+        assert getattr(jobs[0].future.exception(), "status", None) == 503  # the job ends as cancelled
         start = time.monotonic()
         r = httpx.post(f"{url}/v1/generate", json={"model": "gpt-pydoc", "prompt": "The with", "max_new_tokens": 8,
                                                    "seed": 1}, timeout=30)
