@@ -376,11 +376,11 @@ def fold_adapters(model: torch.nn.Module, folder: Path) -> None:
         adapters = load_file(folder / ADAPTER_WEIGHTS, device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise HubError(f"cannot read {folder / ADAPTER_WEIGHTS}: the file is truncated or corrupt ({e})") from e
+    adapters = {k.removeprefix(PEFT_PREFIX): v for k, v in adapters.items()}  # exports before issue 22 had no prefix
     own = model.state_dict()
-    names = {k.removeprefix(PEFT_PREFIX).rpartition(".lora_")[0] for k in adapters}
     with torch.no_grad():
-        for name in sorted(names):
-            a, b = (adapters.get(f"{PEFT_PREFIX}{name}.lora_{x}.weight") for x in "AB")
+        for name in sorted({k.rpartition(".lora_")[0] for k in adapters}):
+            a, b = (adapters.get(f"{name}.lora_{x}.weight") for x in "AB")
             weight = own.get(f"{name}.weight")
             if a is None or b is None or weight is None or weight.shape != (b.shape[0], a.shape[1]):
                 raise HubError(f"{folder / ADAPTER_WEIGHTS}: the adapters of {name!r} do not fit this "
