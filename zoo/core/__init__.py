@@ -6,9 +6,12 @@
     positions.py  position schemes: rotary (rotates q, k), bias providers (`PositionBias`; the Music
                   Transformer's relative attention with the skew and its static-cache lookup); learned
                   absolute positions are an input embedding each model owns (`wpe`)
+    norms.py      RMSNorm (blocks; per head on q, k with qk_norm), make_norm
     attention.py  MultiHeadAttention: projections, heads, KV cache, one kernel, an optional position bias
     cache.py      KVCache: preallocated per-layer buffers, dynamic or static (fixed-shape, compilable)
-    layers.py     pre-norm blocks, MLPs, norms, the (in, out) weight copies for CPU decoding
+    layers.py     pre-norm blocks, MLPs (GELU, ReLU², SwiGLU), logit soft-capping, the (in, out) weight
+                  copies for CPU decoding
 
-Each imports only those above it in this order: kernels, positions, cache, attention, layers.
+Each imports only those above it in this order: kernels, positions, cache, norms,
+attention, layers.
 """

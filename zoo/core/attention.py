@@ -17,6 +17,14 @@ Two more axes, both off by default (the defaults compute exactly what plain mult
   KV cache stores Hkv heads. Only `c_attn` (or `kv_proj`) changes shape, and only when Hkv < H.
 - `window` (sliding-window attention): query p sees keys p - window + 1 .. p only; the mask reaches the
   kernel as part of its bias (`zoo.core.kernels.window_extra`), so every kernel and position bias takes it.
+- `qk_norm` (QK-norm; Dehghani et al. 2023, the modded-nanogpt speedrun, Qwen3/OLMo-2): each head's query and
+  key is RMS-normalised over D (`q_norm`, `k_norm`: `RMSNorm(D)`, one gain of D shared by the heads) right
+  after the projection, before the rotary rotation (as the speedrun; a rotation keeps the RMS, so the kernel
+  sees unit-RMS q, k times the gains either way) and before the KV cache (which so stores normalised keys)
+  and any position bias (which reads the normalised, rotated queries). The kernel scale stays 1/sqrt(D):
+  the learnable gains, initialised to 1, are the temperature. With a fixed scale unit-RMS q, k cap every
+  logit at ±sqrt(D) (±4 at D = 16), too flat to attend sharply; the speedrun instead fixed a larger scale
+  tuned for its D = 128.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from torch import Tensor, nn
 
 from zoo.core.cache import KVCache
 from zoo.core.kernels import Kernel, extend_bias, get_kernel, window_extra
+from zoo.core.norms import RMSNorm
 from zoo.core.positions import PositionBias
 
 __all__ = ["KVCache", "MultiHeadAttention"]  # KVCache lives in zoo.core.cache; older imports find it here
@@ -61,6 +70,7 @@ class MultiHeadAttention(nn.Module):
         layer_idx: int = 0,
         n_kv_head: int | None = None,
         window: int | None = None,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         if n_embd % n_head != 0:
@@ -89,10 +99,14 @@ class MultiHeadAttention(nn.Module):
             self.c_attn = nn.Linear(n_embd, n_embd + 2 * kv_width, bias=bias)  # [q | k | v] outputs
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
+        self.qk_norm = qk_norm  # a plain flag: forward tests it per call
+        if qk_norm:
+            self.q_norm, self.k_norm = RMSNorm(self.head_dim, eps=1e-6), RMSNorm(self.head_dim, eps=1e-6)
 
     def extra_repr(self) -> str:
         extra = "" if self.n_kv_head == self.n_head else f", n_kv_head={self.n_kv_head}"
         extra += "" if self.window is None else f", window={self.window}"
+        extra += ", qk_norm=True" if self.qk_norm else ""
         return f"kernel={self.kernel_name!r}, position_bias={self.position_bias!r}{extra}"
 
     def _heads(self, x: Tensor) -> Tensor:
@@ -118,6 +132,8 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError("cross-attention needs a `context` tensor (B, S, C)")
             q = self._heads(self.q_proj(x))
             k, v = (self._heads(z) for z in self.kv_proj(context).split(self.n_kv_head * self.head_dim, dim=2))
+            if self.qk_norm:
+                q, k = self.q_norm(q), self.k_norm(k)
             causal = False
         else:
             if self.n_kv_head == self.n_head:
@@ -126,6 +142,8 @@ class MultiHeadAttention(nn.Module):
             else:
                 kv_width = self.n_kv_head * self.head_dim
                 q, k, v = (self._heads(z) for z in self.c_attn(x).split([c, kv_width, kv_width], dim=2))
+            if self.qk_norm:  # before rotary and the cache (module docstring)
+                q, k = self.q_norm(q), self.k_norm(k)
             causal = self.causal
             if cache is not None:
                 static = cache.position is not None

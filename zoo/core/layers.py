@@ -19,41 +19,28 @@ from torch import Tensor, nn
 from zoo.core.attention import MultiHeadAttention
 from zoo.core.cache import KVCache
 from zoo.core.kernels import Kernel
+from zoo.core.norms import NormKind, RMSNorm, make_norm
 from zoo.core.positions import PositionBias, RotaryEmbedding
 
-# RotaryEmbedding lives in zoo.core.positions; older imports find it here.
-__all__ = ["MLP", "Block", "RMSNorm", "RotaryEmbedding", "linear_weights_in_out", "make_norm"]
+# RotaryEmbedding lives in zoo.core.positions, RMSNorm and make_norm in zoo.core.norms; older imports find them here.
+__all__ = ["MLP", "Block", "NormKind", "RMSNorm", "RotaryEmbedding", "linear_weights_in_out", "make_norm", "softcap"]
 
-NormKind = Literal["layernorm", "rmsnorm"]
-Activation = Literal["gelu", "gelu_tanh", "swiglu"]
-
-
-class RMSNorm(nn.Module):
-    """Root-mean-square norm (Zhang & Sennrich 2019): x / rms(x) · weight, computed in float32."""
-
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+Activation = Literal["gelu", "gelu_tanh", "relu2", "swiglu"]
 
 
-def make_norm(kind: NormKind, dim: int, bias: bool = True, eps: float = 1e-5) -> nn.Module:
-    if kind == "layernorm":
-        return nn.LayerNorm(dim, eps=eps, bias=bias)
-    if kind == "rmsnorm":
-        return RMSNorm(dim, eps=eps)
-    raise ValueError(f"unknown norm {kind!r}; accepted: 'layernorm', 'rmsnorm'")
+def softcap(logits: Tensor, cap: float | None) -> Tensor:
+    """cap · tanh(logits / cap): logits smoothly bounded to (-cap, cap) (Gemma 2; the modded-nanogpt speedrun);
+    None = the logits unchanged."""
+    return logits if cap is None else cap * torch.tanh(logits / cap)
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: GELU (exact or GPT-2's tanh approximation) or SwiGLU.
+    """Position-wise feed-forward: GELU (exact or GPT-2's tanh approximation), ReLU² or SwiGLU.
 
-    SwiGLU (Shazeer 2020) uses a gate projection `c_gate` beside `c_fc`; its hidden width is the
-    usual 2/3 · 4C so that parameter counts match the GELU MLP.
+    ReLU² (`relu2`: relu(x)², So et al. 2021 "Primer", the modded-nanogpt speedrun's MLP) keeps the 4C hidden
+    width and GELU's parameter names, so only what the weights compute changes.
+    SwiGLU (Shazeer 2020) uses a gate projection `c_gate` beside `c_fc`; its hidden width is the usual
+    2/3 · 4C so that parameter counts match the GELU MLP.
     """
 
     def __init__(self, n_embd: int, *, activation: Activation = "gelu", bias: bool = True,
@@ -65,14 +52,16 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
         if activation == "swiglu":
             self.c_gate = nn.Linear(n_embd, hidden, bias=bias)
-        elif activation not in ("gelu", "gelu_tanh"):
-            raise ValueError(f"unknown activation {activation!r}; accepted: 'gelu', 'gelu_tanh', 'swiglu'")
+        elif activation not in ("gelu", "gelu_tanh", "relu2"):
+            raise ValueError(f"unknown activation {activation!r}; accepted: 'gelu', 'gelu_tanh', 'relu2', 'swiglu'")
         self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.activation == "swiglu":
             h = F.silu(self.c_gate(x)) * self.c_fc(x)
+        elif self.activation == "relu2":
+            h = F.relu(self.c_fc(x)).square()
         else:
             h = F.gelu(self.c_fc(x), approximate="tanh" if self.activation == "gelu_tanh" else "none")
         h = self.c_proj(h)
@@ -151,19 +140,20 @@ class Block(nn.Module):
         cross_attention: bool = False,
         n_kv_head: int | None = None,
         window: int | None = None,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         self.ln_1 = make_norm(norm, n_embd, bias)
         self.attn = MultiHeadAttention(n_embd, n_head, kernel=kernel, position_bias=position_bias, dropout=dropout,
                                        bias=bias, causal=causal, layer_idx=layer_idx, n_kv_head=n_kv_head,
-                                       window=window)
+                                       window=window, qk_norm=qk_norm)
         self.cross_attention = cross_attention  # a plain flag: hasattr() on a Module costs an exception
         # Cross-attention stays full multi-head and unwindowed: its keys are a short condition, not a cache
         # that grows, and positions do not carry across streams: no position bias here.
         if cross_attention:
             self.ln_cross = make_norm(norm, n_embd, bias)
             self.cross_attn = MultiHeadAttention(n_embd, n_head, kernel=kernel, dropout=dropout, bias=bias,
-                                                 cross=True, layer_idx=layer_idx)
+                                                 cross=True, layer_idx=layer_idx, qk_norm=qk_norm)
         self.ln_2 = make_norm(norm, n_embd, bias)
         self.mlp = MLP(n_embd, activation=activation, bias=bias, dropout=dropout)
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from zoo.config import check_fields
+from zoo.config import bad_value, check_fields
 from zoo.core.attention import KVCache
 from zoo.core.layers import Block
 
@@ -35,6 +35,24 @@ def require_positive(config: Any, *names: str) -> None:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}")
+
+
+def check_softcap(config: Any) -> None:
+    """`logit_softcap` is None (off) or a positive finite number (the bound on |logits|)."""
+    cap = config.logit_softcap
+    if cap is not None and not 0 < cap < float("inf"):
+        raise bad_value(type(config).__name__, "logit_softcap", cap,
+                        "must be > 0 and finite (logits become cap · tanh(logits / cap)), or null for none")
+
+
+def init_proj(weight: Tensor, std: float, *, zero: bool) -> None:
+    """Initialise a residual output projection (`c_proj`): normal(0, std) as GPT-2 (§2.3 scales std by the
+    depth), or zero (`zero_init_proj`: the block then adds nothing to the residual stream at the first step;
+    its c_proj still gets a gradient, the layers before it do from the second step on)."""
+    if zero:
+        nn.init.zeros_(weight)
+    else:
+        nn.init.normal_(weight, mean=0.0, std=std)
 
 
 def check_class_ids(cond: Tensor | None, num_classes: int, batch: int, device: torch.device) -> Tensor:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.core.cache import KVCache
-from zoo.core.layers import Activation, Block, NormKind, make_norm
+from zoo.core.layers import Activation, Block, NormKind, make_norm, softcap
 from zoo.core.positions import (
     AlibiPositionBias,
     PositionBias,
@@ -26,7 +26,15 @@ from zoo.core.positions import (
     RotaryEmbedding,
     SumPositionBias,
 )
-from zoo.models.base import GenerativeModel, check_class_ids, register, require_positive, validate_choices
+from zoo.models.base import (
+    GenerativeModel,
+    check_class_ids,
+    check_softcap,
+    init_proj,
+    register,
+    require_positive,
+    validate_choices,
+)
 
 
 @dataclass(kw_only=True)
@@ -48,6 +56,12 @@ class GPTConfig:
     to every token's embedding, so the condition reaches every position however the sequence is cropped or
     slid (a prefix token would fall out of a sliding window). During training a `cond_dropout` fraction of
     rows get "no condition", which is what classifier-free guidance needs at sampling time.
+
+    Switches from the modded-nanogpt speedrun lineage, all off by default (a config without them builds and
+    computes exactly the model it did before): `qk_norm` RMS-normalises each head's queries and keys
+    (`zoo.core.attention`), `activation="relu2"` is the ReLU² MLP, `zero_init_proj` initialises every block's
+    output projections (`attn.c_proj`, `mlp.c_proj`) to zero so that each block starts as the identity, and
+    `logit_softcap` bounds the output logits to (-cap, cap) by cap · tanh(logits / cap).
     """
 
     vocab_size: int = 256  # training sets this from the data's codec
@@ -65,6 +79,9 @@ class GPTConfig:
     tie_weights: bool = True
     n_kv_head: int | None = None  # key/value heads; None = n_head (multi-head), 1 = multi-query
     window: int | None = None  # sliding-window attention span in positions; None = full causal attention
+    qk_norm: bool = False  # RMS-normalise each head's q and k (learnable gains q_norm, k_norm)
+    zero_init_proj: bool = False  # attn.c_proj and mlp.c_proj start at zero: every block starts as the identity
+    logit_softcap: float | None = None  # cap · tanh(logits / cap); None = raw logits
     num_classes: int | None = None  # class/style conditions; None or 0 = unconditional
     cond_dropout: float = 0.1  # with num_classes: fraction of training rows given "no condition"
 
@@ -103,6 +120,7 @@ class GPTConfig:
                 raise ValueError(f"{type(self).__name__}.window={self.window} with position='learned': sliding-window "
                                  "decoding goes past block_size, where a learned position table ends; use position="
                                  "'rotary', 'alibi' or 'none' (with kernel='relative'), which depend on distances only")
+        check_softcap(self)
 
 
 def attention_parts(c: GPTConfig) -> tuple[str, PositionBias | None]:
@@ -126,7 +144,8 @@ class GPT(GenerativeModel):
             drop=nn.Dropout(c.dropout),
             h=nn.ModuleList(
                 Block(c.n_embd, c.n_head, layer_idx=i, kernel=kernel, position_bias=position_bias, dropout=c.dropout,
-                      bias=c.bias, norm=c.norm, activation=c.activation, n_kv_head=c.n_kv_head, window=c.window)
+                      bias=c.bias, norm=c.norm, activation=c.activation, n_kv_head=c.n_kv_head, window=c.window,
+                      qk_norm=c.qk_norm)
                 for i in range(c.n_layer)
             ),
             ln_f=make_norm(c.norm, c.n_embd, c.bias),
@@ -138,10 +157,10 @@ class GPT(GenerativeModel):
         self.rotary = RotaryEmbedding(c.n_embd // c.n_head, c.block_size) if c.position == "rotary" else None
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self.apply(self._init_weights)
-        # GPT-2 §2.3: scale residual projections by 1/sqrt(number of residual layers).
+        # GPT-2 §2.3: scale residual projections by 1/sqrt(number of residual layers); or zero (zero_init_proj).
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / (2 * c.n_layer) ** 0.5)
+                init_proj(p, 0.02 / (2 * c.n_layer) ** 0.5, zero=c.zero_init_proj)
         if c.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight
 
@@ -189,7 +208,7 @@ class GPT(GenerativeModel):
             cache.advance(t)
         if last_only:
             x = x[:, -1:]
-        return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+        return softcap(self.lm_head(self.transformer.ln_f(x)), self.config.logit_softcap)  # (B, T, V)
 
     def class_ids(self, cond: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
         """Validated class ids (B,) of a conditional model (None -> the "no condition" id `num_classes`);
@@ -308,7 +327,7 @@ def _static_step(model: GPT, idx: Tensor, cache: KVCache) -> Tensor:
         x = x + model.transformer.wpe(cache.positions(idx.shape[1]))  # (T, C) broadcast over B
     for block in model.transformer.h:
         x = block(x, cache=cache, rotary=model.rotary)
-    return model.lm_head(model.transformer.ln_f(x[:, -1]))  # (B, V)
+    return softcap(model.lm_head(model.transformer.ln_f(x[:, -1])), model.config.logit_softcap)  # (B, V)
 
 
 _COMPILED_STEP: list = []  # the lazily built torch.compile of _static_step (compiling is not free)

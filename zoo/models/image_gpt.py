@@ -47,8 +47,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.core.attention import KVCache
-from zoo.core.layers import Activation, Block, NormKind, make_norm
-from zoo.models.base import GenerativeModel, check_class_ids, register, require_positive, validate_choices
+from zoo.core.layers import Activation, Block, NormKind, make_norm, softcap
+from zoo.models.base import (
+    GenerativeModel,
+    check_class_ids,
+    check_softcap,
+    init_proj,
+    register,
+    require_positive,
+    validate_choices,
+)
 
 
 @dataclass(kw_only=True)
@@ -71,6 +79,10 @@ class ImageGPTConfig:
     norm: NormKind = "layernorm"
     activation: Activation = "gelu"
     kernel: Literal["math", "sdpa"] = "sdpa"
+    # Speedrun switches, off by default (as GPTConfig's), for the global and the local transformer alike:
+    qk_norm: bool = False  # RMS-normalise each head's q and k (learnable gains q_norm, k_norm)
+    zero_init_proj: bool = False  # attn.c_proj and mlp.c_proj start at zero: every block starts as the identity
+    logit_softcap: float | None = None  # cap · tanh(logits / cap) on the output logits; None = raw logits
 
     def __post_init__(self) -> None:
         validate_choices(self)
@@ -87,6 +99,7 @@ class ImageGPTConfig:
         for name in ("dropout", "cond_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"ImageGPTConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        check_softcap(self)
 
     @classmethod
     def for_codec(cls, codec: Any, **fields: Any) -> ImageGPTConfig:
@@ -118,7 +131,8 @@ class ImageGPT(GenerativeModel):
         super().__init__()
         self.config = c = config
         n, p, v = c.num_patches, c.patch_tokens, c.vocab_size
-        block = dict(kernel=c.kernel, dropout=c.dropout, bias=c.bias, norm=c.norm, activation=c.activation)
+        block = dict(kernel=c.kernel, dropout=c.dropout, bias=c.bias, norm=c.norm, activation=c.activation,
+                     qk_norm=c.qk_norm)
         self.global_model = nn.ModuleDict(dict(
             cls_emb=nn.Embedding(c.num_classes + 1, c.n_embd),  # last row: no condition / start of image
             patch_emb=nn.Embedding(p * v, c.n_embd),  # row s·V + value: sub-pixel value in slot s
@@ -139,11 +153,11 @@ class ImageGPT(GenerativeModel):
             self.local_model["wte"] = nn.Embedding(v, c.local_n_embd)
         self.register_buffer("slot_offset", torch.arange(p) * v, persistent=False)  # (P,)
         self.apply(self._init_weights)
-        # GPT-2 §2.3: residual projections scaled by 1/sqrt(number of residual layers), per stack.
+        # GPT-2 §2.3: residual projections scaled by 1/sqrt(number of residual layers), per stack; or zero.
         for stack, layers in ((self.global_model, c.n_layer), (self.local_model, c.local_n_layer)):
             for name, param in stack.named_parameters():
                 if name.endswith("c_proj.weight"):
-                    nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * max(layers, 1)))
+                    init_proj(param, 0.02 / math.sqrt(2 * max(layers, 1)), zero=c.zero_init_proj)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -201,7 +215,7 @@ class ImageGPT(GenerativeModel):
             x = block(x, cache=cache)
         if cache is not None:
             cache.advance(x.shape[1])
-        return lm.lm_head(lm.ln_f(x))
+        return softcap(lm.lm_head(lm.ln_f(x)), self.config.logit_softcap)
 
     def _slices(self, h: Tensor) -> Tensor:
         """Global outputs (B, n, C) -> per-slot local inputs (B, n, P, L)."""

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from zoo.core.layers import softcap
 from zoo.models.base import register
 from zoo.models.image_gpt import ImageGPT, ImageGPTConfig
 
@@ -145,7 +146,7 @@ class Text2Image(ImageGPT):
         if self.training and c.cond_dropout > 0:
             dropped = torch.rand(b, device=idx.device) < c.cond_dropout
         image, h_text = self._image_forward(idx, torch.where(dropped[:, None], self.pad_id, caps))
-        text = self.text_head(h_text[:, :-1])  # (B, L − 1, V_text): position i predicts caption token i + 1
+        text = softcap(self.text_head(h_text[:, :-1]), c.logit_softcap)  # (B, L − 1, V_text): predicts caption i + 1
         if self.training and torch.is_grad_enabled():
             text, image = self._weight_gradients(text, image, caps, dropped)
         v, vt = c.vocab_size, c.text_vocab_size

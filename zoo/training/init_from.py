@@ -26,6 +26,11 @@ from zoo.training.builders import import_target
 # Settings that change how a model computes but not what: the kernels are numerically interchangeable
 # (the math kernel is the oracle for the others). Dropout rates (`dropout`, `cond_dropout`) are taken too.
 _COMPUTE_ONLY = frozenset({"kernel"})
+# Settings that only decide how a new model's weights start (zero_init_proj: zero output projections). The run
+# starts from the source's weights instead, so changing one would silently do nothing: refused as such. The
+# architecture switches that change what the weights compute (qk_norm adds weights; activation=relu2 and
+# logit_softcap keep the shapes) are refused by the general rule below, as any other such key.
+_INIT_ONLY = frozenset({"zero_init_proj"})
 
 
 def model_section(source: str, source_type: str, source_config: Mapping[str, Any], section: Mapping[str, Any],
@@ -47,6 +52,9 @@ def model_section(source: str, source_type: str, source_config: Mapping[str, Any
         if key not in source_config:
             raise ConfigError(f"model.{key} is not a setting of init_from={source}, a {source_type} model; its "
                               f"settings: {sorted(source_config)}")
+        if key in _INIT_ONLY:
+            raise ConfigError(f"model.{key}={value!r} only sets how a new model's weights start; init_from={source} "
+                              f"starts from the source's weights, so it would have no effect: leave model.{key} out")
         try:
             shapes = _shapes(source_type, {**source_config, key: value})
         except (ValueError, TypeError) as e:
