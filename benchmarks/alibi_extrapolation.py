@@ -6,6 +6,8 @@ then the validation loss (nats/byte) at T, 2T and 4T, over the same held-out byt
 windows of each length. Learned positions have no table rows past T: n/a there. One CPU thread.
 
     python benchmarks/alibi_extrapolation.py [--steps 600] [--T 64]   # writes benchmarks/alibi_extrapolation.json
+
+(other options are added to the name: --steps 300 writes alibi_extrapolation_steps-300.json; `stem`)
 """
 
 from __future__ import annotations
@@ -19,15 +21,25 @@ from pydoc_data.topics import topics
 import torch
 import torch.nn.functional as F
 
+from zoo.bench.common import changed_options, output_stem
 from zoo.models.gpt import GPT, GPTConfig
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--T", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
-    args = ap.parse_args()
+    return ap
+
+
+def stem(args: argparse.Namespace) -> str:
+    """The output file's name (no suffix): alibi_extrapolation, then each option that differs from its default."""
+    return output_stem("alibi_extrapolation", changed_options(parser(), args))
+
+
+def main() -> None:
+    args = parser().parse_args()
     torch.set_num_threads(1)
     data = torch.tensor(list("\n".join(topics[k] for k in sorted(topics)).encode()), dtype=torch.long)
     n_val = len(data) // 10
@@ -66,7 +78,7 @@ def main() -> None:
         print(position, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     out = {"args": vars(args), "lengths": lengths, "train_bytes": len(train), "val_bytes_used": n_eval,
            "results": results}
-    Path(__file__).with_suffix(".json").write_text(json.dumps(out, indent=1))
+    Path(__file__).with_name(f"{stem(args)}.json").write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

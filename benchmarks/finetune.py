@@ -15,6 +15,7 @@ lora.rank=8. Validation loss is in nats per token on the same validation split f
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import sys
@@ -25,6 +26,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import zoo
+from zoo.bench.common import changed_options, output_stem
 from zoo.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +114,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def parser() -> argparse.ArgumentParser:
+    """No options: every figure is fixed in the script (STEPS, the sources, the data), so the file is finetune."""
+    return argparse.ArgumentParser(description=__doc__.split("\n")[0])
+
+
+def stem(args: argparse.Namespace) -> str:
+    """The output file's name (no suffix): finetune (the script has no options that change what is measured)."""
+    return output_stem("finetune", changed_options(parser(), args))
+
+
 def main() -> None:
+    args = parser().parse_args()
     torch.set_num_threads(1)
     chars = set(zoo.load("gpt-pydoc").codec.chars)
     text = stdlib_text(WORK / "stdlib.txt", chars)
@@ -123,7 +136,7 @@ def main() -> None:
         "music": task("music", "music-transformer-bach",
                       ["data=midi_folder", f"data.path={midi}", "data.max_val_windows=32"]),
     }
-    out = Path(__file__).with_suffix(".json")
+    out = Path(__file__).with_name(f"{stem(args)}.json")
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 

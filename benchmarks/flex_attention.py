@@ -8,6 +8,8 @@ saves memory on), the score_mod gathers q_idx - kv_idx from it. Every flex outpu
 `math_attention` first.
 
     python benchmarks/flex_attention.py [--rounds 5]    # writes benchmarks/flex_attention.json
+
+(other options are added to the name: --T 2048 writes flex_attention_T-2048.json; `stem`)
 """
 
 from __future__ import annotations
@@ -21,16 +23,26 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+from zoo.bench.common import changed_options, output_stem
 from zoo.core.kernels import chunked_attention, extend_bias, math_attention, window_extra
 from zoo.core.positions import RelativeBias, alibi_slopes
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--T", type=int, default=1024)
     ap.add_argument("--window", type=int, default=256)
-    args = ap.parse_args()
+    return ap
+
+
+def stem(args: argparse.Namespace) -> str:
+    """The output file's name (no suffix): flex_attention, then each option that differs from its default."""
+    return output_stem("flex_attention", changed_options(parser(), args))
+
+
+def main() -> None:
+    args = parser().parse_args()
     torch.set_num_threads(1)
     b, h, t, d, w = 1, 8, args.T, 64, args.window
     g = torch.Generator().manual_seed(0)
@@ -95,8 +107,8 @@ def main() -> None:
             results[name] = {"median_ms": med, "x_causal_sdpa": {k_: m / med["sdpa causal"] for k_, m in med.items()},
                              "first_call_s": first}
             print(name, {k_: f"{m:.1f} ms ({m / med['sdpa causal']:.2f}x)" for k_, m in med.items()}, flush=True)
-    Path(__file__).with_suffix(".json").write_text(json.dumps({"args": vars(args), "torch": torch.__version__,
-                                                               "results": results}, indent=1))
+    report = {"args": vars(args), "torch": torch.__version__, "results": results}
+    Path(__file__).with_name(f"{stem(args)}.json").write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

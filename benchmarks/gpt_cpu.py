@@ -272,14 +272,23 @@ def report_line(kind: str, name: str, r: dict) -> str:
             f"HF {r['hf_tokens_per_s']:.0f} tok/s")
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds (about a minute and a half)")
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--rounds", type=int, default=None,
                     help="training rounds (default 15, 4 with --quick); decoding gets one round less")
     ap.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent)
-    args = ap.parse_args()
+    return ap
+
+
+def stem(args: argparse.Namespace) -> str:
+    """The output name (no suffix): gpt_cpu, then each option that differs from its default (not --out-dir)."""
+    return output_stem("gpt_cpu", changed_options(parser(), args, ignore=["out_dir"]))
+
+
+def main() -> None:
+    args = parser().parse_args()
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
     rounds = args.rounds or (4 if args.quick else 15)
@@ -304,10 +313,10 @@ def main() -> None:
         "results": results,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = output_stem("gpt_cpu", changed_options(ap, args, ignore=["out_dir"]))
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out_dir / f"{stem}.md").write_text(markdown(report))
-    print(f"wrote {args.out_dir / f'{stem}.json'} and {args.out_dir / f'{stem}.md'}")
+    name = stem(args)
+    (args.out_dir / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out_dir / f"{name}.md").write_text(markdown(report))
+    print(f"wrote {args.out_dir / f'{name}.json'} and {args.out_dir / f'{name}.md'}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ Issue 4. About 15 minutes on one busy CPU thread. What it does, in order:
 6. `experiment=image_gpt_mnist5k` for --mnist-steps steps (default 150, a few minutes): test bits/dim at
    16 levels (not comparable with published 8-bit MNIST figures) beside its independent-pixel baseline.
 
-Writes benchmarks/image_gpt.json and .md (or --out PATH) and image_gpt_digits.png (rows = digits 0-9;
+Writes benchmarks/image_gpt.json and .md (or --out PATH; options that differ from their defaults are added to the
+name, e.g. image_gpt_threads-2: `stem`) and image_gpt_digits.png (rows = digits 0-9;
 8 samples without guidance, a grey column, 8 with scale 2).
 """
 
@@ -42,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.bench.common import cpu_name
+from zoo.bench.common import changed_options, cpu_name, output_stem
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"bpd": 1.85, "guided_accuracy": 0.95, "cache_speedup": 5.0}
@@ -120,20 +121,34 @@ def machine(threads: int) -> str:
     return f"{model}, {os.cpu_count()} logical CPUs, {threads} thread(s) used"
 
 
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--mnist-steps", type=int, default=150)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output path without suffix; .json, .md and _digits.png are written (default: "
+                         "benchmarks/image_gpt, then each option that differs from its default, e.g. "
+                         "image_gpt_threads-2)")
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite the .md (and the goals) from an existing .json; measure nothing")
+    return ap
+
+
+def stem(args: argparse.Namespace) -> str:
+    """The output name (no suffix) without --out: image_gpt, then each option that differs from its default
+    (--threads included: it changes the KV-cache speeds; --render-only not: it re-renders that same file)."""
+    return output_stem("image_gpt", changed_options(parser(), args, ignore=["out", "render_only"]))
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--mnist-steps", type=int, default=150)
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("image_gpt"),
-                        help="output path without suffix; .json, .md and _digits.png are written")
-    parser.add_argument("--render-only", action="store_true",
-                        help="rewrite the .md (and the goals) from an existing .json; measure nothing")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
+    if args.out is None:
+        args.out = Path(__file__).with_name(stem(args))
     if args.render_only:
-        report = json.loads(args.out.with_suffix(".json").read_text())
+        report = json.loads(Path(f"{args.out}.json").read_text())
         report["goals"] = goals(report)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(report))
+        Path(f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
+        Path(f"{args.out}.md").write_text(markdown(report))
         return report
     os.environ.setdefault("ZOO_PLAIN_PROGRESS", "1")
     torch.set_num_threads(args.threads)
@@ -207,9 +222,9 @@ def main(argv: list[str] | None = None) -> dict:
         "load_after": round(os.getloadavg()[0], 2), "grid": png.name,
     }
     report["goals"] = goals(report)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
-    args.out.with_suffix(".md").write_text(table)
+    Path(f"{args.out}.md").write_text(table)
     print(table)
     return report
 

@@ -30,7 +30,8 @@ unit is the paper's (a music event / a voice at a 16th step); `nll_with_eos` is 
 as val/loss. Training tokens/s are context only: the CPU is shared (load averages recorded).
 
 Writes music_ablation.json and music_ablation.md into --out-dir (default: next to this file); other measuring
-options name their own files (`--quick`: music_ablation_quick.*; --cache-dir and --jsb are inputs and do not).
+options name their own files (`--quick`: music_ablation_quick.*; --cache-dir and --jsb's path are inputs and do
+not; without --jsb, which skips the JSB part, music_ablation_no-jsb.*).
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def write_md(r: dict, path: Path) -> None:
     path.write_text("\n".join(lines))
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache-dir", default=None, help="zoo cache holding the converted Bach chorales")
     ap.add_argument("--jsb", type=Path, default=None, help="Jsb16thSeparated.json; omitted = skip the JSB part")
@@ -203,7 +204,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="5 steps per run (checks the script)")
     ap.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent)
-    args = ap.parse_args()
+    return ap
+
+
+def stem(args: argparse.Namespace) -> str:
+    """The output name (no suffix): music_ablation, then each measuring option that differs from its default;
+    `_no-jsb` without --jsb (the JSB part is not measured then: a Bach-only run must not overwrite the full one).
+    --cache-dir and the path given to --jsb are inputs and do not name the file."""
+    options = changed_options(parser(), args, ignore=["out_dir", "cache_dir", "jsb"])
+    return output_stem("music_ablation", {**options, "no_jsb": args.jsb is None})
+
+
+def main() -> None:
+    args = parser().parse_args()
     torch.set_num_threads(args.threads)
     steps, jsb_steps = (5, 5) if args.quick else (args.steps, args.jsb_steps)
     started, load_before = time.perf_counter(), os.getloadavg()[0]
@@ -250,10 +263,10 @@ def main() -> None:
     report["load_after"] = os.getloadavg()[0]
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = output_stem("music_ablation", changed_options(ap, args, ignore=["out_dir", "cache_dir", "jsb"]))
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2))
-    write_md(report, args.out_dir / f"{stem}.md")
-    print(f"wrote {args.out_dir / f'{stem}.md'} ({report['wall_seconds'] / 60:.1f} min)")
+    name = stem(args)
+    (args.out_dir / f"{name}.json").write_text(json.dumps(report, indent=2))
+    write_md(report, args.out_dir / f"{name}.md")
+    print(f"wrote {args.out_dir / f'{name}.md'} ({report['wall_seconds'] / 60:.1f} min)")
 
 
 if __name__ == "__main__":

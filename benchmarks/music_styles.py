@@ -1,7 +1,11 @@
 """Does a style-conditioned Music Transformer play the style it is asked for? (issue 16)
 
     PYTHONPATH=. python benchmarks/music_styles.py music-transformer-styles --samples 20 --events 512 \
-        --guidance 1 2 3 --out benchmarks/music_styles.json
+        --guidance 1 2 3 4 6 --stats-guidance 4      # the defaults: writes benchmarks/music_styles.json
+
+Writes the JSON to benchmarks/<stem>.json (or --out FILE), the stem named for the command (`stem`, issue 22):
+music_styles, then each option that differs from its default (e.g. music_styles_guidance-1-2, or
+music_styles_checkpoint-runs-s-last.ckpt for another checkpoint).
 
 1. A style classifier (zoo.eval.style_classifier: note-level features + MLP) is trained on windows of
    `--events` events from the training pieces of each style and checked on windows of the validation
@@ -20,11 +24,13 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 import zoo
+from zoo.bench.common import changed_options, output_stem
 from zoo.data.music import StyleCorpusDataModule
 from zoo.eval.music_stats import compare, music_stats
 from zoo.eval.style_classifier import event_windows, train_style_classifier
@@ -39,17 +45,45 @@ def draw(model, codec, style: int, n: int, events: int, guidance: float | None, 
     return generate_sliding(model, [[codec.bos_id]] * n, cfg, cond=cond, uncond=torch.full((n,), k))
 
 
-def main(argv: list[str] | None = None) -> dict:
+RECIPE_GUIDANCE = 4.0  # conf/experiment/music_transformer_styles.yaml: the scale where samples read as their style
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", nargs="?", default="music-transformer-styles",
+                   help="a style-conditioned checkpoint (default: music-transformer-styles)")
     p.add_argument("--samples", type=int, default=20, help="samples per style and guidance scale")
     p.add_argument("--events", type=int, default=512)
-    p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0])
-    p.add_argument("--stats-guidance", type=float, default=None, help="default: the largest --guidance")
+    p.add_argument("--guidance", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 6.0])
+    p.add_argument("--stats-guidance", type=float, default=None,
+                   help=f"default: {RECIPE_GUIDANCE:g} (the recipe's) when among --guidance, else the largest")
     p.add_argument("--train-windows", type=int, default=200, help="classifier training windows per style")
     p.add_argument("--val-windows", type=int, default=60)
-    p.add_argument("--out", default=None, help="write the JSON here too")
-    args = p.parse_args(argv)
+    p.add_argument("--out", default=None, help="write the JSON here (default: benchmarks/<stem>.json, `stem`)")
+    return p
+
+
+def stats_guidance(args: argparse.Namespace) -> float:
+    """The guidance scale whose samples' statistics are measured: --stats-guidance, else the recipe's scale
+    when among --guidance, else the largest."""
+    if args.stats_guidance is not None:
+        return args.stats_guidance
+    return RECIPE_GUIDANCE if RECIPE_GUIDANCE in args.guidance else max(args.guidance)
+
+
+def stem(args: argparse.Namespace) -> str:
+    """The output name (no suffix) without --out: music_styles, then each option that differs from its default
+    (the checkpoint included); --stats-guidance only when it differs from the scale chosen without it."""
+    options = changed_options(parser(), args, ignore=["out", "stats_guidance"])
+    defaults = argparse.Namespace(**{**vars(args), "stats_guidance": None})
+    if stats_guidance(args) != stats_guidance(defaults):
+        options["stats_guidance"] = args.stats_guidance
+    return output_stem("music_styles", options)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser().parse_args(argv)
+    out = args.out or Path(__file__).with_name(f"{stem(args)}.json")
     torch.set_num_threads(1)
     started = time.monotonic()
     m = zoo.load(args.checkpoint)
@@ -71,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
                                    "train_accuracy": clf.accuracy(*train), "val_accuracy": clf.accuracy(*val),
                                    "val_per_style": _per_style(clf.predict(val[0]), val[1], len(names))},
                     "guidance": {}}
-    stats_g = args.stats_guidance if args.stats_guidance is not None else max(args.guidance)
+    stats_g = stats_guidance(args)
     kept: dict[int, list] = {}
     for g in args.guidance:
         preds, labels = [], []
@@ -100,9 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     result["seconds"] = round(time.monotonic() - started, 1)
     text = json.dumps(result)
     print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    with open(out, "w") as f:
+        f.write(text + "\n")
     return result
 
 

@@ -40,7 +40,9 @@ On CPU it comes from the PyTorch profiler's allocator events (`profile_memory=Tr
 "Total Allocated" over every allocation and free, in a separate untimed call), on CUDA from
 `torch.cuda.max_memory_allocated`. Both count what PyTorch's allocator hands out, not process RSS.
 
-Writes benchmarks/relative_attention.json and .md next to this file (or --out PATH .json/.md).
+Writes benchmarks/<stem>.json and .md next to this file (or --out PATH .json/.md), the stem named for the
+command (`stem`, issue 22): relative_attention, `_cuda` on CUDA, then each other option that differs from its
+default: the committed CPU run, `--rounds 7`, is relative_attention_rounds-7.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from zoo.bench.common import cpu_name, cpu_peak_bytes
+from zoo.bench.common import changed_options, cpu_name, cpu_peak_bytes, output_stem
 from zoo.core.positions import relative_self_attention
 
 HEADS, HEAD_DIM, BATCH = 8, 64, 1
@@ -288,7 +290,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="T = 1024, 2048 only")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -300,11 +302,27 @@ def main(argv: list[str] | None = None) -> dict:
                         help="query rows per chunk for zoo_relative (default: the library's rule)")
     parser.add_argument("--naive-max-gib", type=float, default=8.0,
                         help="skip naive Shaw where its estimated peak exceeds this (GiB)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("relative_attention"),
-                        help="output path without suffix; .json and .md are written")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output path without suffix; .json and .md are written (default: "
+                             "benchmarks/relative_attention, `_cuda` on CUDA, then each other option that differs "
+                             "from its default, e.g. relative_attention_rounds-7)")
+    return parser
+
+
+def stem(args: argparse.Namespace) -> str:
+    """The output name (no suffix) without --out: relative_attention, `_cuda` for --device cuda, then each other
+    option that differs from its default in the parser's order (zoo.bench.common.output_stem)."""
+    options = {"cuda": args.device == "cuda", **changed_options(parser(), args, ignore=["out", "device"])}
+    return output_stem("relative_attention", options)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser_ = parser()
+    args = parser_.parse_args(argv)
+    if args.out is None:
+        args.out = Path(__file__).with_name(stem(args))
     if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device visible")
+        parser_.error("--device cuda: no CUDA device visible")
     torch.set_num_threads(1)  # issue 7: on a shared machine more threads make ratios swing 0.4-3x
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     CHUNK["rows"] = args.chunk
@@ -321,9 +339,9 @@ def main(argv: list[str] | None = None) -> dict:
                         "wall_s": round(time.perf_counter() - started, 1),
                         "load_before": load_before, "load_after": round(os.getloadavg()[0], 2)}
     report["goals"] = goals(report)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(f"{args.out}.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
-    args.out.with_suffix(".md").write_text(table)
+    Path(f"{args.out}.md").write_text(table)
     print(table)
     return report
 

@@ -10,7 +10,8 @@ from one asyncio client (httpx). Request i has id `req-i` and its own prompt; ev
 status 200, the id and seed of its own request, its own prompt, and exactly the text that prompt and
 options give through `zoo.load("gpt-pydoc").generate(...)` in this process (computed after the load
 phase, so that it does not compete for the CPU). The server's RSS is read again after the run; the
-server is stopped in any case. Writes benchmarks/serve_load.md (and .json beside it).
+server is stopped in any case. Writes benchmarks/serve_load.md (and .json beside it); options that differ from
+their defaults are added to the name (--requests 50: serve_load_requests-50.md; `stem`, issue 22).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from zoo.bench.common import changed_options, output_stem
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["with", "assert", "del", "pass", "raise", "return", "yield", "import", "global", "if", "while", "for", "try"]
@@ -78,13 +81,25 @@ async def load(url: str, bodies: list[dict], concurrency: int) -> list[tuple[dic
         return await asyncio.gather(*(one(b) for b in bodies))
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=8)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "serve_load.md")
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the .md (a .json beside it); default: benchmarks/<stem>.md (`stem`)")
+    return ap
+
+
+def stem(args: argparse.Namespace) -> str:
+    """The output name (no suffix) without --out: serve_load, then each option that differs from its default."""
+    return output_stem("serve_load", changed_options(parser(), args, ignore=["out"]))
+
+
+def main() -> None:
+    args = parser().parse_args()
+    if args.out is None:
+        args.out = ROOT / "benchmarks" / f"{stem(args)}.md"
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -159,7 +174,7 @@ def main() -> None:
         "torch": torch.__version__, "failures": failed[:5], "wrong_answers": wrong[:5],
     }
     print(json.dumps(summary, indent=2))
-    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    args.out.with_name(args.out.name.removesuffix(".md") + ".json").write_text(json.dumps(summary, indent=2) + "\n")
     ok = not (failed or missing or duplicated or wrong)
     lines = [
         "# zoo-serve load test (loopback)",

@@ -1,7 +1,10 @@
 """Streaming shards (issue 17): prepare >= 1 GB of text, stream through all of it with bounded memory,
 and compare the loader's tokens/s with the training step's.
 
-    PYTHONPATH=. python benchmarks/streaming.py [--gb 1.0] [--workers 2] [--time-limit 300] [--out FILE.md]
+    PYTHONPATH=. python benchmarks/streaming.py [--gb 1.0] [--workers 2] [--time-limit 360] [--out FILE.md]
+
+Writes benchmarks/streaming.md; options that differ from their defaults are added to the name (--gb 0.03:
+streaming_gb-0.03.md; `stem`, issue 22). The committed run streamed 1 GB in 208 s, within the 360-s cap.
 
 1. Generates `--gb` GB of text in a temporary folder (16 files of Python's pydoc topics and standard
    library sources, paragraphs shuffled with a different seed per file), deleted at the end.
@@ -118,14 +121,26 @@ def train_speed(steps: int = 6, threads: int = 2) -> dict:
     return {"threads": threads, "step_s": step, "train_tokens_per_s": 32 * 128 / step}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gb", type=float, default=1.0)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--time-limit", type=float, default=300.0, help="seconds of streaming at most")
-    ap.add_argument("--out", default="benchmarks/streaming.md")
+    ap.add_argument("--time-limit", type=float, default=360.0, help="seconds of streaming at most")
+    ap.add_argument("--out", default=None, help="the .md to write; default: benchmarks/<stem>.md (`stem`)")
     ap.add_argument("--stream-only", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap
+
+
+def stem(args: argparse.Namespace) -> str:
+    """The output name (no suffix) without --out: streaming, then each option that differs from its default
+    (--time-limit included: a run it cuts short streams less; --stream-only is the child's mode, no file)."""
+    from zoo.bench.common import changed_options, output_stem  # not at the top: the streaming child measures RSS
+
+    return output_stem("streaming", changed_options(parser(), args, ignore=["out", "stream_only"]))
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.stream_only:
         print(json.dumps(stream(args.stream_only, args.time_limit)))
         return
@@ -183,7 +198,7 @@ def main() -> None:
         "The loader runs in one process with one thread here; `data.num_workers=N` adds loader processes",
         "(chunks are split between them). A GPU trains far faster than this CPU: the loader figure is what",
         "a GPU run would have to stay under, per rank.", ""])
-    Path(args.out).write_text(md)
+    Path(args.out or Path(__file__).with_name(f"{stem(args)}.md")).write_text(md)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ cosine), then
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -123,14 +123,27 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="*", default=list(RUNS), help=f"RUNS names, optionally @steps (default: {list(RUNS)})")
+    return p
+
+
+def stem(args: argparse.Namespace) -> str:
+    """The output name (no suffix): always text2image. Each run is a row keyed by its name (captioned_digits,
+    captioned_digits@3000, ...) and a rerun of some rows keeps the others, so no command overwrites another's
+    figures; only the same run measured again replaces its own row."""
+    return "text2image"
+
+
 def main(names: list[str]) -> None:
     torch.set_num_threads(1)
-    path = HERE / "text2image.json"
+    path = HERE / f"{stem(parser().parse_args(names))}.json"
     results = json.loads(path.read_text()) if path.is_file() else {}  # rerunning one dataset keeps the other
     results = results | {name: bench(name) for name in names}
     path.write_text(json.dumps(results, indent=2))
-    (HERE / "text2image.md").write_text(markdown(results))
+    path.with_suffix(".md").write_text(markdown(results))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(RUNS))
+    main(parser().parse_args().runs)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import re
+import shlex
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from zoo.bench import common, run_command, run_suite, suite_stem
+from zoo.bench import command_stem, common, run_command, run_suite, suite_stem
 from zoo.bench import peers as P
 from zoo.bench.report import goals
 
@@ -160,6 +163,64 @@ def test_each_zoo_bench_command_writes_its_own_files():
         assert f"Command: `{command}`." in (root / f"{stem}.md").read_text(), stem
 
 
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def bench_script(name: str):
+    """benchmarks/<name>.py imported as a module: defining its functions runs no benchmark."""
+    spec = importlib.util.spec_from_file_location(f"bench_script_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def script_stem(name: str, argv: list[str]) -> str:
+    """The file name (no suffix) `python benchmarks/<name>.py ARGV` writes without an explicit output path."""
+    module = bench_script(name)
+    return module.stem(module.parser().parse_args(argv))
+
+
+# Every benchmarks/*.py that writes files: (the command line of its committed files, their stem, other option sets
+# that must each get a name of their own). The committed command is the default invocation except where noted.
+WRITERS: dict[str, tuple[list[str], str, list[list[str]]]] = {
+    "alibi_extrapolation": (["--steps", "600", "--T", "64"], "alibi_extrapolation",
+                            [["--steps", "300"], ["--T", "128"], ["--batch", "16"], ["--T", "128", "--steps", "300"]]),
+    "finetune": ([], "finetune", []),  # no options: every setting is fixed in the script
+    "flex_attention": (["--rounds", "5"], "flex_attention", [["--rounds", "3"], ["--T", "2048"], ["--window", "128"]]),
+    "gpt_cpu": ([], "gpt_cpu", [["--quick"], ["--rounds", "9"], ["--vocab", "50257"], ["--quick", "--rounds", "9"]]),
+    "image_gpt": ([], "image_gpt", [["--threads", "2"], ["--mnist-steps", "300"]]),
+    # committed with --jsb (not the default: without it the JSB part is skipped, music_ablation_no-jsb)
+    "music_ablation": (["--cache-dir", "/tmp/zoo_music_cache", "--jsb", "../shared/data/jsb/Jsb16thSeparated.json"],
+                       "music_ablation", [[], ["--quick"], ["--steps", "200"], ["--arms", "relative,absolute"],
+                                          ["--jsb", "x.json", "--quick"], ["--jsb", "x.json", "--jsb-steps", "9"]]),
+    "music_styles": (["music-transformer-styles", "--samples", "20", "--events", "512", "--guidance", "1", "2", "3",
+                      "4", "6", "--stats-guidance", "4"], "music_styles",
+                     [["runs/s/last.ckpt"], ["--guidance", "1", "2"], ["--stats-guidance", "6"], ["--samples", "5"]]),
+    # committed with --rounds 7 (the default is 9) and, on CUDA, --naive-max-gib 40 (the files keep those names)
+    "relative_attention": (["--rounds", "7"], "relative_attention_rounds-7",
+                           [[], ["--quick"], ["--device", "cuda"], ["--device", "cuda", "--naive-max-gib", "40"],
+                            ["--device", "cuda", "--dtype", "bfloat16", "--naive-max-gib", "40"],
+                            ["--lengths", "512"], ["--chunk", "64"], ["--naive-max-gib", "0.5"]]),
+    "serve_load": (["--requests", "200", "--concurrency", "16", "--max-new-tokens", "8"], "serve_load",
+                   [["--requests", "50"], ["--concurrency", "4"], ["--max-new-tokens", "32"]]),
+    "streaming": (["--gb", "1.0", "--workers", "2", "--time-limit", "360"], "streaming",
+                  [["--gb", "0.03"], ["--workers", "1"], ["--time-limit", "60"]]),
+    # rows keyed by run name are merged into one file: a rerun of some rows keeps the others
+    "text2image": ([], "text2image", []),
+}
+# Scripts that print their result (a JSON line) and write no file unless given a path: their committed .json / .md
+# are write-ups assembled by hand from several runs (different checkpoints, some under the same command line).
+PRINT_ONLY = {"jsb": "benchmarks/jsb.json and jsb.md: the printed lines of several checkpoints' runs",
+              "music_stats": "music_stats_{bach,bach_2500,bach_shipped,jsb}.json: printed lines of four runs "
+                             "(bach and bach_shipped share one command line, two versions of the checkpoint)"}
+# Committed .md files that no command writes by that name (reason each); every other one names its command.
+NO_COMMAND = {"gqa": "a `python -c` one-liner's printed result, written up by hand",
+              "gpu_smoke": "benchmarks/gpu_smoke.sh prints; the page is written up by hand from its output",
+              "jsb": PRINT_ONLY["jsb"], "music_stats": "the printed results of three music_stats.py runs, by hand",
+              "suite_cpu_after_refactor": "a `zoo-bench --quick` report kept by hand under its own name, beside "
+                                          "suite_cpu_quick.md, to compare the two"}
+
+
 def test_benchmark_scripts_name_their_files_after_non_default_options():
     import argparse
 
@@ -167,11 +228,64 @@ def test_benchmark_scripts_name_their_files_after_non_default_options():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--lengths", type=int, nargs="*", default=[1024, 2048])
+    ap.add_argument("--gib", type=float, default=8.0)
     ap.add_argument("--out-dir", default="benchmarks")
     stem = lambda *argv: common.output_stem("x", common.changed_options(ap, ap.parse_args(argv), ignore=["out_dir"]))  # noqa: E731
     assert stem() == stem("--out-dir", "/tmp") == "x"
     assert stem("--quick") == "x_quick" and stem("--rounds", "7") == "x_rounds-7"
     assert stem("--lengths", "512", "4096", "--quick") == "x_quick_lengths-512-4096"  # the parser's order
+    assert stem("--gib", "40") == "x_gib-40" and stem("--gib", "0.5") == "x_gib-0.5"  # floats as %g
+
+
+def test_every_benchmark_script_names_its_files_from_its_options():
+    """Issue 22: each benchmarks/*.py writer's name comes from `stem(args)` (importable, runs nothing); the committed
+    command's name is its committed file, and every other option set gets a name of its own."""
+    scripts = {p.stem for p in BENCH.glob("*.py")}
+    assert scripts == set(WRITERS) | set(PRINT_ONLY), scripts ^ (set(WRITERS) | set(PRINT_ONLY))
+    for name, (committed, committed_stem, others) in WRITERS.items():
+        got = script_stem(name, committed)
+        assert got == committed_stem, (name, got)
+        assert (BENCH / f"{got}.md").is_file() or (BENCH / f"{got}.json").is_file(), name
+        names = [script_stem(name, argv) for argv in [committed, *others]]
+        assert len(set(names)) == len(names), (name, names)
+        assert all(n == name or n.startswith(f"{name}_") for n in names), (name, names)
+    for name in PRINT_ONLY:
+        assert not hasattr(bench_script(name), "stem"), name
+    # where to read and write does not name the file; what is measured does
+    inputs = ["--jsb", "a.json", "--cache-dir", "/c", "--out-dir", "/o"]
+    assert script_stem("music_ablation", inputs) == "music_ablation"
+    assert script_stem("relative_attention", ["--rounds", "7", "--out", "/tmp/x"]) == "relative_attention_rounds-7"
+    assert script_stem("image_gpt", ["--render-only"]) == "image_gpt"  # re-renders the file it names
+    assert script_stem("music_styles", ["--stats-guidance", "4"]) == "music_styles"  # the scale chosen without it
+    assert script_stem("music_styles", ["--guidance", "1", "2"]) == "music_styles_guidance-1-2"
+    assert script_stem("text2image", ["captioned_digits@3000"]) == "text2image"
+
+
+def _recorded_command(text: str) -> tuple[str, list[str]] | None:
+    """The first command a benchmark page records: (script name or "zoo-bench", its arguments)."""
+    inline = re.search(r"(?<!`)`(?:PYTHONPATH=\. )?(?:python )?(?:benchmarks/(\w+)\.py|(zoo-bench))((?:\s[^`]*)?)`",
+                       text)
+    block = re.search(r"^(?:PYTHONPATH=\. )?python benchmarks/(\w+)\.py([^#`\n]*)", text, re.MULTILINE)
+    if inline:
+        return inline.group(1) or inline.group(2), shlex.split(inline.group(3))
+    if block:
+        return block.group(1), shlex.split(block.group(2))
+    return None
+
+
+def test_every_benchmark_page_is_named_for_the_command_it_records():
+    """Issue 22: a committed benchmarks/*.md names its command, and that command writes this very file by default,
+    so no other command can overwrite it silently (the pages no command writes are listed with their reason)."""
+    pages = {p.stem: p for p in BENCH.glob("*.md")}
+    assert set(NO_COMMAND) <= set(pages), set(NO_COMMAND) - set(pages)
+    for page, path in sorted(pages.items()):
+        if page in NO_COMMAND:
+            continue
+        found = _recorded_command(path.read_text())
+        assert found is not None, f"benchmarks/{page}.md records no command"
+        script, argv = found
+        got = command_stem(argv) if script == "zoo-bench" else script_stem(script, argv)
+        assert got == page, (page, script, argv, got)
 
 
 def test_tiny_suite_writes_json_and_markdown(tmp_path, capsys):

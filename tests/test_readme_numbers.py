@@ -57,7 +57,7 @@ FT = "benchmarks/finetune.json"
 IMG = "benchmarks/image_gpt.json"
 T2I = "benchmarks/text2image.json"
 STY = "benchmarks/music_styles.json"
-REL = "benchmarks/relative_attention.json"
+REL = "benchmarks/relative_attention_rounds-7.json"
 STREAM = "benchmarks/streaming.md"
 FT_ARMS = [(m, arm) for m in ("text", "music") for arm in ("lora", "lora_attn")]
 
@@ -126,7 +126,7 @@ FIGURES: list[tuple[str, str, list[Src]]] = [
      [Src("benchmarks/alibi_extrapolation.json", ("results", "alibi", "val_loss_256")),
       Src("benchmarks/alibi_extrapolation.json", ("results", "rotary", "val_loss_64")),
       Src("benchmarks/alibi_extrapolation.json", ("results", "rotary", "val_loss_256"))]),
-    # --- the benchmark table (benchmarks/suite_cpu_quick.md and benchmarks/relative_attention.md) ---
+    # --- the benchmark table (benchmarks/suite_cpu_quick.md and benchmarks/relative_attention_rounds-7.md) ---
     (README, r"1 thread, quiet machine, (\d+) s; full table", [Src(SUITE, ("wall_s",))]),
     (README, r"GPT2LMHeadModel \(its default `gelu_new`\) \| \*\*([\d.]+)×\*\* \[([\d.]+), ([\d.]+)\]",
      [ratio("train fp32", "zoo vs transformers gelu_new", s) for s in ("median", "min", "max")]),
@@ -152,7 +152,8 @@ FIGURES: list[tuple[str, str, list[Src]]] = [
     (README, r"\| fwd ([\d.]+)× / ([\d.]+)×; fwd\+bwd ([\d.]+)× / ([\d.]+)× \|",
      [Src(REL, ("results", {"T": t}, mode, "zoo_relative", "ratio_vs_causal_sdpa"))
       for mode in ("fwd", "fwd+bwd") for t in (2048, 4096)]),
-    (README, r"naive Shaw, T=1024: time / peak memory \(`benchmarks/relative_attention.md`\) \| (\d+)× / (\d+)× less",
+    (README, r"naive Shaw, T=1024: time / peak memory \(`benchmarks/relative_attention_rounds-7.md`\) \| "
+             r"(\d+)× / (\d+)× less",
      [Src(REL, ("results", {"T": 1024}, "fwd", "naive_shaw", "ratio_vs_causal_sdpa")),
       Src(REL, ("results", {"T": 1024}, "memory_ratio_naive_over_zoo"))]),
     (README, r"batch 1 / 16\) \| ([\d.]+)× / ([\d.]+)×",

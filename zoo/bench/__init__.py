@@ -29,7 +29,7 @@ from zoo.bench.common import SECTIONS, Row, Sizes, cpu_name, load_average, outpu
 from zoo.bench.peers import import_litgpt_model
 from zoo.bench.report import goals, table, write
 
-__all__ = ["main", "run_suite", "suite_stem"]
+__all__ = ["command_stem", "main", "run_suite", "suite_stem"]
 
 
 def _version(dist: str) -> str:
@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     run_command(argv)
 
 
-def run_command(argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse `zoo-bench` arguments, run the suite, print the table and goals, write JSON + Markdown."""
+def parser() -> argparse.ArgumentParser:
+    """`zoo-bench`'s arguments."""
     ap = argparse.ArgumentParser(prog="zoo-bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds and smaller sizes (a few minutes on CPU)")
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: seconds, meaningless figures
@@ -172,9 +172,25 @@ def run_command(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=Path("benchmarks"),
                     help="folder for the .json/.md, named for the command (suite_cpu, suite_cpu_quick, ...)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _mode_only(args: argparse.Namespace) -> tuple[str, tuple[str, ...]]:
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    only = tuple(x.strip() for x in args.only.split(",") if x.strip())
+    return mode, tuple(x.strip() for x in args.only.split(",") if x.strip())
+
+
+def command_stem(argv: list[str]) -> str:
+    """The file name (no suffix) `zoo-bench ARGV` writes (`suite_stem` of its parsed options); runs nothing."""
+    args = parser().parse_args(argv)
+    mode, only = _mode_only(args)
+    return suite_stem(args.device, mode, only, args.rounds)
+
+
+def run_command(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse `zoo-bench` arguments, run the suite, print the table and goals, write JSON + Markdown."""
+    args = parser().parse_args(argv)
+    mode, only = _mode_only(args)
     command = " ".join(["zoo-bench", *(sys.argv[1:] if argv is None else argv)])
     stem = suite_stem(args.device, mode, only, args.rounds)
     report = run_suite(mode=mode, device=args.device, only=only, rounds=args.rounds, command=command,

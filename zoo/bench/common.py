@@ -262,7 +262,8 @@ def output_stem(base: str, options: Mapping[str, Any]) -> str:
     """The file name (no suffix) a benchmark command writes: `base`, then `_<option>` for each option set.
 
     `options` are the command's non-default options (`changed_options`: in the parser's order): a flag that is
-    on adds its name, any other value `_<name>-<value>` (lists joined by `-`); None and False add nothing. The
+    on adds its name, any other value `_<name>-<value>` (lists joined by `-`, floats as `%g`: 40.0 -> 40); None and
+    False add nothing. The
     plain command writes `base`, and two commands that measure differently never write the same file (issue 22:
     a full run overwrote the quick run the README cited). Join with a suffix by string (`f"{stem}.json"`), not
     `Path.with_suffix`: a value may hold a point.
@@ -276,7 +277,8 @@ def output_stem(base: str, options: Mapping[str, Any]) -> str:
             parts.append(key)
             continue
         items = value if isinstance(value, (list, tuple)) else [value]
-        parts.append(re.sub(r"[^A-Za-z0-9.=-]+", "-", "-".join([key, *map(str, items)])).strip("-"))
+        text = [f"{x:g}" if isinstance(x, float) else str(x) for x in items]
+        parts.append(re.sub(r"[^A-Za-z0-9.=-]+", "-", "-".join([key, *text])).strip("-"))
     return "_".join(parts)
 
 

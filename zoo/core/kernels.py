@@ -150,7 +150,7 @@ def chunked_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Bias = None, cau
     - "kernel": each chunk's `rows` handed to SDPA as its float mask; any device, dtype, dropout, bias.
 
     "auto" takes "matmul" where it applies (faster and far smaller in backward there:
-    benchmarks/relative_attention.md), else "kernel". Results do not depend on `chunk` or `path`
+    benchmarks/relative_attention_rounds-7.md), else "kernel". Results do not depend on `chunk` or `path`
     beyond floating-point rounding. Extra keyword options keep the kernel signature: bind them with
     `functools.partial(chunked_attention, chunk=..., path=...)`.
     """
