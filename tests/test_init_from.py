@@ -52,6 +52,10 @@ MODEL_REFUSALS = {
     "what the weights compute": ("model.activation=gelu_tanh",
                                  rf"^model.activation='gelu_tanh' changes what the weights compute of "
                                  rf"init_from={SOURCE}, whose activation is 'gelu'"),
+    "how new weights start": ("model.zero_init_proj=true",
+                              rf"^model.zero_init_proj=True only sets how a new model's weights start; "
+                              rf"init_from={SOURCE} starts from the source's weights, so it would have no effect: "
+                              r"leave model.zero_init_proj out$"),
 }
 
 
