@@ -66,7 +66,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, overri
         raise init_from.codec_refusal(c["init_from"], source.codec, c["data"].get("name", "data"), e) from None
     if source is not None:
         init_from.check_codec(c["init_from"], source.codec, c["data"].get("name", "data"), dm.codec)
-    module = build_module(c["model"], c["module"], codec=dm.codec, train_config=c)
+    module = build_module(c["model"], c["module"], codec=dm.codec, train_config=c, optim_cfg=c.get("optim"))
     ckpt_path = builders.resolve_ckpt_path(c["ckpt_path"], ckpt_dir)
     if source is not None and ckpt_path:
         log.info("init_from=%s: not applied, this run resumes from its own %s", c["init_from"], ckpt_path)

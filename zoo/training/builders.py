@@ -19,7 +19,7 @@ from zoo.config import ConfigError, build, check_values, parameters
 from zoo.models.base import build_model
 from zoo.training import checkpoint_io, resilience
 from zoo.training.checkpoint_io import atomic_model_parallel_strategy, recover_sharded
-from zoo.training.config import ModuleConfig
+from zoo.training.config import ModuleConfig, optim_config
 from zoo.training.module import GenerativeModule
 
 STRATEGIES = ("auto", "ddp", "fsdp")
@@ -55,11 +55,12 @@ def build_data(cfg: dict[str, Any]) -> Any:
 
 
 def build_module(model_cfg: dict[str, Any], module_cfg: dict[str, Any], *, codec: Codec | None,
-                 train_config: dict[str, Any] | None = None) -> Any:
+                 train_config: dict[str, Any] | None = None, optim_cfg: dict[str, Any] | None = None) -> Any:
     """GenerativeModule around a freshly built model.
 
     Model fields left null in the config are taken from the codec attribute of the same name
-    (`vocab_size`, and for images e.g. `num_classes`), so data and model cannot disagree.
+    (`vocab_size`, and for images e.g. `num_classes`), so data and model cannot disagree. `optim_cfg`:
+    the `optim` section (None: adamw).
     """
     model_cfg = dict(model_cfg)
     model_type = model_cfg.pop("type", None)
@@ -73,7 +74,8 @@ def build_module(model_cfg: dict[str, Any], module_cfg: dict[str, Any], *, codec
                          f"{codec.vocab_size} tokens; set model.vocab_size=null to use the codec's")
     model = build_model(model_type, model_cfg)
     config = build(ModuleConfig, module_cfg, section="module")
-    return GenerativeModule(model, codec=codec, config=config, train_config=train_config)
+    return GenerativeModule(model, codec=codec, config=config, train_config=train_config,
+                            optim=optim_config(optim_cfg))
 
 
 def build_strategy(cfg: dict[str, Any], *, devices: Any = 1, num_nodes: int = 1) -> Any:

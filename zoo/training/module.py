@@ -1,10 +1,10 @@
 """GenerativeModule: the one LightningModule that trains every zoo model.
 
 It knows nothing about GPT, images or music: it receives a plain `GenerativeModel`, its codec and
-the resolved training config, and owns the loss (token cross-entropy), optimizer groups, the
-warmup + cosine schedule, logging (loss, perplexity, learning rate, tokens/s) and what a checkpoint
-carries besides weights (`ckpt["zoo"]`: model type and config, codec state, training config), so
-that a checkpoint alone is enough to sample from.
+the resolved training config, and owns the loss (token cross-entropy), the optimizer
+(zoo.training.optim: adamw or muon), the warmup + cosine or wsd schedule, logging (loss, perplexity,
+learning rate, tokens/s) and what a checkpoint carries besides weights (`ckpt["zoo"]`: model type and
+config, codec state, training config), so that a checkpoint alone is enough to sample from.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from zoo.codecs.base import IGNORE_INDEX, Codec
 from zoo.data.base import Batch
 from zoo.models.base import GenerativeModel
 from zoo.training.checkpoint import CHECKPOINT_VERSION, CheckpointError, check_metadata
-from zoo.training.config import ModuleConfig
+from zoo.training.config import AdamWConfig, ModuleConfig, MuonConfig
 from zoo.training.lora import lora_settings
+from zoo.training.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 CPU_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
@@ -68,20 +69,30 @@ def _is_fully_sharded(module: nn.Module) -> bool:
     return isinstance(module, FSDPModule)
 
 
-def lr_lambda(step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
-    """Linear warmup to 1, then cosine decay to `min_lr_ratio` at `max_steps` (then flat)."""
+def lr_lambda(step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio: float, schedule: str = "cosine",
+              decay_fraction: float = 0.2) -> float:
+    """The learning rate of step `step` (0-based) as a fraction of the peak: linear warmup to 1, then
+    cosine: a cosine decay to `min_lr_ratio` at `max_steps`;
+    wsd: 1 until the last `decay_fraction` of `max_steps`, then a linear decay to `min_lr_ratio` at `max_steps`.
+    Flat at `min_lr_ratio` after `max_steps`. A wsd rate before the decay depends on `max_steps` only through
+    where the decay starts, so raising max_steps on resume leaves the stable steps already taken as they were."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
+    if schedule == "wsd":
+        decay_steps = max(1, round(decay_fraction * max_steps))
+        progress = min(1.0, max(0, step - (max_steps - decay_steps)) / decay_steps)
+        return 1 - (1 - min_lr_ratio) * progress
     progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class GenerativeModule(L.LightningModule):
     def __init__(self, model: GenerativeModel, *, codec: Codec | None = None, config: ModuleConfig | None = None,
-                 train_config: dict[str, Any] | None = None) -> None:
+                 train_config: dict[str, Any] | None = None, optim: AdamWConfig | MuonConfig | None = None) -> None:
         super().__init__()
         self.model, self.codec = model, codec
         self.config = config = config or ModuleConfig()  # validated on construction (the `module` section)
+        self.optim = optim or AdamWConfig()  # the `optim` section (zoo.training.optim builds it)
         self.lr, self.weight_decay, self.betas = config.lr, config.weight_decay, config.betas
         self.warmup_steps, self.min_lr_ratio = config.warmup_steps, config.min_lr_ratio
         self.on_nonfinite = config.on_nonfinite
@@ -184,17 +195,14 @@ class GenerativeModule(L.LightningModule):
 
     # ---- optimisation ------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]  # matrices and embeddings; not biases and norm gains
-        no_decay = [p for p in params if p.dim() < 2]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr, betas=self.betas,
-        )
+        opt = build_optimizer(self.model, self.optim, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
         trainer = self.trainer
         max_steps = trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches
+        # one multiplier for every group (Muon's and AdamW's peaks differ, their shape over time does not);
+        # LambdaLR checkpoints no lambda: a resumed run recomputes it from its own max_steps
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(
-            s, warmup_steps=self.warmup_steps, max_steps=int(max_steps), min_lr_ratio=self.min_lr_ratio))
+            s, warmup_steps=self.warmup_steps, max_steps=int(max_steps), min_lr_ratio=self.min_lr_ratio,
+            schedule=self.config.schedule, decay_fraction=self.config.decay_fraction))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---- checkpoints -------------------------------------------------------------------------

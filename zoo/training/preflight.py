@@ -22,7 +22,7 @@ from zoo.models.base import MODELS
 from zoo.sampling import SamplingConfig
 from zoo.training.builders import STRATEGIES, import_target
 from zoo.training.callbacks import SampleCallback
-from zoo.training.config import ModuleConfig, RunConfig
+from zoo.training.config import ModuleConfig, RunConfig, optim_config
 from zoo.training.lora import LoRAConfig
 
 # Data keys that count things: >= 1 when given (None = the module's default or derived). The data
@@ -49,6 +49,7 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
     model_config = _check_model(cfg["model"])
     _check_data(cfg["data"], model_config)
     build(ModuleConfig, cfg["module"], section="module")
+    optim_config(cfg.get("optim"))
     if isinstance(cfg.get("lora"), Mapping):
         build(LoRAConfig, cfg["lora"], section="lora")
     _check_trainer(cfg["trainer"])
