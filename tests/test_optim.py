@@ -258,3 +258,19 @@ def test_configs_without_optim_or_schedule_keys_still_check_and_train_with_adamw
         del cfg["optim"], cfg.module["schedule"], cfg.module["decay_fraction"]
     check_train_config(OmegaConf.to_container(cfg, resolve=True))
     _checked("optim=muon", "module.schedule=wsd", "module.decay_fraction=1.0")
+
+
+# ---------------------------------------------------------------------------------------------- distributed
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_muon_on_two_processes_follows_the_one_process_curve(strategy, tmp_path):
+    """gloo, 2 processes × batch 4 against 1 process × batch 8. ddp: every rank orthogonalises the same
+    all-reduced gradient; fsdp: each 2-D shard (a DTensor) is gathered, orthogonalised whole, and each
+    rank keeps its rows (zoo.training.optim.orthogonalise)."""
+    from test_scale import assert_same_curve, one_process, two_process_cli
+
+    muon = ("optim=muon", "optim.ns_dtype=float32", "trainer.max_steps=3")
+    one_process("gpt", tmp_path, tmp_path / "one", muon)
+    two_process_cli("gpt", strategy, tmp_path, tmp_path / "two", *muon)
+    print(f"muon {strategy} vs one process: max relative loss difference "
+          f"{assert_same_curve(tmp_path / 'one', tmp_path / 'two'):.2e}")

@@ -81,8 +81,10 @@ def orthogonalise(g: Tensor, coefficients: tuple[float, float, float], steps: in
                   dtype: torch.dtype) -> Tensor:
     """The quintic Newton–Schulz iteration of torch.optim.Muon (`_zeropower_via_newtonschulz`, the same
     operations in the same order) run in `dtype`: ~U S' V^T of g = U S V^T with S' in about [0.7, 1.2]
-    (the coefficients trade exact convergence for speed). A DTensor (an FSDP2 shard) is gathered first:
-    the iteration needs the whole matrix, and every rank then keeps its own rows of the result."""
+    (the coefficients trade exact convergence for speed). A DTensor (an FSDP2 shard) is gathered once and
+    iterated locally, every rank keeping its own rows of the result: DTensor's own operators would also
+    give the whole matrix's result (torch.optim.Muon runs under FSDP2), but by redistributing operands
+    at each of the iteration's matmuls."""
     from torch.distributed.tensor import DTensor, Replicate
 
     if isinstance(g, DTensor):
