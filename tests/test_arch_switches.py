@@ -342,3 +342,31 @@ def test_init_from_keeps_a_source_trained_with_the_switches():
     out = _model_section(source, "model.dropout=0.2")
     assert out == {"type": "gpt", **source, "dropout": 0.2}
     assert (out["qk_norm"], out["activation"], out["logit_softcap"]) == (True, "relu2", CAP)
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_all_switches_start_at_log_vocab_and_overfit_one_batch(kind):
+    """Every switch on: the initial loss is ln(V) (zero projections, small logits) and one batch is learnt, so
+    gradients reach every layer past the zero-initialised projections."""
+    model = build(kind, "all", std=None).float().train()
+    model.config.dropout = model.config.cond_dropout = 0.0
+    idx, cond = tokens(model)
+    v = model.config.vocab_size
+
+    def loss() -> torch.Tensor:
+        if isinstance(model, ImageGPT):  # logits[:, t] predicts token t
+            logits = full_logits(model, idx, cond)
+            return torch.nn.functional.cross_entropy(logits.reshape(-1, v), idx.reshape(-1))
+        logits = model(idx[:, :-1])
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, v), idx[:, 1:].reshape(-1))
+
+    first = loss()
+    assert abs(first.item() - torch.log(torch.tensor(float(v))).item()) < 0.05
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    assert loss().item() < 0.5 * first.item()
+    blocks = [p for block in model.blocks() for p in block.parameters()]
+    assert all(p.grad is not None and p.grad.abs().amax() > 0 for p in blocks)
