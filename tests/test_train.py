@@ -93,6 +93,8 @@ def tiny_overrides(base: list[str], tmp_path: Path) -> list[str]:
         keep.append(f"data.path={jsb_fixture(tmp_path)}")
     if cfg.data.name == "bach_chorales":
         keep.append("data.max_files=6")
+    if cfg.data.name == "music21_styles":  # the full corpus converts for ~10 minutes; two quick styles suffice
+        keep += ["data.styles=[palestrina,bach]", "data.max_pieces=4", "data.val_fraction=0.25", "data.test_fraction=0"]
     if cfg.get("init_from") == "gpt2":  # experiment=gpt2_finetune downloads GPT-2: a tiny GPT-2 folder stands in
         pytest.importorskip("transformers")
         from test_hub import _tiny_gpt2
