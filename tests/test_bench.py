@@ -207,6 +207,8 @@ WRITERS: dict[str, tuple[list[str], str, list[list[str]]]] = {
                   [["--gb", "0.03"], ["--workers", "1"], ["--time-limit", "60"]]),
     # rows keyed by run name are merged into one file: a rerun of some rows keeps the others
     "text2image": ([], "text2image", []),
+    "time_to_loss": ([], "time_to_loss", [["--steps", "1000"], ["--fast-steps", "800"], ["--eval-every", "25"],
+                                          ["--steps", "1000", "--fast-steps", "800"]]),
 }
 # Scripts that print their result (a JSON line) and write no file unless given a path: their committed .json / .md
 # are write-ups assembled by hand from several runs (different checkpoints, some under the same command line).
