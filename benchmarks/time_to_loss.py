@@ -78,9 +78,10 @@ beside a test suite, so their times were not used. Start: optim=muon (Newton-Sch
 
 Chosen (`experiment=gpt_pydoc_fast`): Muon lr 0.02 on the hidden matrices, AdamW at 6e-3 on the rest, wsd with the
 last 40 % decaying, no architecture switches; at this size 600 steps at nanoGPT's batch 12 (K's settings with room
-to reach today's final loss). Probe M suggests batch 16 for 450 steps is faster to nanoGPT's loss (50 s against
-54 s for batch 12 in the probes: Muon's optimizer step costs the same whatever the batch, so a larger batch spreads
-it over more tokens); its full run (`--fast-batch 16 --fast-steps 450`) was started, but a second test suite began
+to reach today's final loss). Probe M suggests batch 16 for 450 steps is faster to nanoGPT's loss: it ran beside
+this benchmark's `today` run at 110.6 ms per step, 49.8 s to step 450, where the batch-12 runs took 53.7-54.8 s to
+step 550 (Muon's optimizer step costs the same whatever the batch, so a larger batch spreads it over more tokens).
+Its full run (`--fast-batch 16 --fast-steps 450`) was started, but a second test suite began
 on the machine during it (load above 4, the fast run at 250 ms per step), so its numbers are not reported.
 
 The switches cost time as well as loss here: on one thread, beside the test suite (so only as ratios), a
