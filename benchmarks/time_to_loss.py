@@ -19,6 +19,7 @@ validation split (zoo's `data.max_val_windows=null`), the same windows for every
 every `--eval-every` steps; their time is the training wall time with evaluation (and the checkpoint saves that
 follow it) excluded. One thread per run (OMP_NUM_THREADS=1, threads=1), two runs at a time: `fast` runs once
 beside nanoGPT and once beside `today`, and each ratio is taken between the two runs that shared the machine.
+`fast` ends first; its partner then has the machine to itself, which favours the partner.
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ last 40 % decaying, no architecture switches; at this size 600 steps at nanoGPT'
 to reach today's final loss). Probe M suggests batch 16 for 450 steps is faster to nanoGPT's loss: it ran beside
 this benchmark's `today` run at 110.6 ms per step, 49.8 s to step 450, where the batch-12 runs took 53.7-54.8 s to
 step 550 (Muon's optimizer step costs the same whatever the batch, so a larger batch spreads it over more tokens).
-Its full run (`--fast-batch 16 --fast-steps 450`) was started, but a second test suite began
-on the machine during it (load above 4, the fast run at 250 ms per step), so its numbers are not reported.
+Its full run, `--fast-batch 16 --fast-steps 450` (benchmarks/time_to_loss_fast-steps-450_fast-batch-16.md; a first
+attempt, spoiled by a second test suite starting on the machine, was discarded), measured 0.38x nanoGPT's time to
+nanoGPT's loss and 0.38x today's to today's. The default stays at nanoGPT's batch 12, the comparison at equal batch.
 
 The switches cost time as well as loss here: on one thread, beside the test suite (so only as ratios), a
 forward+backward took 143 ms with them and 137 ms without, and the optimizer step 6 ms with AdamW, 51 ms with Muon
