@@ -24,6 +24,8 @@ from helpers import ROOT, run_cli
 
 import zoo
 
+pytestmark = pytest.mark.slow  # whole flows as subprocesses (~2 min in all): CI runs them, -m 'not slow' skips
+
 # 2 steps, validation (and last.ckpt) at step 2, metrics in run_dir/csv/metrics.csv, no samples in between.
 RUN = ["data.batch_size=4", "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1",
        "trainer.accelerator=cpu", "samples.every_n_steps=0", "samples.num_samples=1", "samples.max_new_tokens=4",

@@ -89,6 +89,7 @@ def losses(run_dir: Path) -> dict[int, float]:
         return {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
 
 
+@pytest.mark.slow  # ~40 s: zoo-train subprocesses, interrupted and resumed
 def test_zoo_train_streams_and_resumes_mid_epoch_exactly(tmp_path):
     """zoo-prepare -> zoo-train data=streaming; 3 steps + resume to 6 == 6 uninterrupted steps (dropout on),
     and zoo-sample works on the checkpoint."""

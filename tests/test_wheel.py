@@ -50,6 +50,7 @@ def installed(tmp_path_factory) -> Path:
     return target
 
 
+@pytest.mark.slow  # builds and installs a wheel
 def test_the_wheel_carries_every_config_file_unchanged(installed):
     configs = sorted(p.relative_to(ROOT / "conf") for p in (ROOT / "conf").rglob("*.yaml"))
     assert len(configs) > 40
@@ -81,6 +82,7 @@ RUN_ALL = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_every_command_runs_from_a_regular_install(installed, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(installed), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     out = subprocess.run([sys.executable, "-c", RUN_ALL], cwd=tmp_path, env=env, capture_output=True, text=True,
