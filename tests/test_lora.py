@@ -175,8 +175,9 @@ def test_lora_under_ddp_matches_one_process(tmp_path):
 def test_export_merges_the_adapters_by_default_or_keeps_them_separate(tmp_path):
     from safetensors.torch import load_file
 
-    from zoo.hub.export import ADAPTER_CONFIG, ADAPTER_WEIGHTS, export_checkpoint
+    from zoo.hub.export import export_checkpoint
     from zoo.hub.loading import load_export
+    from zoo.hub.registry import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
     summary = run(compose_train(_lora_run(tmp_path, "run")))
     merged_dir = export_checkpoint(summary["checkpoint"], tmp_path / "merged", dtype="float32", measure=False)

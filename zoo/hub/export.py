@@ -32,14 +32,12 @@ from huggingface_hub import EvalResult, ModelCardData
 from safetensors.torch import save_file
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+from zoo.hub.adapters import write_adapters
 from zoo.hub.loading import _SAMPLING_KEYS, Pretrained, generation_defaults, load_checkpoint, load_export
 from zoo.hub.registry import (
-    ADAPTER_CONFIG,
-    ADAPTER_WEIGHTS,
     CONFIG_FILE,
     EXPORT_FORMAT,
     GENERATION_FILE,
-    PEFT_PREFIX,
     WEIGHTS_FILE,
 )
 from zoo.training.builders import build_data, is_sharded_checkpoint
@@ -316,12 +314,3 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "
                  "perplexity": round(math.exp(loss), 3)}
         path = export(m, out, dtype=dtype, name=name, card=card)  # the adapter files are left as they are
     return path
-
-
-def write_adapters(folder: Path, state: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
-    """peft's adapter files: `state` (zoo.training.lora.lora_state_dict, keys relative to the model) under
-    PeftModel's key prefix, so that `peft.PeftModel.from_pretrained(base, folder)` loads every adapter (without
-    the prefix it loads none, with only a warning), and `config` as adapter_config.json."""
-    save_file({PEFT_PREFIX + k: v.contiguous() for k, v in state.items()}, str(folder / ADAPTER_WEIGHTS))
-    (folder / ADAPTER_WEIGHTS).chmod(0o644)
-    (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))

@@ -36,10 +36,10 @@ from safetensors.torch import load_file
 
 from zoo.codecs.base import CODEC_FILE, Codec, load_codec
 from zoo.data.download import ChecksumError, cache_root, download, file_sha256
+from zoo.hub.adapters import fold_adapters
 from zoo.hub.gpt2 import load_gpt2
 from zoo.hub.hf_hub import fetch
 from zoo.hub.registry import (
-    ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     CONFIG_FILE,
     EXPORT_FORMAT,
@@ -47,7 +47,6 @@ from zoo.hub.registry import (
     GPT2_REPOS,
     HF_PREFIX,
     HUB_DIR,
-    PEFT_PREFIX,
     REGISTRY,
     WEIGHTS_FILE,
     Entry,
@@ -359,34 +358,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     cfg = {"model_type": meta["model_type"], "model_config": meta["model_config"],
            "train_config": meta.get("train_config", {})}
     return _ready(Pretrained(model, codec, generation_defaults(cfg["train_config"]), config=cfg), device, dtype)
-
-
-def fold_adapters(model: torch.nn.Module, folder: Path) -> None:
-    """Fold the LoRA adapters of `folder` (peft's adapter_model.safetensors + adapter_config.json, as zoo-export
-    adapters=separate writes them) into `model`'s weights, in place: W += (lora_alpha / r) · B A for every
-    adapted nn.Linear, what peft's merge computes, in float32; no peft needed."""
-    config = json.loads((folder / ADAPTER_CONFIG).read_text())
-    odd = {k: config[k] for k in ("use_rslora", "use_dora", "fan_in_fan_out") if config.get(k)}
-    if config.get("peft_type") != "LORA" or odd:
-        raise HubError(f"{folder / ADAPTER_CONFIG}: zoo folds plain LoRA adapters (peft_type LORA), not "
-                       f"peft_type={config.get('peft_type')!r} {odd or ''}; apply them with "
-                       "peft.PeftModel.from_pretrained")
-    scale = config["lora_alpha"] / config["r"]
-    try:
-        adapters = load_file(folder / ADAPTER_WEIGHTS, device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise HubError(f"cannot read {folder / ADAPTER_WEIGHTS}: the file is truncated or corrupt ({e})") from e
-    adapters = {k.removeprefix(PEFT_PREFIX): v for k, v in adapters.items()}  # exports before issue 22 had no prefix
-    own = model.state_dict()
-    with torch.no_grad():
-        for name in sorted({k.rpartition(".lora_")[0] for k in adapters}):
-            a, b = (adapters.get(f"{name}.lora_{x}.weight") for x in "AB")
-            weight = own.get(f"{name}.weight")
-            if a is None or b is None or weight is None or weight.shape != (b.shape[0], a.shape[1]):
-                raise HubError(f"{folder / ADAPTER_WEIGHTS}: the adapters of {name!r} do not fit this "
-                               f"{getattr(model, 'model_type', '?')} model (lora_A, lora_B and a weight of "
-                               f"shape (out, in) expected)")
-            weight += (scale * (b.float() @ a.float())).to(weight.dtype)  # (out, r) @ (r, in)
 
 
 def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
