@@ -206,3 +206,10 @@ def test_the_cycle_check_finds_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
                                                                          if name == "zoo.sampling" else []))
     with pytest.raises(AssertionError, match="zoo.sampling -> zoo.members.base -> zoo.sampling"):
         test_no_import_cycles()
+
+
+def test_every_module_stays_within_the_size_budget() -> None:
+    """STYLE.md's budget: past 400 lines a module is split by concept (the message names each one over)."""
+    over = {str(p.relative_to(ROOT)): n for p in sorted((ROOT / "zoo").rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not over, f"modules over 400 lines: {over}"
