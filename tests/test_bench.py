@@ -103,6 +103,16 @@ def test_xtransformers_peer_maps_onto_zoo_weights():
         P.xtransformers_from_zoo(P.zoo_gpt(**TINY_ARCH))
 
 
+@pytest.mark.parametrize("switch", [{"qk_norm": True}, {"logit_softcap": 30.0}, {"activation": "relu2"}])
+def test_peer_mappers_refuse_issue_23_switches_by_name(switch):
+    zoo = P.zoo_gpt(**TINY_ARCH, bias=False, **switch)
+    name = next(iter(switch))
+    with pytest.raises(ValueError, match=f"x-transformers has no counterpart for zoo's {name}="):
+        P.xtransformers_from_zoo(zoo)
+    with pytest.raises(ValueError, match=f"litgpt has no counterpart for zoo's {name}="):
+        P.litgpt_from_zoo(zoo, litgpt_model=None)
+
+
 def test_litgpt_unavailable_is_reported_with_a_reason(tmp_path, monkeypatch):
     for k in [k for k in sys.modules if k == "litgpt" or k.startswith("litgpt.")]:
         monkeypatch.delitem(sys.modules, k)

@@ -67,12 +67,24 @@ def hf_logits(hf: nn.Module) -> Logits:
     return lambda x: hf(x, use_cache=False).logits
 
 
+def refuse_switches(c: Any, peer: str) -> None:
+    """Issue 23's architecture switches have no counterpart in the peers' GPT-2 models: refuse them by name
+    rather than let the logit gate find the difference."""
+    on = {k: v for k, v in {"qk_norm": c.qk_norm, "logit_softcap": c.logit_softcap}.items() if v}
+    if c.activation == "relu2":
+        on["activation"] = c.activation
+    if on:
+        raise ValueError(f"{peer} has no counterpart for zoo's {', '.join(f'{k}={v!r}' for k, v in on.items())}; "
+                         "map a zoo GPT without them (qk_norm=False, logit_softcap=None, no relu2)")
+
+
 # ---- x-transformers --------------------------------------------------------------------------------
 def xtransformers_from_zoo(zoo: GPT) -> nn.Module:
     """An x-transformers decoder holding `zoo`'s weights (zoo: bias=False, learned positions, tied)."""
     from x_transformers import Decoder, TransformerWrapper
 
     c = zoo.config
+    refuse_switches(c, "x-transformers")
     if c.bias or c.position != "learned" or not c.tie_weights or c.norm != "layernorm":
         raise ValueError("x-transformers maps onto a zoo GPT with bias=False, position='learned', tie_weights=True, "
                          f"norm='layernorm'; got bias={c.bias}, position={c.position!r}, "
@@ -150,6 +162,7 @@ def import_litgpt_model() -> tuple[types.ModuleType | None, str]:
 def litgpt_from_zoo(zoo: GPT, litgpt_model: types.ModuleType) -> nn.Module:
     """A litgpt GPT holding `zoo`'s weights (zoo: position='rotary', layernorm, GELU MLP, tied head)."""
     c = zoo.config
+    refuse_switches(c, "litgpt")
     if c.position != "rotary" or c.norm != "layernorm" or c.activation == "swiglu" or not c.tie_weights:
         raise ValueError("litgpt maps onto a zoo GPT with position='rotary', norm='layernorm', a GELU activation "
                          f"and tie_weights=True; got position={c.position!r}, norm={c.norm!r}, "
