@@ -189,6 +189,12 @@ def zoo_overrides(recipe: str, steps: int | None, eval_every: int, run_dir: Path
 def zoo_worker(recipe: str, steps: int | None, eval_every: int, out: Path, extra: list[str],
                batch: int = BATCH) -> None:
     """One zoo run in this process (launched by `main` as a subprocess): its val curve to `out` (JSON)."""
+    train_with_curve([*zoo_overrides(recipe, steps, eval_every, out.parent / out.stem, batch), *extra], out, recipe)
+
+
+def train_with_curve(overrides: list[str], out: Path, recipe: str) -> None:
+    """zoo-train's run() with `overrides`, timed: its training seconds and validation loss at every evaluation
+    to `out` (JSON). Also used by time_to_loss_members.py."""
     import lightning as L
     from hydra import compose, initialize_config_dir
 
@@ -211,13 +217,15 @@ def zoo_worker(recipe: str, steps: int | None, eval_every: int, out: Path, extra
                 self.paused_at = None
 
         def on_validation_start(self, trainer, pl_module) -> None:
-            self.paused_at = time.perf_counter()
+            if not trainer.sanity_checking:
+                self.paused_at = time.perf_counter()
 
         def on_validation_end(self, trainer, pl_module) -> None:
+            if trainer.sanity_checking:
+                return
             self.curve.append({"step": trainer.global_step, "train_s": self.paused_at - self.start - self.paused,
                                "val_loss": float(trainer.callback_metrics["val/loss"])})
 
-    overrides = [*zoo_overrides(recipe, steps, eval_every, out.parent / out.stem, batch), *extra]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     clock = Clock()
