@@ -9,7 +9,6 @@ that zoo-sample, `zoo.load(...).generate` and the training callback ask.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -55,8 +54,7 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
     model, codec = module.model, module.codec
     k = codec.num_classes
     labels = torch.arange(k).repeat_interleave(SAMPLES_PER_CLASS) if k else None
-    scfg = cfg if k else dataclasses.replace(cfg, guidance=None)
-    tokens = sample_tokens(model, codec, labels, num=UNCONDITIONAL_ROWS * SAMPLES_PER_CLASS, cfg=scfg)
+    tokens = sample_tokens(model, codec, labels, num=UNCONDITIONAL_ROWS * SAMPLES_PER_CLASS, cfg=cfg)
     images = codec.decode_batch(tokens.cpu())  # (rows·SAMPLES_PER_CLASS, C, H, W), class-major
     out = SampleSet()
     grid = save_grid_png(images, out_dir / f"step_{step:06d}.png", nrow=SAMPLES_PER_CLASS, padding=PADDING)
@@ -74,7 +72,7 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
         n = codec.prefix_length(rows)
         prefix = codec.levels_to_tokens(levels)[:, :n]
         done = sample_tokens(model, codec, test_labels if k else None, num=len(test_labels), prefix=prefix,
-                             cfg=scfg)
+                             cfg=cfg)
         originals = codec.dequantize(levels)
         grid = torch.cat([originals, hide_below(codec, originals, rows), codec.decode_batch(done.cpu())])
         path = save_grid_png(grid, out_dir / f"step_{step:06d}_completion.png", nrow=len(test_labels),
@@ -159,8 +157,6 @@ class ImageMember(Member):
                  sampling: SamplingConfig, *, on_text: Any = None) -> Samples:
         labels = parse_labels(codec, inputs["labels"])
         n = sampling.num_samples
-        if sampling.guidance is not None and labels is None:
-            raise ValueError(f"guidance={sampling.guidance:g} needs a class-conditional model; this one has no classes")
         prefix = rows = primer = None
         if inputs["primer"]:
             rows = half_rows(codec) if inputs["rows"] is None else int(inputs["rows"])

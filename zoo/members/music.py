@@ -141,22 +141,17 @@ def parse_styles(codec: Codec, style: Any) -> list[int] | None:
     return ids
 
 
-def style_conditions(model: Any, codec: Codec, styles: list[int] | None, n: int, guidance: float | None,
-                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(cond, uncond) for `n` rows per style; (None, None) without styles. Guidance on a model without
-    styles is an error; on a style model sampled without `style=` it has nothing to guide towards and is
-    not used (the checkpoint's default guidance applies to styled samples only)."""
-    k = len(style_names(codec))
+def style_conditions(model: Any, codec: Codec, styles: list[int] | None, n: int) -> torch.Tensor | None:
+    """The condition (style ids) of `n` rows per style; None without styles (the model's "no style").
+    Guidance is `zoo.sampling.generate`'s: rows without a style have nothing to guide towards."""
     if styles is None:
-        if guidance is not None and not k:
-            raise ValueError(f"guidance={guidance:g} needs a style-conditioned model; this one has no styles")
-        return None, None
+        return None
+    k = len(style_names(codec))
     if getattr(model.config, "num_classes", 0) != k:
         raise ValueError(f"the codec names {k} styles but the model has num_classes="
                          f"{getattr(model.config, 'num_classes', 0)}")
     device = next(model.parameters()).device
-    cond = torch.tensor(styles, device=device).repeat_interleave(n)
-    return cond, torch.full_like(cond, k)
+    return torch.tensor(styles, device=device).repeat_interleave(n)
 
 
 # ---------------------------------------------------------------------------------------- training
@@ -167,19 +162,18 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
     model, codec = module.model, module.codec
     align = window_alignment(codec)
     styles = style_names(codec)
-    cond = uncond = None
+    cond = None
     if styles:  # a style-conditioned model: one piece per style from scratch
         prompts = {f"scratch_{name}": [codec.bos_id] for name in styles}
-        cond, uncond = style_conditions(model, codec, list(range(len(styles))), 1, cfg.guidance)
+        cond = style_conditions(model, codec, list(range(len(styles))), 1)
     else:
-        cfg = dataclasses.replace(cfg, guidance=None)
         prompts = {"scratch": [codec.bos_id]}
         val = getattr(datamodule, "sequences", {}).get("val") if datamodule is not None else None
         if val:
             n = max(align, (model.max_len // 4) // align * align) + 1  # BOS + whole steps
             prompts["continue_val0"] = [int(i) for i in val[0][:n]]
     cfg = dataclasses.replace(cfg, stop_tokens=(codec.eos_id,))
-    rows = generate_sliding(model, list(prompts.values()), cfg, align=align, cond=cond, uncond=uncond)
+    rows = generate_sliding(model, list(prompts.values()), cfg, align=align, cond=cond)
     out = SampleSet()
     for (label, prompt), ids in zip(prompts.items(), rows):
         pm = ids_to_midi(codec, prompt + ids)
@@ -230,24 +224,21 @@ class MusicMember(Member):
                  on_text: Any = None) -> Samples:
         primer = inputs["primer"]
         styles = parse_styles(codec, inputs["style"])
-        cond, uncond = style_conditions(model, codec, styles, sampling.num_samples, sampling.guidance)
+        cond = style_conditions(model, codec, styles, sampling.num_samples)
         prompt = primer_ids(codec, primer) if primer else [codec.bos_id]
         cfg = dataclasses.replace(sampling, stop_tokens=(codec.eos_id,))
         n, ctx, out = cfg.num_samples, model.max_len, Samples(None)
         labels = [style_names(codec)[s] for s in styles for _ in range(n)] if styles else [None] * n
-        if styles is None:
-            cfg = dataclasses.replace(cfg, guidance=None)
-            if sampling.guidance is not None:
-                out.lines.append(f"guidance={sampling.guidance:g} not used: no style= given (styles: "
-                                 f"{', '.join(style_names(codec))})")
+        if styles is None and sampling.guidance is not None and style_names(codec):  # generate samples unguided
+            out.lines.append(f"guidance={sampling.guidance:g} not used: no style= given (styles: "
+                             f"{', '.join(style_names(codec))})")
         if len(prompt) > ctx // 2:
             out.lines.append(f"primer: {len(prompt) - 1} events; the model sees its last {ctx // 2} "
                              f"(half its context of {ctx})")
         if len(prompt) + cfg.max_new_tokens > ctx:
             out.lines.append(f"max_new_tokens={cfg.max_new_tokens} goes past the context of {ctx} tokens: generating "
                              f"with a sliding window (each window keeps the last {ctx // 2} tokens)")
-        rows = generate_sliding(model, [prompt] * len(labels), cfg, align=window_alignment(codec), cond=cond,
-                                uncond=uncond)
+        rows = generate_sliding(model, [prompt] * len(labels), cfg, align=window_alignment(codec), cond=cond)
         pms = [ids_to_midi(codec, prompt + ids) for ids in rows]
         out.value = pms[0] if len(pms) == 1 else pms
         stem = f"{Path(primer).stem}_continued" if primer else "sample"
