@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from zoo.codecs.midi import MidiError, PerformanceCodec, load_midi
 from zoo.codecs.multitrack import MultitrackCodec
 from zoo.members.base import Member, Samples, SampleSet, register_member
 from zoo.members.music_render import mel_spectrogram, piano_roll_png, render_wav, write_midi
+from zoo.members.serving import Limits, OnText, Option, OptionError, b64, guidance_option, sampling_options
 from zoo.sampling import OPTIONS, SamplingConfig, generate_sliding
 
 log = logging.getLogger(__name__)
@@ -219,6 +221,7 @@ class MusicMember(Member):
     primary = "primer"
     sampling = frozenset(OPTIONS) - {"stop"}
     rejected = {"stop": "a piece ends at the codec's end-of-piece event"}
+    outputs = ("midi", "wav", "piano_roll_png")
 
     def generate(self, model: Any, codec: Codec, inputs: dict[str, Any], sampling: SamplingConfig, *,
                  on_text: Any = None) -> Samples:
@@ -262,6 +265,54 @@ class MusicMember(Member):
     def render_training_samples(self, module: Any, datamodule: Any, sampling: SamplingConfig, out_dir: Path,
                                 step: int) -> SampleSet:
         return render(module, datamodule, sampling, out_dir, step)
+
+    # ---- zoo-serve: one piece per request, as MIDI, piano roll and (optionally) WAV ----
+    def request_options(self, m: Any, limits: Limits) -> list[Option]:
+        styles = style_names(m.codec)
+        conditional = [Option(name="style", kind="string", nullable=True, default=None, sampling=False,
+                              max_length=64, help=f"the style to play: one of {styles} (null = no style)"),
+                       guidance_option(m)] if styles else []
+        return [Option(name="primer", kind="midi", nullable=True, default=None, sampling=False,
+                       max_length=limits.max_primer_bytes,
+                       help="a MIDI file to continue, base64 (null = from the start)"),
+                Option(name="audio", kind="boolean", default=True, sampling=False,
+                       help="also render a WAV (sine or FluidSynth synthesis)"),
+                *conditional, *sampling_options(m, max_tokens=limits.max_music_tokens)]
+
+    def check_request(self, m: Any, opts: dict[str, Any], limits: Limits) -> None:
+        if "style" in opts:
+            try:
+                parse_styles(m.codec, opts["style"])
+            except ValueError as e:
+                raise OptionError("style", str(e), f"one of {style_names(m.codec)}, or null", opts["style"]) from None
+        if opts["primer"] is None:
+            return
+        with tempfile.TemporaryDirectory(prefix="zoo-serve-") as tmp:
+            path = Path(tmp) / "primer.mid"
+            path.write_bytes(opts["primer"])
+            try:
+                primer_ids(m.codec, path)
+            except ValueError as e:  # the message names the problem and what a primer must be
+                raise OptionError("primer", str(e), received=f"{len(opts['primer'])} bytes") from None
+
+    def serve(self, m: Any, batch: Sequence[dict[str, Any]], on_text: OnText | None = None) -> list[dict[str, Any]]:
+        return [self._serve_one(m, opts) for opts in batch]
+
+    def _serve_one(self, m: Any, opts: dict[str, Any]) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="zoo-serve-") as tmp:
+            tmp = Path(tmp)
+            primer = None
+            if opts["primer"] is not None:
+                primer = tmp / "primer.mid"
+                primer.write_bytes(opts["primer"])
+            options = {k: v for k, v in opts.items() if k not in ("primer", "audio")}
+            pm = m.sample({**options, "primer": primer, "out": tmp / "sample.mid"}).value
+            result = {"midi": b64(tmp / "sample.mid"), "seconds": round(pm.get_end_time(), 3),
+                      "notes": sum(len(i.notes) for i in pm.instruments),
+                      "piano_roll_png": b64(piano_roll_png(pm, tmp / "roll.png"))}
+            if opts["audio"]:
+                result["wav"] = b64(render_wav(pm, tmp / "sample.wav"))
+            return result
 
 
 register_member(MusicMember)
