@@ -305,6 +305,27 @@ def test_guidance_one_is_conditional_and_zero_is_unconditional() -> None:
                     max_new_tokens=12, seed=5) == sampled
 
 
+def test_every_model_knows_its_null_condition() -> None:
+    """The one place that decides about guidance: a model's `null_condition` (None: it takes none)."""
+    from zoo.models.image_gpt import ImageGPT, ImageGPTConfig
+    from zoo.models.text2image import Text2Image, Text2ImageConfig
+
+    assert tiny_gpt().null_condition(2) is None
+    styled = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=8, num_classes=3))
+    assert styled.null_condition(2).tolist() == [3, 3]
+    img = dict(vocab_size=5, num_patches=4, patch_tokens=2, n_layer=1, n_head=1, n_embd=8, local_n_layer=0,
+               local_n_head=1, local_n_embd=8)
+    assert ImageGPT(ImageGPTConfig(**img)).null_condition(2) is None
+    assert ImageGPT(ImageGPTConfig(**img, num_classes=4)).null_condition(1).tolist() == [4]
+    captions = Text2Image(Text2ImageConfig(**img, text_vocab_size=7, text_len=3))
+    assert captions.null_condition(2).tolist() == [[7, 7, 7]] * 2  # the empty caption: all padding
+    with pytest.raises(ValueError, match=r"guidance=2 needs a conditional model .*; ImageGPT takes no condition"):
+        generate(ImageGPT(ImageGPTConfig(**img)), [[]], guidance=2.0, max_new_tokens=8)
+    # rows without a condition have nothing to guide: the unguided sample, on a batch that is not doubled
+    assert generate(styled, [[1]], guidance=3.0, max_new_tokens=5, seed=0) == \
+        generate(styled, [[1]], max_new_tokens=5, seed=0)
+
+
 def test_guided_logits_formula() -> None:
     """One step checked by hand: u + s · (c − u) from the two branches' own next-token logits."""
     model = ClassConditionalGPT().eval()

@@ -59,7 +59,7 @@ def init_proj(weight: Tensor, std: float, *, zero: bool) -> None:
         nn.init.normal_(weight, mean=0.0, std=std)
 
 
-def check_class_ids(cond: Tensor | None, num_classes: int, batch: int, device: torch.device) -> Tensor:
+def check_class_ids(cond: Tensor | None, num_classes: int, batch: int, device: torch.device | str) -> Tensor:
     """Validated class ids (B,) for a model with `num_classes` conditions; None -> the "no condition" id
     `num_classes` (classifier-free guidance's unconditional row)."""
     k = num_classes

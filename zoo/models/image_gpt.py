@@ -181,8 +181,7 @@ class ImageGPT(GenerativeModel):
         """(B,) the "no condition" id `num_classes` (the start token an unconditional row begins with);
         None for an unconditional model, which takes no condition (and so no guidance)."""
         k = self.config.num_classes
-        device = device or self.global_model.cls_emb.weight.device
-        return torch.full((batch,), k, dtype=torch.long, device=device) if k else None
+        return check_class_ids(None, k, batch, device or self.global_model.cls_emb.weight.device) if k else None
 
     def class_ids(self, cond: Tensor | None, batch: int, device: torch.device) -> Tensor:
         """Validated class ids (B,); None -> the "no condition" id `num_classes`."""
