@@ -19,6 +19,9 @@ class Adapter:
     """One loaded model (a `zoo.load` result) and its member; `options`: the request fields by name."""
 
     def __init__(self, m: Any, limits: Limits) -> None:
+        if m.codec is None:  # e.g. a GPT-2 folder without its vocabulary files
+            raise ValueError(f"{m.name or m.model_type}: no codec to read requests and write results with; "
+                             "serve a checkpoint or folder that holds its codec (tokenizer) files")
         self.m, self.limits, self.member = m, limits, m.member
         self.options: dict[str, Option] = {o.name: o for o in self.member.request_options(m, limits)}
 
