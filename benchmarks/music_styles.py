@@ -38,11 +38,10 @@ from zoo.sampling import SamplingConfig, generate_sliding
 
 
 def draw(model, codec, style: int, n: int, events: int, guidance: float | None, seed: int) -> list[list[int]]:
-    k = len(codec.styles)
     cfg = SamplingConfig(max_new_tokens=events, temperature=1.0, top_p=0.95, seed=seed,
                          guidance=None if guidance in (None, 1.0) else guidance, stop_tokens=(codec.eos_id,))
     cond = torch.full((n,), style, dtype=torch.long)
-    return generate_sliding(model, [[codec.bos_id]] * n, cfg, cond=cond, uncond=torch.full((n,), k))
+    return generate_sliding(model, [[codec.bos_id]] * n, cfg, cond=cond)
 
 
 RECIPE_GUIDANCE = 4.0  # conf/experiment/music_transformer_styles.yaml: the scale where samples read as their style

@@ -304,3 +304,40 @@ def test_zoo_train_multitrack_then_load_sample_and_the_sample_command(band_dir, 
         for suffix in (".mid", ".wav", "_roll.png"):
             assert (tmp_path / "out" / f"sample_{i:02d}{suffix}").is_file()
         pretty_midi.PrettyMIDI(str(tmp_path / "out" / f"sample_{i:02d}.mid"))
+
+
+# ------------------------------------------------------------------------------------------ served
+def test_zoo_serve_serves_a_multitrack_model_through_the_music_member(tmp_path):
+    """A multitrack checkpoint is served (its member is music's; zoo-serve names no codec): a primer is
+    continued as MIDI + piano roll + WAV, the piece the Python API gives for the same seed."""
+    pytest.importorskip("fastapi")
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from zoo.hub.loading import Pretrained
+    from zoo.models.music_transformer import MusicTransformer, MusicTransformerConfig
+    from zoo.serve import ServeSettings, create_app
+
+    codec = CODECS["REMI"]
+    torch.manual_seed(0)
+    model = MusicTransformer(MusicTransformerConfig(vocab_size=codec.vocab_size, block_size=64, n_layer=1, n_head=2,
+                                                    n_embd=16, dropout=0.0)).eval()
+    m = Pretrained(model, codec, {"temperature": 1.0, "top_p": 0.95}, name="band")
+    primer = band(tmp_path / "primer.mid", beats=2)
+    with TestClient(create_app({"band": m}, ServeSettings(timeout_s=120))) as client:
+        entry = client.get("/v1/models").json()["models"][0]
+        assert (entry["member"], entry["codec"]) == ("music", "midi_multitrack")
+        assert entry["options"]["top_p"]["default"] == 0.95  # the checkpoint's sampling defaults
+        r = client.post("/v1/generate", json={"model": "band", "primer": base64.b64encode(
+            (tmp_path / "primer.mid").read_bytes()).decode(), "max_new_tokens": 24, "seed": 0})
+        assert r.status_code == 200, r.text
+        result = r.json()["result"]
+        assert {"midi", "wav", "piano_roll_png", "notes", "seconds"} <= set(result)
+        bad = client.post("/v1/generate", json={"model": "band", "primer": base64.b64encode(b"MThd junk").decode()})
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "primer", bad.text
+    (tmp_path / "served.mid").write_bytes(base64.b64decode(result["midi"]))
+    m.generate(primer=str(tmp_path / "primer.mid"), max_new_tokens=24, seed=0, out=str(tmp_path / "api.mid"))
+    served, api = (pretty_midi.PrettyMIDI(str(tmp_path / f"{name}.mid")) for name in ("served", "api"))
+    assert notes_in_beats(served) == notes_in_beats(api)
+    assert len(notes_in_beats(served)) > 1 and result["notes"] >= sum(len(i.notes) for i in primer.instruments)

@@ -33,8 +33,23 @@ def test_cached_and_static_decoding_keep_the_condition(kernel, position):
     for step in ("decode_step", "decode_step_static"):
         cache = m.new_cache(3, 32)
         outs = [m.prefill(x[:, :8], cond=c, cache=cache)]
-        outs += [getattr(m, step)(x[:, t:t + 1], cache=cache) for t in range(8, 19)]
+        outs += [getattr(m, step)(x[:, t:t + 1], cache=cache, cond=c) for t in range(8, 19)]  # every step
         torch.testing.assert_close(torch.stack(outs, 1), full[:, 7:19], rtol=0, atol=1e-12)
+        assert not hasattr(cache, "cond")  # the condition is the model's, never the attention core's
+
+
+def test_cached_sampling_gives_every_step_its_rows_condition():
+    """`generate` passes each row's condition to prefill and to every decode step (and, guided, the model's
+    own "no style" to the second half): cached sampling equals recomputing each prefix with its condition."""
+    m = tiny()
+    with torch.no_grad():
+        m.transformer.cls.weight.mul_(100)  # a condition strong enough to decide every token
+    cond, prompts = torch.tensor([0, 1, 2]), [[1], [1], [1]]
+    for guidance in (None, 2.0):
+        cfg = SamplingConfig(max_new_tokens=12, temperature=0.0, guidance=guidance)
+        cached = generate(m, prompts, cfg, cond=cond)
+        assert cached == generate(m, prompts, cfg, cond=cond, use_cache=False), guidance
+        assert len({tuple(r) for r in cached}) == 3  # each style its own piece
 
 
 def test_the_condition_changes_every_position_and_none_means_the_last_id():
@@ -73,10 +88,11 @@ def test_bad_conditions_are_named():
 
 def test_guidance_matches_the_formula_and_sliding_windows_keep_the_style():
     m = tiny()
-    cond, uncond = torch.tensor([1]), torch.tensor([3])
+    cond, uncond = torch.tensor([1]), m.null_condition(1)
+    assert uncond.tolist() == [3]  # the model's own "no style": num_classes
     g = 2.5
     cfg = SamplingConfig(max_new_tokens=6, temperature=0.0, guidance=g)
-    got = generate(m, [[1]], cfg, cond=cond, uncond=uncond)[0]
+    got = generate(m, [[1]], cfg, cond=cond)[0]
     seq = [1]
     for _ in range(6):  # greedy on u + g (c - u), recomputed from scratch
         x = torch.tensor([seq])
@@ -86,8 +102,8 @@ def test_guidance_matches_the_formula_and_sliding_windows_keep_the_style():
     # Past the context: each window is conditioned on its row's style (rows of different styles differ,
     # and a row equals its own style sampled alone).
     cfg = SamplingConfig(max_new_tokens=50, temperature=0.0, guidance=g)
-    both = generate_sliding(m, [[1], [1]], cfg, cond=torch.tensor([0, 2]), uncond=torch.tensor([3, 3]))
-    alone = generate_sliding(m, [[1]], cfg, cond=torch.tensor([2]), uncond=torch.tensor([3]))
+    both = generate_sliding(m, [[1], [1]], cfg, cond=torch.tensor([0, 2]))
+    alone = generate_sliding(m, [[1]], cfg, cond=torch.tensor([2]))
     assert both[1] == alone[0] and len(alone[0]) == 50
 
 

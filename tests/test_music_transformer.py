@@ -224,7 +224,8 @@ def test_sample_command_errors(tmp_path):
         sample_command(model, PERF, options(labels=[3]))
     with pytest.raises(ValueError, match="primer= needs a model of MIDI performance events.*'jsb_grid'"):
         sample_command(tiny(vocab_size=50), JSBGridCodec(), options(primer=str(song(tmp_path / "s.mid"))))
-    with pytest.raises(ValueError, match="guidance=2 needs a style-conditioned model; this one has no styles"):
+    with pytest.raises(ValueError, match=r"guidance=2 needs a conditional model \(classes, styles or captions\); "
+                                         "MusicTransformer takes no condition"):
         sample_command(model, PERF, options(guidance=2.0))
     with pytest.raises(ValueError, match="style='bach': this model is not style-conditioned"):
         sample_command(model, PERF, options(style="bach"))

@@ -59,6 +59,12 @@ class ClassConditionalGPT(GenerativeModel):
             idx = torch.cat([(VOCAB + cond)[:, None], idx], dim=1)
         return self.gpt(idx, cache=cache, last_only=last_only)[..., :VOCAB]
 
+    def null_condition(self, batch: int, device: torch.device | str | None = None) -> Tensor:
+        return torch.full((batch,), self.n_classes, dtype=torch.long, device=device)
+
+    def decode_step(self, idx: Tensor, *, cache: KVCache, cond: Tensor | None = None) -> Tensor:
+        return self(idx, cache=cache, last_only=True)[:, -1]  # the class token entered the cache at prefill
+
 
 def probs_logits(*probs: float) -> Tensor:
     return torch.tensor([probs]).log()  # (1, V)
@@ -251,7 +257,8 @@ def test_too_long_and_bad_requests_are_errors() -> None:
         generate(model, [])
     with pytest.raises(ValueError, match="at least one token"):
         generate(model, [[]], max_new_tokens=3)
-    with pytest.raises(ValueError, match="guidance needs both `cond` and `uncond`"):
+    with pytest.raises(ValueError, match=r"^guidance=2 needs a conditional model \(classes, styles or captions\); "
+                                         r"GPT takes no condition: leave guidance out or set it to 1$"):
         generate(model, [[1]], guidance=2.0)
     with pytest.raises(ValueError, match="compile=True compiles the cached decode step; it needs use_cache=True"):
         generate(model, [[1]], compile=True, use_cache=False)
@@ -288,14 +295,35 @@ def test_guidance_one_is_conditional_and_zero_is_unconditional() -> None:
     conditional = generate(model, prompts, cond=cond, **kw)
     unconditional = generate(model, prompts, cond=null.expand(3), **kw)
     assert conditional != unconditional  # the condition matters, so the checks below can fail
-    assert generate(model, prompts, cond=cond, uncond=null, guidance=1.0, **kw) == conditional
-    assert generate(model, prompts, cond=cond, uncond=null, guidance=0.0, **kw) == unconditional
-    strong = generate(model, prompts, cond=cond, uncond=null, guidance=3.0, **kw)
-    assert strong == generate(model, prompts, cond=cond, uncond=null, guidance=3.0, use_cache=False, **kw)
+    assert generate(model, prompts, cond=cond, guidance=1.0, **kw) == conditional
+    assert generate(model, prompts, cond=cond, guidance=0.0, **kw) == unconditional
+    strong = generate(model, prompts, cond=cond, guidance=3.0, **kw)
+    assert strong == generate(model, prompts, cond=cond, guidance=3.0, use_cache=False, **kw)
     # with sampling, scale 1 also draws the very same tokens from the same seed
     sampled = generate(model, prompts, cond=cond, temperature=1.0, max_new_tokens=12, seed=5)
-    assert generate(model, prompts, cond=cond, uncond=null, guidance=1.0, temperature=1.0,
+    assert generate(model, prompts, cond=cond, guidance=1.0, temperature=1.0,
                     max_new_tokens=12, seed=5) == sampled
+
+
+def test_every_model_knows_its_null_condition() -> None:
+    """The one place that decides about guidance: a model's `null_condition` (None: it takes none)."""
+    from zoo.models.image_gpt import ImageGPT, ImageGPTConfig
+    from zoo.models.text2image import Text2Image, Text2ImageConfig
+
+    assert tiny_gpt().null_condition(2) is None
+    styled = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=8, num_classes=3))
+    assert styled.null_condition(2).tolist() == [3, 3]
+    img = dict(vocab_size=5, num_patches=4, patch_tokens=2, n_layer=1, n_head=1, n_embd=8, local_n_layer=0,
+               local_n_head=1, local_n_embd=8)
+    assert ImageGPT(ImageGPTConfig(**img)).null_condition(2) is None
+    assert ImageGPT(ImageGPTConfig(**img, num_classes=4)).null_condition(1).tolist() == [4]
+    captions = Text2Image(Text2ImageConfig(**img, text_vocab_size=7, text_len=3))
+    assert captions.null_condition(2).tolist() == [[7, 7, 7]] * 2  # the empty caption: all padding
+    with pytest.raises(ValueError, match=r"guidance=2 needs a conditional model .*; ImageGPT takes no condition"):
+        generate(ImageGPT(ImageGPTConfig(**img)), [[]], guidance=2.0, max_new_tokens=8)
+    # rows without a condition have nothing to guide: the unguided sample, on a batch that is not doubled
+    assert generate(styled, [[1]], guidance=3.0, max_new_tokens=5, seed=0) == \
+        generate(styled, [[1]], max_new_tokens=5, seed=0)
 
 
 def test_guided_logits_formula() -> None:
@@ -307,7 +335,7 @@ def test_guided_logits_formula() -> None:
         u = model(torch.tensor([prompt]), cond=null)[:, -1]
     guided = u + 2.5 * (c - u)
     assert int(guided.argmax()) not in (int(c.argmax()), int(u.argmax()))  # guidance picks a third token
-    got = generate(model, [prompt], cond=cond, uncond=null, guidance=2.5, temperature=0, max_new_tokens=1)
+    got = generate(model, [prompt], cond=cond, guidance=2.5, temperature=0, max_new_tokens=1)
     assert got == [[int(guided.argmax())]]
 
 

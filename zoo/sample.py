@@ -5,7 +5,9 @@
 
 The checkpoint's member (`zoo.members.member_for`) parses the options, draws the samples and writes the
 files; this entry point prints what it reports. conf/sample.yaml holds the defaults of every member's
-inputs: one a member does not take is an error only when given on the command line.
+inputs: one a member does not take is an error only when given on the command line. Sampling options
+not given on the command line are the checkpoint's defaults (generation_config.json), as in
+`zoo.load(...).generate` and zoo-serve (`Pretrained.sample`): one seed, one sample, whichever is asked.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from omegaconf import DictConfig
 
 from zoo.cli import CONF_DIR, quiet_console, resolve, run_checked
 from zoo.hub import load
+from zoo.sampling import OPTIONS
 
 SETUP_KEYS = ("checkpoint", "device")  # how to load the model; everything else goes to its member
 
@@ -34,13 +37,14 @@ def _main(cfg: DictConfig) -> None:
     opts = resolve(cfg, "zoo-sample")
     try:
         m = load(opts.pop("checkpoint"), device=opts.pop("device"))
-        member = m.member
+        given = given_on_command_line()
+        opts = {k: v for k, v in opts.items() if k in given or k not in OPTIONS}  # the rest: the checkpoint's
 
         def on_text(text: str) -> None:
             sys.stdout.write(text)
             sys.stdout.flush()
 
-        samples = member.sample(m.model, m.codec, opts, explicit=given_on_command_line(), on_text=on_text)
+        samples = m.sample(opts, explicit=given, on_text=on_text)
     except (ValueError, OSError) as e:  # unknown name or option, bad file, checksum mismatch: no traceback
         raise SystemExit(f"zoo-sample: {e}") from None
     print(samples.describe())

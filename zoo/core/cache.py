@@ -40,7 +40,6 @@ class KVCache:
         self.pos = 0
         self.begin = self.fill = 0  # rolling mode: buffer slots begin .. fill - 1 hold the kept positions
         self.position: Tensor | None = None  # 0-d int64 copy of `pos`, in static mode only
-        self.cond: Tensor | None = None  # a class-conditional model's ids (B,), set at prefill for the decode steps
 
     @property
     def nbytes(self) -> int:
@@ -136,5 +135,3 @@ class KVCache:
         """Keep batch rows `index` (e.g. after duplicating rows for guidance)."""
         self.k = [k.index_select(0, index) for k in self.k]
         self.v = [v.index_select(0, index) for v in self.v]
-        if self.cond is not None:
-            self.cond = self.cond.index_select(0, index)

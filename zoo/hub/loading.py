@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import textwrap
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ from zoo.hub.registry import (
     describe_models,
     list_models,
 )
-from zoo.members import Member, member_for
+from zoo.members import Member, Samples, member_for
 from zoo.models.base import build_model
 from zoo.sampling import RENAMED, SamplingConfig
 from zoo.training.checkpoint import model_from_checkpoint
@@ -74,7 +75,6 @@ def upgrade_options(stored: dict[str, Any]) -> dict[str, Any]:
     training config: `guidance_scale`) under today's names; a value under the new name wins."""
     old = {RENAMED[k]: v for k, v in stored.items() if k in RENAMED}
     return old | {k: v for k, v in stored.items() if k not in RENAMED}
-
 
 
 # ---- the loaded object --------------------------------------------------------------------------
@@ -161,8 +161,15 @@ class Pretrained:
                 raise TypeError(f"generate() got a positional argument {prompt!r} that the {member.name} member "
                                 f"has no place for" + (f" besides {member.primary}=" if member.primary else ""))
             options = {member.primary: prompt, **options}
+        return self.sample(options).value
+
+    def sample(self, options: dict[str, Any], *, explicit: Collection[str] | None = None,
+               on_text: Callable[[str], Any] | None = None) -> Samples:
+        """`Member.sample` over the checkpoint's sampling defaults (`.generation`): how `generate`, zoo-sample
+        and zoo-serve all sample, so that one seed gives one sample whichever is asked."""
+        member = self.member
         base = SamplingConfig.from_options({k: v for k, v in self.generation.items() if k in member.sampling})
-        return member.sample(self.model, self.codec, options, base=base).value
+        return member.sample(self.model, self.codec, options, base=base, explicit=explicit, on_text=on_text)
 
 
 # ---- loading ------------------------------------------------------------------------------------

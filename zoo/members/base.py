@@ -8,20 +8,25 @@ returns it), the files written and the lines `zoo-sample` prints. `render_traini
 `zoo.training.callbacks.SampleCallback` logs during training, as a `SampleSet`.
 
 `zoo-sample`, `Pretrained.generate`, the training callback and export ask `member_for(codec=...)`
-instead of switching on names. Built-in members register themselves when `zoo.members` is imported;
-other packages add theirs through the entry-point group `zoo.members` (`load_plugins`).
+instead of switching on names. zoo-serve asks the member too: its request fields (`request_options`,
+`zoo.members.serving.Option`), the checks that need the codec (`check_request`), which requests may share
+a batch (`batch_key`) and the JSON result (`serve`); the defaults serve any member, plug-ins included.
+Built-in members register themselves when `zoo.members` is imported; other packages add theirs through
+the entry-point group `zoo.members` (`load_plugins`).
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable, Collection, Mapping
+import tempfile
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
+from zoo.members.serving import Limits, OnText, Option, b64, guidance_option, sampling_options
 from zoo.sampling import OPTIONS, RENAMED, SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,7 @@ class Member:
     primary: the input that `Pretrained.generate(x)`'s positional argument fills (e.g. "prompt").
     sampling: the `SamplingConfig` options this member honours; `rejected` gives a reason per option
         it does not (shown in the error), the rest get a generic one.
+    outputs / streams: the fields of a served result, and whether `serve` streams text to `on_text`.
     """
 
     name: ClassVar[str] = ""
@@ -77,6 +83,8 @@ class Member:
     primary: ClassVar[str | None] = None
     sampling: ClassVar[frozenset[str]] = frozenset(OPTIONS)
     rejected: ClassVar[dict[str, str]] = {}
+    outputs: ClassVar[tuple[str, ...]] = ("value", "files")
+    streams: ClassVar[bool] = False
 
     def parse(self, options: Mapping[str, Any], *, base: SamplingConfig | None = None,
               explicit: Collection[str] | None = None) -> tuple[dict[str, Any], SamplingConfig]:
@@ -123,6 +131,65 @@ class Member:
         """`parse` then `generate`: what zoo-sample and `Pretrained.generate` call."""
         inputs, sampling = self.parse(options, base=base, explicit=explicit)
         return self.generate(model, codec, inputs, sampling, on_text=on_text)
+
+    # ---- serving: `m` is a loaded model (`zoo.load`'s Pretrained: .model, .codec, .generation, .sample) ----
+    def request_options(self, m: Any, limits: Limits) -> list[Option]:
+        """The request fields zoo-serve shows and checks. Default: one per input but `out` (the server
+        returns files, it writes none where a client says), typed by its default, then the sampling
+        options this member takes, with the checkpoint's defaults (`m.generation`)."""
+        fields = [_input_option(name, default, limits) for name, default in self.inputs.items() if name != "out"]
+        if "num_samples" in self.sampling:
+            fields.append(Option(name="num_samples", kind="integer", minimum=1, maximum=limits.max_num_samples,
+                                 default=1, sampling=False, help="samples to draw"))
+        if "stop" in self.sampling:
+            fields.append(Option(name="stop", kind="strings", default=[], max_length=limits.max_stop,
+                                 sampling=False, help="strings that end a sample"))
+        if "guidance" in self.sampling:
+            fields.append(guidance_option(m))
+        shared = sampling_options(m, max_tokens=limits.max_new_tokens if "max_new_tokens" in self.sampling else None)
+        return fields + [o for o in shared if o.name in self.sampling]
+
+    def check_request(self, m: Any, opts: dict[str, Any], limits: Limits) -> None:
+        """Checks of a request that need several fields or the codec (each field passed its `Option`);
+        raise `zoo.members.serving.OptionError` naming the field (without `accepted`, the field's own is
+        shown). May normalise `opts` in place."""
+
+    def batch_key(self, opts: Mapping[str, Any]) -> Hashable | None:
+        """Requests with equal keys may run as one `serve` call; None (the default): this one runs alone."""
+        return None
+
+    def serve(self, m: Any, batch: Sequence[dict[str, Any]], on_text: OnText | None = None) -> list[dict[str, Any]]:
+        """One JSON-able result per request of `batch` (checked options). Default: each request through
+        `m.sample`; `value` as JSON, and the files the member wrote (into a temporary folder) as base64."""
+        results = []
+        for opts in batch:
+            with tempfile.TemporaryDirectory(prefix="zoo-serve-") as tmp:
+                out = {"out": f"{tmp}/"} if "out" in self.inputs else {}
+                samples = m.sample({**opts, **out})
+                files = {str(Path(p).relative_to(tmp)): b64(Path(p)) for p in samples.files if Path(p).is_file()}
+                results.append({"value": to_json(samples.value), "files": files})
+        return results
+
+
+def _input_option(name: str, default: Any, limits: Limits) -> Option:
+    """A plug-in input's request field, typed by its default (None, a list or a dict: any JSON value)."""
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    kind = kinds.get(type(default), "any")
+    return Option(name=name, kind=kind, default=default, nullable=kind == "any", sampling=False,
+                  max_length=limits.max_prompt_chars if kind == "string" else None, help=f"the member's `{name}`")
+
+
+def to_json(value: Any) -> Any:
+    """A sample's value as JSON: tensors and arrays as nested lists, containers item by item, else str()."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if hasattr(value, "tolist"):  # torch.Tensor, numpy.ndarray
+        return value.tolist()
+    return str(value)
 
 
 def output_path(out: str | Path | None, default_name: str) -> Path | None:

@@ -9,8 +9,9 @@ that zoo-sample, `zoo.load(...).generate` and the training callback ask.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from torch import Tensor
 from zoo.codecs.image import ImagePatchCodec
 from zoo.members.base import Member, Samples, SampleSet, output_path, register_member
 from zoo.members.image_io import save_grid_png
+from zoo.members.serving import Limits, OnText, Option, OptionError, b64, guidance_option, sampling_options
 from zoo.models.base import GenerativeModel
 from zoo.sampling import OPTIONS, SamplingConfig, sample_tokens
 
@@ -55,8 +57,7 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
     model, codec = module.model, module.codec
     k = codec.num_classes
     labels = torch.arange(k).repeat_interleave(SAMPLES_PER_CLASS) if k else None
-    scfg = cfg if k else dataclasses.replace(cfg, guidance=None)
-    tokens = sample_tokens(model, codec, labels, num=UNCONDITIONAL_ROWS * SAMPLES_PER_CLASS, cfg=scfg)
+    tokens = sample_tokens(model, codec, labels, num=UNCONDITIONAL_ROWS * SAMPLES_PER_CLASS, cfg=cfg)
     images = codec.decode_batch(tokens.cpu())  # (rows·SAMPLES_PER_CLASS, C, H, W), class-major
     out = SampleSet()
     grid = save_grid_png(images, out_dir / f"step_{step:06d}.png", nrow=SAMPLES_PER_CLASS, padding=PADDING)
@@ -74,7 +75,7 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
         n = codec.prefix_length(rows)
         prefix = codec.levels_to_tokens(levels)[:, :n]
         done = sample_tokens(model, codec, test_labels if k else None, num=len(test_labels), prefix=prefix,
-                             cfg=scfg)
+                             cfg=cfg)
         originals = codec.dequantize(levels)
         grid = torch.cat([originals, hide_below(codec, originals, rows), codec.decode_batch(done.cpu())])
         path = save_grid_png(grid, out_dir / f"step_{step:06d}_completion.png", nrow=len(test_labels),
@@ -154,13 +155,12 @@ class ImageMember(Member):
     sampling = frozenset(OPTIONS) - {"stop", "max_new_tokens"}
     rejected = {"stop": "an image ends after its fixed number of tokens (use labels=, primer=)",
                 "max_new_tokens": "an image is always generated whole (its number of tokens is fixed)"}
+    outputs = ("png",)
 
     def generate(self, model: GenerativeModel, codec: ImagePatchCodec, inputs: dict[str, Any],
                  sampling: SamplingConfig, *, on_text: Any = None) -> Samples:
         labels = parse_labels(codec, inputs["labels"])
         n = sampling.num_samples
-        if sampling.guidance is not None and labels is None:
-            raise ValueError(f"guidance={sampling.guidance:g} needs a class-conditional model; this one has no classes")
         prefix = rows = primer = None
         if inputs["primer"]:
             rows = half_rows(codec) if inputs["rows"] is None else int(inputs["rows"])
@@ -193,6 +193,39 @@ class ImageMember(Member):
     def render_training_samples(self, module: Any, datamodule: Any, sampling: SamplingConfig, out_dir: Path,
                                 step: int) -> SampleSet:
         return render(module, datamodule, sampling, out_dir, step)
+
+    # ---- zoo-serve: labels -> one PNG grid ----
+    def request_options(self, m: Any, limits: Limits) -> list[Option]:
+        names = m.codec.class_names or list(range(m.codec.num_classes))
+        return [Option(name="labels", kind="labels", nullable=True, default=None, sampling=False,
+                       max_length=limits.max_images,
+                       help=f"class ids or names, one grid row each (null = every class): {names}"),
+                Option(name="num_samples", kind="integer", minimum=1, maximum=limits.max_num_samples,
+                       default=4, sampling=False, help="images per label"),
+                guidance_option(m), *sampling_options(m, max_tokens=None, repetition=False)]
+
+    @staticmethod
+    def _rows(m: Any, opts: dict[str, Any]) -> int:
+        try:
+            ids = parse_labels(m.codec, opts["labels"])
+        except ValueError as e:  # accepted: the field's own (Option.accepted)
+            raise OptionError("labels", str(e), received=opts["labels"]) from None
+        return 1 if ids is None else len(ids)
+
+    def check_request(self, m: Any, opts: dict[str, Any], limits: Limits) -> None:
+        images, most = self._rows(m, opts) * opts["num_samples"], limits.max_images
+        if images > most:
+            raise OptionError("num_samples", f"{images} images (labels x num_samples) is too many; at most "
+                              f"{most}", f"labels x num_samples <= {most}", opts["num_samples"])
+
+    def serve(self, m: Any, batch: Sequence[dict[str, Any]], on_text: OnText | None = None) -> list[dict[str, Any]]:
+        results = []
+        for opts in batch:
+            with tempfile.TemporaryDirectory(prefix="zoo-serve-") as tmp:
+                out = Path(tmp) / "grid.png"
+                images = m.sample({**opts, "out": out}).value
+                results.append({"png": b64(out), "shape": list(images.shape), "rows": self._rows(m, opts)})
+        return results
 
 
 register_member(ImageMember)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from zoo.codecs.midi import MidiError, PerformanceCodec, load_midi
 from zoo.codecs.multitrack import MultitrackCodec
 from zoo.members.base import Member, Samples, SampleSet, register_member
 from zoo.members.music_render import mel_spectrogram, piano_roll_png, render_wav, write_midi
+from zoo.members.serving import Limits, OnText, Option, OptionError, b64, guidance_option, sampling_options
 from zoo.sampling import OPTIONS, SamplingConfig, generate_sliding
 
 log = logging.getLogger(__name__)
@@ -141,22 +143,17 @@ def parse_styles(codec: Codec, style: Any) -> list[int] | None:
     return ids
 
 
-def style_conditions(model: Any, codec: Codec, styles: list[int] | None, n: int, guidance: float | None,
-                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(cond, uncond) for `n` rows per style; (None, None) without styles. Guidance on a model without
-    styles is an error; on a style model sampled without `style=` it has nothing to guide towards and is
-    not used (the checkpoint's default guidance applies to styled samples only)."""
-    k = len(style_names(codec))
+def style_conditions(model: Any, codec: Codec, styles: list[int] | None, n: int) -> torch.Tensor | None:
+    """The condition (style ids) of `n` rows per style; None without styles (the model's "no style").
+    Guidance is `zoo.sampling.generate`'s: rows without a style have nothing to guide towards."""
     if styles is None:
-        if guidance is not None and not k:
-            raise ValueError(f"guidance={guidance:g} needs a style-conditioned model; this one has no styles")
-        return None, None
+        return None
+    k = len(style_names(codec))
     if getattr(model.config, "num_classes", 0) != k:
         raise ValueError(f"the codec names {k} styles but the model has num_classes="
                          f"{getattr(model.config, 'num_classes', 0)}")
     device = next(model.parameters()).device
-    cond = torch.tensor(styles, device=device).repeat_interleave(n)
-    return cond, torch.full_like(cond, k)
+    return torch.tensor(styles, device=device).repeat_interleave(n)
 
 
 # ---------------------------------------------------------------------------------------- training
@@ -167,19 +164,18 @@ def render(module: Any, datamodule: Any, cfg: SamplingConfig, out_dir: Path, ste
     model, codec = module.model, module.codec
     align = window_alignment(codec)
     styles = style_names(codec)
-    cond = uncond = None
+    cond = None
     if styles:  # a style-conditioned model: one piece per style from scratch
         prompts = {f"scratch_{name}": [codec.bos_id] for name in styles}
-        cond, uncond = style_conditions(model, codec, list(range(len(styles))), 1, cfg.guidance)
+        cond = style_conditions(model, codec, list(range(len(styles))), 1)
     else:
-        cfg = dataclasses.replace(cfg, guidance=None)
         prompts = {"scratch": [codec.bos_id]}
         val = getattr(datamodule, "sequences", {}).get("val") if datamodule is not None else None
         if val:
             n = max(align, (model.max_len // 4) // align * align) + 1  # BOS + whole steps
             prompts["continue_val0"] = [int(i) for i in val[0][:n]]
     cfg = dataclasses.replace(cfg, stop_tokens=(codec.eos_id,))
-    rows = generate_sliding(model, list(prompts.values()), cfg, align=align, cond=cond, uncond=uncond)
+    rows = generate_sliding(model, list(prompts.values()), cfg, align=align, cond=cond)
     out = SampleSet()
     for (label, prompt), ids in zip(prompts.items(), rows):
         pm = ids_to_midi(codec, prompt + ids)
@@ -225,29 +221,27 @@ class MusicMember(Member):
     primary = "primer"
     sampling = frozenset(OPTIONS) - {"stop"}
     rejected = {"stop": "a piece ends at the codec's end-of-piece event"}
+    outputs = ("midi", "wav", "piano_roll_png")
 
     def generate(self, model: Any, codec: Codec, inputs: dict[str, Any], sampling: SamplingConfig, *,
                  on_text: Any = None) -> Samples:
         primer = inputs["primer"]
         styles = parse_styles(codec, inputs["style"])
-        cond, uncond = style_conditions(model, codec, styles, sampling.num_samples, sampling.guidance)
+        cond = style_conditions(model, codec, styles, sampling.num_samples)
         prompt = primer_ids(codec, primer) if primer else [codec.bos_id]
         cfg = dataclasses.replace(sampling, stop_tokens=(codec.eos_id,))
         n, ctx, out = cfg.num_samples, model.max_len, Samples(None)
         labels = [style_names(codec)[s] for s in styles for _ in range(n)] if styles else [None] * n
-        if styles is None:
-            cfg = dataclasses.replace(cfg, guidance=None)
-            if sampling.guidance is not None:
-                out.lines.append(f"guidance={sampling.guidance:g} not used: no style= given (styles: "
-                                 f"{', '.join(style_names(codec))})")
+        if styles is None and sampling.guidance is not None and style_names(codec):  # generate samples unguided
+            out.lines.append(f"guidance={sampling.guidance:g} not used: no style= given (styles: "
+                             f"{', '.join(style_names(codec))})")
         if len(prompt) > ctx // 2:
             out.lines.append(f"primer: {len(prompt) - 1} events; the model sees its last {ctx // 2} "
                              f"(half its context of {ctx})")
         if len(prompt) + cfg.max_new_tokens > ctx:
             out.lines.append(f"max_new_tokens={cfg.max_new_tokens} goes past the context of {ctx} tokens: generating "
                              f"with a sliding window (each window keeps the last {ctx // 2} tokens)")
-        rows = generate_sliding(model, [prompt] * len(labels), cfg, align=window_alignment(codec), cond=cond,
-                                uncond=uncond)
+        rows = generate_sliding(model, [prompt] * len(labels), cfg, align=window_alignment(codec), cond=cond)
         pms = [ids_to_midi(codec, prompt + ids) for ids in rows]
         out.value = pms[0] if len(pms) == 1 else pms
         stem = f"{Path(primer).stem}_continued" if primer else "sample"
@@ -271,6 +265,54 @@ class MusicMember(Member):
     def render_training_samples(self, module: Any, datamodule: Any, sampling: SamplingConfig, out_dir: Path,
                                 step: int) -> SampleSet:
         return render(module, datamodule, sampling, out_dir, step)
+
+    # ---- zoo-serve: one piece per request, as MIDI, piano roll and (optionally) WAV ----
+    def request_options(self, m: Any, limits: Limits) -> list[Option]:
+        styles = style_names(m.codec)
+        conditional = [Option(name="style", kind="string", nullable=True, default=None, sampling=False,
+                              max_length=64, help=f"the style to play: one of {styles} (null = no style)"),
+                       guidance_option(m)] if styles else []
+        return [Option(name="primer", kind="midi", nullable=True, default=None, sampling=False,
+                       max_length=limits.max_primer_bytes,
+                       help="a MIDI file to continue, base64 (null = from the start)"),
+                Option(name="audio", kind="boolean", default=True, sampling=False,
+                       help="also render a WAV (sine or FluidSynth synthesis)"),
+                *conditional, *sampling_options(m, max_tokens=limits.max_music_tokens)]
+
+    def check_request(self, m: Any, opts: dict[str, Any], limits: Limits) -> None:
+        if "style" in opts:
+            try:
+                parse_styles(m.codec, opts["style"])
+            except ValueError as e:
+                raise OptionError("style", str(e), f"one of {style_names(m.codec)}, or null", opts["style"]) from None
+        if opts["primer"] is None:
+            return
+        with tempfile.TemporaryDirectory(prefix="zoo-serve-") as tmp:
+            path = Path(tmp) / "primer.mid"
+            path.write_bytes(opts["primer"])
+            try:
+                primer_ids(m.codec, path)
+            except ValueError as e:  # the message names the problem and what a primer must be
+                raise OptionError("primer", str(e), received=f"{len(opts['primer'])} bytes") from None
+
+    def serve(self, m: Any, batch: Sequence[dict[str, Any]], on_text: OnText | None = None) -> list[dict[str, Any]]:
+        return [self._serve_one(m, opts) for opts in batch]
+
+    def _serve_one(self, m: Any, opts: dict[str, Any]) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="zoo-serve-") as tmp:
+            tmp = Path(tmp)
+            primer = None
+            if opts["primer"] is not None:
+                primer = tmp / "primer.mid"
+                primer.write_bytes(opts["primer"])
+            options = {k: v for k, v in opts.items() if k not in ("primer", "audio")}
+            pm = m.sample({**options, "primer": primer, "out": tmp / "sample.mid"}).value
+            result = {"midi": b64(tmp / "sample.mid"), "seconds": round(pm.get_end_time(), 3),
+                      "notes": sum(len(i.notes) for i in pm.instruments),
+                      "piano_roll_png": b64(piano_roll_png(pm, tmp / "roll.png"))}
+            if opts["audio"]:
+                result["wav"] = b64(render_wav(pm, tmp / "sample.wav"))
+            return result
 
 
 register_member(MusicMember)

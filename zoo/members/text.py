@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 from zoo.codecs.base import Codec
 from zoo.codecs.text import StreamDecoder
 from zoo.members.base import Member, Samples, SampleSet, register_member
+from zoo.members.serving import Limits, OnText, Option, OptionError, sampling_options
 from zoo.models.base import GenerativeModel
 from zoo.sampling import OPTIONS, SamplingConfig, generate, generate_sliding
 
@@ -87,6 +88,7 @@ class TextMember(Member):
     primary = "prompt"
     sampling = frozenset(OPTIONS) - {"guidance"}
     rejected = {"guidance": "classifier-free guidance needs a conditional model and text models have no condition"}
+    outputs, streams = ("text",), True
 
     def sample(self, model: Any, codec: Any, options: Mapping[str, Any], *, base: SamplingConfig | None = None,
                explicit: Any = None, on_text: Callable[[str], Any] | None = None) -> Samples:
@@ -119,6 +121,48 @@ class TextMember(Member):
     def render_training_samples(self, module: Any, datamodule: Any, sampling: SamplingConfig, out_dir: Path,
                                 step: int) -> SampleSet:
         return text_samples(module, datamodule, sampling, out_dir, step)
+
+    # ---- zoo-serve: one prompt per request; requests with the same options share one batched call ----
+    def request_options(self, m: Any, limits: Limits) -> list[Option]:
+        block = m.model.max_len
+        return [Option(name="prompt", kind="string", default="", max_length=limits.max_prompt_chars,
+                       sampling=False, help=f"text to continue; at most {block - 1} tokens"),
+                Option(name="num_samples", kind="integer", minimum=1, maximum=limits.max_num_samples,
+                       default=1, sampling=False, help="continuations of the prompt"),
+                Option(name="stop", kind="strings", default=[], max_length=limits.max_stop, sampling=False,
+                       help="strings that end a sample (cut before them)"),
+                *sampling_options(m, max_tokens=limits.max_new_tokens)]
+
+    def check_request(self, m: Any, opts: dict[str, Any], limits: Limits) -> None:
+        room = m.model.max_len - 1  # at least one token is generated inside the context
+        try:
+            n = len(m.codec.encode(opts["prompt"]))
+        except ValueError as e:  # characters outside a char vocabulary
+            raise OptionError("prompt", str(e), "text in the model's vocabulary", opts["prompt"][:80]) from None
+        if n > room:
+            raise OptionError("prompt", f"{n} tokens is too long; at most {room} tokens (the model's context "
+                              f"is {room + 1})", f"at most {room} tokens", n)
+        opts["stop"] = tuple(opts["stop"])
+
+    def batch_key(self, opts: Mapping[str, Any]) -> Hashable | None:
+        # One random generator serves a batch, so a seeded sampled request runs alone (its sample must
+        # not depend on its neighbours); greedy and unseeded requests with the same options share a batch.
+        if opts["seed"] is not None and opts["temperature"] != 0:
+            return None
+        return tuple((k, v) for k, v in sorted(opts.items()) if k not in ("prompt", "seed"))
+
+    def serve(self, m: Any, batch: Sequence[dict[str, Any]], on_text: OnText | None = None) -> list[dict[str, Any]]:
+        first = batch[0]
+        n = first["num_samples"]
+        sampling = {k: v for k, v in first.items() if k in OPTIONS and k not in ("num_samples", "stop")}
+        pairs = generate_text(m.model, m.codec, [o["prompt"] for o in batch], num_samples=n, stop=first["stop"],
+                              on_text=on_text, **sampling)
+        results = []
+        for i, opts in enumerate(batch):
+            completions = [t for _, t in pairs[i * n:(i + 1) * n]]
+            results.append({"prompt": opts["prompt"], "completions": completions,
+                            "text": opts["prompt"] + completions[0]})
+        return results
 
 
 register_member(TextMember)

@@ -8,6 +8,7 @@ with the captions as `cond` and, when `guidance` is set, the empty caption as `u
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from zoo.codecs.text_image import TextImageCodec
 from zoo.members.base import Member, Samples, SampleSet, output_path, register_member
 from zoo.members.image_io import save_grid_png
+from zoo.members.serving import Limits, OnText, Option, OptionError, b64, guidance_option, sampling_options
 from zoo.models.base import GenerativeModel
 from zoo.sampling import OPTIONS, SamplingConfig, sample_images
 
@@ -82,6 +84,7 @@ class Text2ImageMember(Member):
     sampling = frozenset(OPTIONS) - {"stop", "max_new_tokens"}
     rejected = {"stop": "an image ends after its fixed number of tokens",
                 "max_new_tokens": "an image is always generated whole (its number of tokens is fixed)"}
+    outputs = ("png",)
 
     def generate(self, model: GenerativeModel, codec: TextImageCodec, inputs: dict[str, Any],
                  sampling: SamplingConfig, *, on_text: Any = None) -> Samples:
@@ -105,6 +108,35 @@ class Text2ImageMember(Member):
     def render_training_samples(self, module: Any, datamodule: Any, sampling: SamplingConfig, out_dir: Path,
                                 step: int) -> SampleSet:
         return render(module, datamodule, sampling, out_dir, step)
+
+    # ---- zoo-serve: one caption -> one PNG grid ----
+    def request_options(self, m: Any, limits: Limits) -> list[Option]:
+        return [Option(name="caption", kind="string", default="", max_length=limits.max_prompt_chars,
+                       sampling=False, help=f"what to draw, at most {m.codec.text_len} tokens (\"\" = anything)"),
+                Option(name="num_samples", kind="integer", minimum=1,
+                       maximum=min(limits.max_num_samples, limits.max_images), default=8,
+                       sampling=False, help="images of the caption"),
+                guidance_option(m), *sampling_options(m, max_tokens=None, repetition=False)]
+
+    def check_request(self, m: Any, opts: dict[str, Any], limits: Limits) -> None:
+        codec = m.codec
+        try:
+            n = len(codec.text.encode(opts["caption"]))
+        except ValueError as e:
+            raise OptionError("caption", str(e), "text in the model's vocabulary", opts["caption"][:80]) from None
+        if n > codec.text_len:  # the codec would cut it silently
+            raise OptionError("caption", f"{n} tokens is too long; at most {codec.text_len}",
+                              f"at most {codec.text_len} tokens", n)
+
+    def serve(self, m: Any, batch: Sequence[dict[str, Any]], on_text: OnText | None = None) -> list[dict[str, Any]]:
+        results = []
+        for opts in batch:
+            with tempfile.TemporaryDirectory(prefix="zoo-serve-") as tmp:
+                out = Path(tmp) / "grid.png"
+                options = {k: v for k, v in opts.items() if k != "caption"}
+                images = m.sample({"prompt": opts["caption"], **options, "out": out}).value
+                results.append({"png": b64(out), "shape": list(images.shape), "rows": 1})
+        return results
 
 
 register_member(Text2ImageMember)

@@ -4,7 +4,11 @@ A zoo model is a plain `nn.Module` that
   * maps token ids (B, T) and an optional condition to logits (B, T, V) for training
     (`forward(idx, cond=None, cache=None)`; what position t predicts is documented per model);
   * supports incremental decoding through `prefill` and `decode_step`, which both return the
-    distribution of the *next* token (B, V) — the only two calls `zoo.sampling` makes;
+    distribution of the *next* token (B, V) — the only two calls `zoo.sampling` makes; both get the
+    rows' condition (`cond`), so no condition is kept on the KV cache;
+  * owns its condition: `null_condition` is its "no condition" value (what condition dropout trains and
+    classifier-free guidance's unconditional rows get), None for a model that takes no condition, which
+    is the one place that decides whether a model can take guidance;
   * has a `config` dataclass that validates itself in `__post_init__`.
 """
 
@@ -55,7 +59,7 @@ def init_proj(weight: Tensor, std: float, *, zero: bool) -> None:
         nn.init.normal_(weight, mean=0.0, std=std)
 
 
-def check_class_ids(cond: Tensor | None, num_classes: int, batch: int, device: torch.device) -> Tensor:
+def check_class_ids(cond: Tensor | None, num_classes: int, batch: int, device: torch.device | str) -> Tensor:
     """Validated class ids (B,) for a model with `num_classes` conditions; None -> the "no condition" id
     `num_classes` (classifier-free guidance's unconditional row)."""
     k = num_classes
@@ -83,13 +87,19 @@ class GenerativeModel(nn.Module):
         return KVCache(c.n_layer, batch, c.n_head, max_len or c.block_size, c.n_embd // c.n_head,
                        device=device or p.device, dtype=dtype or p.dtype)
 
+    def null_condition(self, batch: int, device: torch.device | str | None = None) -> Tensor | None:
+        """The "no condition" of `batch` rows (classifier-free guidance's unconditional rows, the condition
+        that condition dropout trains); None: the model takes no condition, so it cannot take guidance."""
+        return None
+
     def prefill(self, idx: Tensor, *, cond: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         """Feed the prompt (B, T); return next-token logits (B, V)."""
         return self(idx, cond=cond, cache=cache, last_only=True)[:, -1]
 
-    def decode_step(self, idx: Tensor, *, cache: KVCache) -> Tensor:
-        """Feed one new token per row (B, 1) on top of the cache; return next-token logits (B, V)."""
-        return self(idx, cache=cache, last_only=True)[:, -1]
+    def decode_step(self, idx: Tensor, *, cache: KVCache, cond: Tensor | None = None) -> Tensor:
+        """Feed one new token per row (B, 1) on top of the cache; return next-token logits (B, V).
+        `cond`: the rows' condition, the same as at prefill (`zoo.sampling.generate` passes it every step)."""
+        return self(idx, cond=cond, cache=cache, last_only=True)[:, -1]
 
     @property
     def max_len(self) -> int:

@@ -178,14 +178,10 @@ class GPT(GenerativeModel):
         """idx (B, T) -> logits (B, T, V), or (B, 1, V) with `last_only`.
 
         `cond`: class ids (B,) of a conditional model (None = no condition); must be None for an unconditional
-        one. With a cache, the ids given at prefill are kept on the cache for the decode steps that follow.
+        one. It is added at every position, so each call needs it: prefill and every decode step alike.
         """
         b, t = idx.shape
         ids = self.class_ids(cond, b, idx.device)
-        if cache is not None and self.config.num_classes:
-            if cond is None and cache.pos > 0 and cache.cond is not None:
-                ids = cache.cond  # a decode step: the condition given at prefill
-            cache.cond = ids
         if t == 0:
             raise ValueError("GPT needs at least one token per row (an empty prompt has nothing to condition "
                              "on; start it with a token such as the codec's end-of-text id)")
@@ -210,6 +206,11 @@ class GPT(GenerativeModel):
             x = x[:, -1:]
         return softcap(self.lm_head(self.transformer.ln_f(x)), self.config.logit_softcap)  # (B, T, V)
 
+    def null_condition(self, batch: int, device: torch.device | str | None = None) -> Tensor | None:
+        """(B,) the "no condition" id `num_classes`; None for an unconditional model."""
+        k = self.config.num_classes
+        return check_class_ids(None, k, batch, device or self.lm_head.weight.device) if k else None
+
     def class_ids(self, cond: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
         """Validated class ids (B,) of a conditional model (None -> the "no condition" id `num_classes`);
         None for an unconditional model, which refuses a `cond`."""
@@ -233,7 +234,8 @@ class GPT(GenerativeModel):
         return KVCache(c.n_layer, batch, c.n_kv_head, max_len or c.block_size, c.n_embd // c.n_head,
                        device=device or p.device, dtype=dtype or p.dtype, window=c.window)
 
-    def decode_step_static(self, idx: Tensor, *, cache: KVCache, compile: bool = False) -> Tensor:
+    def decode_step_static(self, idx: Tensor, *, cache: KVCache, cond: Tensor | None = None,
+                           compile: bool = False) -> Tensor:
         """`decode_step` with the same tensor shapes at every position; returns next-token logits (B, V).
 
         idx (B, T) holds the new tokens (T = 1 when decoding). The cache is switched to static mode
@@ -253,7 +255,8 @@ class GPT(GenerativeModel):
             raise ValueError(f"sequence of {end} tokens exceeds block_size={self.config.block_size} or the "
                              f"cache's {cache.max_len} positions")
         cache.make_static()
-        logits = (_compiled_static_step() if compile else _static_step)(self, idx, cache)
+        ids = self.class_ids(cond, idx.shape[0], idx.device)
+        logits = (_compiled_static_step() if compile else _static_step)(self, idx, cache, ids)
         cache.advance(t)
         return logits
 
@@ -314,15 +317,16 @@ class GPT(GenerativeModel):
                 own[k].copy_(v)
 
 
-def _static_step(model: GPT, idx: Tensor, cache: KVCache) -> Tensor:
+def _static_step(model: GPT, idx: Tensor, cache: KVCache, ids: Tensor | None) -> Tensor:
     """GPT.forward for T new tokens on a static cache (`GPT.decode_step_static`), logits of the last (B, V).
+    ids: the validated class ids (B,) of a conditional model, else None.
 
     A plain function of (model, idx, cache), not a method, so that one compiled graph serves every GPT
     of the same structure and no compiled object holds a model alive.
     """
     x = model.transformer.wte(idx)  # (B, T, C)
-    if model.config.num_classes:  # the condition kept on the cache at prefill ("no condition" if none was)
-        x = x + model.transformer.cls(model.class_ids(cache.cond, idx.shape[0], idx.device)).unsqueeze(1)
+    if ids is not None:
+        x = x + model.transformer.cls(ids).unsqueeze(1)
     if model.config.position == "learned":
         x = x + model.transformer.wpe(cache.positions(idx.shape[1]))  # (T, C) broadcast over B
     for block in model.transformer.h:
@@ -333,7 +337,7 @@ def _static_step(model: GPT, idx: Tensor, cache: KVCache) -> Tensor:
 _COMPILED_STEP: list = []  # the lazily built torch.compile of _static_step (compiling is not free)
 
 
-def _compiled_static_step() -> Callable[[GPT, Tensor, KVCache], Tensor]:
+def _compiled_static_step() -> Callable[[GPT, Tensor, KVCache, Tensor | None], Tensor]:
     if not _COMPILED_STEP:
         # dynamic=False: every step has the same shapes by construction; a new batch size or cache length
         # compiles a new specialised graph rather than a slower shape-generic one. The graphs are also

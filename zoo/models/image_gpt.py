@@ -177,6 +177,12 @@ class ImageGPT(GenerativeModel):
     def max_len(self) -> int:
         return self.config.num_patches * self.config.patch_tokens
 
+    def null_condition(self, batch: int, device: torch.device | str | None = None) -> Tensor | None:
+        """(B,) the "no condition" id `num_classes` (the start token an unconditional row begins with);
+        None for an unconditional model, which takes no condition (and so no guidance)."""
+        k = self.config.num_classes
+        return check_class_ids(None, k, batch, device or self.global_model.cls_emb.weight.device) if k else None
+
     def class_ids(self, cond: Tensor | None, batch: int, device: torch.device) -> Tensor:
         """Validated class ids (B,); None -> the "no condition" id `num_classes`."""
         return check_class_ids(cond, self.config.num_classes, batch, device)
@@ -287,8 +293,9 @@ class ImageGPT(GenerativeModel):
             x = x + F.pad(self.local_model.wte(idx[:, k * p:]), (0, 0, 1, 0))
         return self._local(x, cache.local_kv)[:, -1]
 
-    def decode_step(self, idx: Tensor, *, cache: ImageGPTCache) -> Tensor:
-        """Feed token `cache.pos` (B, 1); return logits (B, V) of the token after it."""
+    def decode_step(self, idx: Tensor, *, cache: ImageGPTCache, cond: Tensor | None = None) -> Tensor:
+        """Feed token `cache.pos` (B, 1); return logits (B, V) of the token after it. `cond` is not read: the
+        condition entered the global KV cache at prefill (the prefix every later position attends to)."""
         t = cache.pos
         if t + 1 >= self.max_len:
             raise ValueError(f"the image is complete after token {t}: nothing left to predict")

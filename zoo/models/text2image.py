@@ -11,9 +11,9 @@ puts a caption in front of the start token of the global transformer, so the glo
 
 The caption is `L = text_len` text ids padded on the right with `pad_id = text_vocab_size`, the
 "no caption" token: an empty caption is all padding, which is exactly the unconditional prompt that
-caption dropout (`cond_dropout`, default 15%) trains and classifier-free guidance uses as `uncond`
-(`null_caption`). Caption attention is causal like everything else (the DALL-E "row/column"
-sparse masks are not needed at these sizes).
+caption dropout (`cond_dropout`, default 15%) trains and classifier-free guidance uses for its
+unconditional rows (`null_caption`, the model's `null_condition`). Caption attention is causal like
+everything else (the DALL-E "row/column" sparse masks are not needed at these sizes).
 
 Training output (`forward`): joint logits (B, L−1+t, V+V_text) over one vocabulary, image levels
 0..V−1 then caption ids offset by V; the first L−1 rows predict caption tokens 1..L−1 (text head,
@@ -29,7 +29,7 @@ mean over all tokens. Rows whose caption was dropped get no text gradient (their
 padding; predicting the caption from nothing is not a useful signal).
 
 Sampling: `prefill` / `decode_step` are ImageGPT's and return image logits (B, V) only: `zoo.sampling`
-generates the image given `cond` = captions (B, L) and, for guidance, `uncond` = `null_caption`.
+generates the image given `cond` = captions (B, L) and, for guidance, the model's `null_condition`.
 """
 
 from __future__ import annotations
@@ -112,9 +112,13 @@ class Text2Image(ImageGPT):
         return self.config.text_vocab_size
 
     def null_caption(self, batch: int, device: torch.device | str | None = None) -> Tensor:
-        """(B, L) all padding: the empty caption, i.e. the unconditional prompt (guidance's `uncond`)."""
+        """(B, L) all padding: the empty caption, i.e. the unconditional prompt (guidance's unconditional rows)."""
         device = device or next(self.parameters()).device
         return torch.full((batch, self.config.text_len), self.pad_id, dtype=torch.long, device=device)
+
+    def null_condition(self, batch: int, device: torch.device | str | None = None) -> Tensor:
+        """The model's "no condition": the empty caption (`null_caption`)."""
+        return self.null_caption(batch, device)
 
     def captions(self, cond: Tensor | None, batch: int, device: torch.device) -> Tensor:
         """Validated caption ids (B, L); None -> the null caption."""

@@ -24,7 +24,7 @@ class SamplingConfig:
     top_p: float | None = None
     min_p: float | None = None
     repetition_penalty: float = 1.0  # CTRL (Keskar et al. 2019): >1 discourages tokens already present
-    guidance: float | None = None  # classifier-free guidance; needs `cond` and `uncond`; None or 1 = off
+    guidance: float | None = None  # classifier-free guidance; needs a conditional model; None or 1 = off
     stop: tuple[str, ...] = ()  # stop strings (text members): a sample ends before the first one
     num_samples: int = 1  # samples per prompt / label / caption / primer (members)
     seed: int | None = None

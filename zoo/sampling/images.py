@@ -54,16 +54,10 @@ def sample_tokens(
     if prefix.shape[0] != b or prefix.shape[1] > codec.tokens_per_image:
         raise ValueError(f"prefix must be (n,) or ({b}, n) with n <= {codec.tokens_per_image}, "
                          f"got {tuple(prefix.shape)}")
-    cond = uncond = None
-    if codec.num_classes:
-        null = torch.full((b,), codec.num_classes, dtype=torch.long, device=device)
-        cond = labels.to(device) if labels is not None else null
-        uncond = null
-    if cfg.guidance is not None and labels is None:
-        raise ValueError(f"guidance={cfg.guidance} needs class labels (and a class-conditional model)")
+    cond = labels.to(device) if labels is not None else None  # None: the model's "no condition"
     new = codec.tokens_per_image - prefix.shape[1]
     cfg = replace(cfg, max_new_tokens=new, stop_tokens=())
-    rows = generate(model, prefix, cfg, cond=cond, uncond=uncond) if new else [[] for _ in range(b)]
+    rows = generate(model, prefix, cfg, cond=cond) if new else [[] for _ in range(b)]
     return torch.cat([prefix, torch.tensor(rows, dtype=torch.long).view(b, new)], dim=1)
 
 
@@ -78,8 +72,7 @@ def sample_images(model: GenerativeModel, codec: TextImageCodec, captions: Seque
     cfg = replace(cfg or SamplingConfig(), **overrides)
     device = next(model.parameters()).device
     cond = codec.caption_ids(captions).to(device)
-    uncond = torch.full_like(cond, codec.pad_id)
     cfg = replace(cfg, max_new_tokens=codec.tokens_per_image, stop_tokens=())
-    rows = generate(model, [[] for _ in captions], cfg, cond=cond, uncond=uncond)
+    rows = generate(model, [[] for _ in captions], cfg, cond=cond)
     return torch.tensor(rows, dtype=torch.long).view(len(captions), codec.tokens_per_image)
 

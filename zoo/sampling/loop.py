@@ -62,7 +62,6 @@ def generate(
     cfg: SamplingConfig | None = None,
     *,
     cond: Tensor | None = None,
-    uncond: Tensor | None = None,
     on_token: Callable[[int, Tensor], None] | None = None,
     should_stop: Callable[[int, list[int]], bool] | None = None,
     **overrides: object,
@@ -70,9 +69,11 @@ def generate(
     """Sample continuations for a batch of prompts; return the generated ids per row (prompt excluded).
 
     prompts: B token lists (may be empty when the model supplies its own start, e.g. class token).
-    cond / uncond: the model's condition for each row, and the "no condition" value used for
-        classifier-free guidance: logits = u + scale · (c − u), computed on a doubled batch that
-        shares one KV cache.
+    cond: the model's condition for each row (class ids (B,), captions (B, L) ...; None = no condition),
+        given to prefill and to every decode step. With `cfg.guidance` (classifier-free guidance) the
+        unconditional rows are the model's own `null_condition`: logits = u + scale · (c − u), computed on
+        a doubled batch that shares one KV cache. A model whose `null_condition` is None takes no guidance
+        (ValueError); rows without a condition have nothing to guide (c = u) and are sampled unguided.
     on_token(step, tokens (B,)): called after every step (streaming); tokens[r] is row r's new token,
         or -1 where row r generated nothing this step (still reading its prompt, or finished).
     should_stop(row, generated ids): text-level stop rules (stop strings) checked after each token.
@@ -87,10 +88,15 @@ def generate(
         raise ValueError("generate needs at least one prompt, got an empty batch")
     b = len(rows)
     guided = cfg.guidance is not None
-    if guided and (cond is None or uncond is None):
-        raise ValueError("guidance needs both `cond` and `uncond`")
-    if guided:
-        cond = torch.cat([cond, uncond.expand_as(cond) if uncond.dim() == cond.dim() else uncond], dim=0)
+    if guided:  # the one place that decides whether guidance applies: the model's null condition
+        null = model.null_condition(b)
+        if null is None:
+            raise ValueError(f"guidance={cfg.guidance:g} needs a conditional model (classes, styles or captions); "
+                             f"{type(model).__name__} takes no condition: leave guidance out or set it to 1")
+        if cond is None:  # u + g · (u − u) = u: the unguided sample exactly, without the doubled batch
+            guided = False
+        else:
+            cond = torch.cat([cond.to(null.device), null], dim=0)  # (2B, ...): conditional rows, then unconditional
     lens = [len(r) for r in rows]
     n0, n_max = min(lens), max(lens)
     total = n_max - n0 + cfg.max_new_tokens  # decoding steps: rest of the longest prompt, then new tokens
@@ -107,16 +113,16 @@ def generate(
     layout = linear_weights_in_out(model, keep=cfg.compile) if cpu else contextlib.nullcontext()
     try:
         with layout:
-            return _decode(model, rows, cfg, cond, on_token, should_stop)
+            return _decode(model, rows, cfg, cond, guided, on_token, should_stop)
     finally:
         model.train(was_training)
 
 
-def _decode(model: GenerativeModel, rows: list[list[int]], cfg: SamplingConfig, cond: Tensor | None,
+def _decode(model: GenerativeModel, rows: list[list[int]], cfg: SamplingConfig, cond: Tensor | None, guided: bool,
             on_token: Callable[[int, Tensor], None] | None,
             should_stop: Callable[[int, list[int]], bool] | None) -> list[list[int]]:
-    """`generate`'s loop, on validated arguments (`cond` already doubled for guidance)."""
-    b, guided = len(rows), cfg.guidance is not None
+    """`generate`'s loop, on validated arguments (`cond` already doubled when `guided`)."""
+    b = len(rows)
     lens = [len(r) for r in rows]
     n0, n_max = min(lens), max(lens)
     total = n_max - n0 + cfg.max_new_tokens
@@ -142,6 +148,7 @@ def _decode(model: GenerativeModel, rows: list[list[int]], cfg: SamplingConfig, 
     out_so_far: list[list[int]] = [[] for _ in range(b)]  # only kept up to date for should_stop
     feed = torch.cat([seq[:, :n0], seq[:, :n0]]) if guided else seq[:, :n0]
     step_fn, cache_len = model.decode_step, n0 + total
+    with_cond = {} if cond is None else {"cond": cond}  # every decode step gets the rows' condition
     if cfg.compile:
         static_step = getattr(model, "decode_step_static", None)
         if static_step is None:
@@ -191,7 +198,7 @@ def _decode(model: GenerativeModel, rows: list[list[int]], cfg: SamplingConfig, 
         if step == total - 1 or ((may_stop_early or step in budget_ends) and bool(done.all())):
             break
         if cache is not None:
-            logits = step_fn(torch.cat([tok, tok])[:, None] if guided else tok[:, None], cache=cache)
+            logits = step_fn(torch.cat([tok, tok])[:, None] if guided else tok[:, None], cache=cache, **with_cond)
         else:
             fed = seq[:, :pos + 1]
             logits = model.prefill(torch.cat([fed, fed]) if guided else fed, cond=cond)
@@ -200,7 +207,7 @@ def _decode(model: GenerativeModel, rows: list[list[int]], cfg: SamplingConfig, 
 
 def generate_sliding(model: GenerativeModel, prompts: Sequence[Sequence[int]], cfg: SamplingConfig, *,
                      align: int = 1, on_token: Callable[[int, Tensor], None] | None = None,
-                     cond: Tensor | None = None, uncond: Tensor | None = None) -> list[list[int]]:
+                     cond: Tensor | None = None) -> list[list[int]]:
     """Generate `cfg.max_new_tokens` ids after each prompt, sliding a window past the context.
 
     Used when prompt + max_new_tokens exceed `model.max_len` (music, long text): each window is an
@@ -210,9 +217,9 @@ def generate_sliding(model: GenerativeModel, prompts: Sequence[Sequence[int]], c
     holds at most half the model's length of the sequence so far (its tail, starting at a multiple
     of `align`), so each window generates at least half a context of new tokens (module docstring).
     With `cfg.seed` set, window w draws with seed `cfg.seed + w`. Returns the new ids per row; a row
-    that produced one of `cfg.stop_tokens` ends there (the stop token included). `cond` (B,) / `uncond`
-    (B,): a class-conditional model's condition per row and its "no condition" ids (as `generate`);
-    every window gets its rows' condition.
+    that produced one of `cfg.stop_tokens` ends there (the stop token included). `cond` (B,): a
+    class-conditional model's condition per row (guidance as `generate`); every window gets its rows'
+    condition.
     """
     ctx = model.max_len
     keep = (ctx // 2) // align * align
@@ -239,8 +246,7 @@ def generate_sliding(model: GenerativeModel, prompts: Sequence[Sequence[int]], c
         seed = None if cfg.seed is None else cfg.seed + window
         rows = torch.tensor(active, dtype=torch.long)
         out = generate(model, contexts, cfg, max_new_tokens=n, seed=seed, on_token=on_token,
-                       cond=None if cond is None else cond[rows.to(cond.device)],
-                       uncond=None if uncond is None else uncond[rows.to(uncond.device)])
+                       cond=None if cond is None else cond[rows.to(cond.device)])
         still = []
         for r, ids in zip(active, out):
             seqs[r].extend(ids)

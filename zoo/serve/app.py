@@ -32,8 +32,9 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
+from zoo.members.serving import Limits
 from zoo.serve.errors import RequestError, bad_field
-from zoo.serve.members import Adapter, Limits, adapter_for
+from zoo.serve.options import Adapter, adapter_for
 from zoo.serve.worker import Job, ModelWorker
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ class Server:
         if not isinstance(stream, bool):
             raise bad_field("stream", "expected true or false", "true or false", stream)
         if stream and not adapter.streams:
-            raise bad_field("stream", f"{name} is a {adapter.member} model; only text models stream", "false", stream)
+            raise bad_field("stream", f"{name} is a {adapter.member.name} model; only text models stream", "false",
+                            stream)
         opts = adapter.validate(body)
         if stream and opts.get("num_samples", 1) != 1:
             raise bad_field("num_samples", "a stream carries one sample", "1 with stream=true", opts["num_samples"])
@@ -106,7 +108,7 @@ class Server:
 
 def envelope(rid: str, name: str, adapter: Adapter, job: Job, started: float, result: dict[str, Any]) -> dict:
     opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in job.opts.items() if k != "primer"}
-    return {"id": rid, "model": name, "member": adapter.member, "seed": job.opts.get("seed"), "options": opts,
+    return {"id": rid, "model": name, "member": adapter.member.name, "seed": job.opts.get("seed"), "options": opts,
             "elapsed_s": round(time.monotonic() - started, 4), "result": result}
 
 
@@ -125,7 +127,7 @@ def request_schema(server: Server) -> dict[str, Any]:
              "boolean": {"type": "boolean"}, "strings": {"type": "array", "items": {"type": "string"}},
              "labels": {"oneOf": [{"type": "integer"}, {"type": "string"},
                                   {"type": "array", "items": {"oneOf": [{"type": "integer"}, {"type": "string"}]}}]},
-             "midi": {"type": "string", "format": "byte"}}
+             "midi": {"type": "string", "format": "byte"}, "any": {}}
     props: dict[str, Any] = {
         "model": {"type": "string", "enum": sorted(server.adapters), "description": "which model"},
         "id": {"type": "string", "description": "echoed in the response (default: a new UUID)"},
@@ -134,15 +136,20 @@ def request_schema(server: Server) -> dict[str, Any]:
         for o in a.options.values():
             if o.name not in props:
                 props[o.name] = {**types[o.kind], "nullable": o.nullable,
-                                 "description": f"{o.help} ({a.member}: {o.accepted()})"}
+                                 "description": f"{o.help} ({a.member.name}: {o.accepted()})"}
     examples = {name: {"value": {"model": name, **({"max_new_tokens": 16} if "max_new_tokens" in a.options else {}),
-                                 **({"num_samples": 2} if a.member in ("image", "text2image") else {})}}
-                for name, a in server.adapters.items()}
+                                 **({"num_samples": 2} if _default(a, "num_samples", 1) > 2 else {})}}
+                for name, a in server.adapters.items()}  # small requests: a few tokens, a small grid
     return {"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"type": "object", "required": ["model"], "properties": props}, "examples": examples}}},
         "responses": {"200": {"description": "`{id, model, member, seed, options, elapsed_s, result}`; "
                               "with stream=true, text/event-stream of `token` events then `done`"},
                       "4XX": {"description": "`{error: {status, message, field, accepted, received}}`"}}}
+
+
+def _default(adapter: Adapter, name: str, otherwise: Any) -> Any:
+    option = adapter.options.get(name)
+    return otherwise if option is None else option.default
 
 
 def load_models(specs: list[str] | None = None, *, device: str = "cpu", dtype: str | None = None) -> dict[str, Any]:

@@ -1,169 +1,85 @@
-"""The request schema the server shows and checks: `Limits`, each input's or sampling option's `Option`
-(type, range, default, help), and the sampling options every member shares (defaults from the checkpoint)."""
+"""Options plumbing between HTTP and a member: `Adapter` is one loaded model as the server sees it.
+
+Everything about a modality (its request fields, checks, batching and result JSON) is its `Member`'s
+(`zoo.members.base.Member.request_options`, `check_request`, `batch_key`, `serve`); the adapter checks a
+body against those fields and turns a member's `OptionError` into the server's 422. Any member that
+`zoo.load` finds, a plug-in included, is served.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
+from zoo.members.serving import Limits, OnText, Option, OptionError
 from zoo.serve.errors import RequestError, bad_field
 
-OnText = Callable[[str], None]
-Kind = Literal["integer", "number", "string", "boolean", "strings", "labels", "midi"]
-MAX_SEED = 2**32 - 1  # JSON numbers are doubles in the browser: keep seeds exact
 
+class Adapter:
+    """One loaded model (a `zoo.load` result) and its member; `options`: the request fields by name."""
 
-@dataclass(frozen=True, kw_only=True)
-class Limits:
-    """Caps on what one request may ask for (zoo-serve's `limits.*`)."""
+    def __init__(self, m: Any, limits: Limits) -> None:
+        if m.codec is None:  # e.g. a GPT-2 folder without its vocabulary files
+            raise ValueError(f"{m.name or m.model_type}: no codec to read requests and write results with; "
+                             "serve a checkpoint or folder that holds its codec (tokenizer) files")
+        self.m, self.limits, self.member = m, limits, m.member
+        self.options: dict[str, Option] = {o.name: o for o in self.member.request_options(m, limits)}
 
-    max_new_tokens: int = 512  # text
-    max_music_tokens: int = 2048  # music events
-    max_num_samples: int = 16
-    max_images: int = 64  # labels x num_samples
-    max_prompt_chars: int = 4000
-    max_stop: int = 8
-    max_primer_bytes: int = 1_000_000
+    @property
+    def model(self) -> Any:
+        return self.m.model
 
-
-@dataclass(frozen=True, kw_only=True)
-class Option:
-    """One request field of a member: JSON type, range, default; `check` returns the value or raises a 422."""
-
-    name: str
-    kind: Kind
-    default: Any = None
-    minimum: float | None = None
-    maximum: float | None = None
-    exclusive_minimum: bool = False
-    nullable: bool = False
-    max_length: int | None = None  # characters of a string, items of a list
-    help: str = ""
-    sampling: bool = True  # a sampling option (else a member input)
-
-    def accepted(self) -> str:
-        if self.kind in ("integer", "number"):
-            lo = "" if self.minimum is None else f"{'(' if self.exclusive_minimum else '['}{_num(self.minimum)}"
-            words = "an integer" if self.kind == "integer" else "a number"
-            text = f"{words} in {lo}, {_num(self.maximum)}]" if lo and self.maximum is not None else words
-        elif self.kind == "string":
-            text = f"a string of at most {self.max_length} characters"
-        elif self.kind == "boolean":
-            text = "true or false"
-        elif self.kind == "strings":
-            text = f"a list of at most {self.max_length} strings"
-        elif self.kind == "labels":
-            text = f"a class id or name, or a list of at most {self.max_length} of them"
-        else:
-            text = "a standard MIDI file, base64-encoded"
-        return text + (", or null" if self.nullable else "")
-
-    def check(self, value: Any) -> Any:
-        def fail(why: str = "") -> RequestError:
-            return bad_field(self.name, why or f"expected {self.accepted()}", self.accepted(), value)
-
-        if value is None:
-            if self.nullable:
-                return None
-            raise fail("null is not accepted")
-        if self.kind in ("integer", "number"):
-            numeric = isinstance(value, int | float) and not isinstance(value, bool)
-            if not numeric or (self.kind == "integer" and not isinstance(value, int)) or not math.isfinite(value):
-                raise fail()
-            lo = self.minimum
-            low = lo is not None and (value <= lo if self.exclusive_minimum else value < lo)
-            if low or (self.maximum is not None and value > self.maximum):
-                raise fail(f"{value} is out of range; expected {self.accepted()}")
-            return value
-        if self.kind == "boolean":
-            if not isinstance(value, bool):
-                raise fail()
-            return value
-        if self.kind == "string":
-            if not isinstance(value, str):
-                raise fail()
-            if self.max_length is not None and len(value) > self.max_length:
-                raise fail(f"{len(value)} characters is too long; expected {self.accepted()}")
-            return value
-        if self.kind == "strings":
-            if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
-                raise fail("expected a list of non-empty strings")
-            if self.max_length is not None and len(value) > self.max_length:
-                raise fail(f"{len(value)} items is too many; expected {self.accepted()}")
-            return tuple(value)
-        if self.kind == "labels":
-            items = value if isinstance(value, list) else [value]
-            if not all(isinstance(v, int | str) and not isinstance(v, bool) for v in items) or not items:
-                raise fail()
-            if self.max_length is not None and len(items) > self.max_length:
-                raise fail(f"{len(items)} labels is too many; expected {self.accepted()}")
-            return value
-        if not isinstance(value, str):  # midi
-            raise fail()
-        try:
-            data = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise fail("not valid base64") from None
-        if self.max_length is not None and len(data) > self.max_length:
-            raise fail(f"{len(data)} bytes is too large; at most {self.max_length} bytes")
-        return data
+    @property
+    def streams(self) -> bool:
+        return self.member.streams
 
     def describe(self) -> dict[str, Any]:
-        """The option as JSON for GET /v1/models (JSON-Schema-like names)."""
-        out: dict[str, Any] = {"type": self.kind, "default": self.default, "nullable": self.nullable,
-                               "sampling": self.sampling, "accepted": self.accepted(), "description": self.help}
-        if self.minimum is not None:
-            out["exclusiveMinimum" if self.exclusive_minimum else "minimum"] = self.minimum
-        if self.maximum is not None:
-            out["maximum"] = self.maximum
-        if self.max_length is not None:
-            out["maxLength"] = self.max_length
-        return out
+        card = self.m.card or {}
+        p = next(self.model.parameters(), None)
+        return {"member": self.member.name, "model_type": self.m.model_type,
+                "codec": getattr(self.m.codec, "type_name", None),
+                "parameters": sum(q.numel() for q in self.model.parameters()),
+                "device": str(p.device) if p is not None else None,
+                "dtype": str(p.dtype).removeprefix("torch.") if p is not None else None,
+                "card": {k: card[k] for k in ("metric", "metric_value", "perplexity", "data", "data_license", "steps")
+                         if k in card},
+                "streams": self.streams, "outputs": list(self.member.outputs),
+                "inputs": {n: o.describe() for n, o in self.options.items() if not o.sampling},
+                "options": {n: o.describe() for n, o in self.options.items() if o.sampling}}
+
+    def refused(self, e: OptionError) -> RequestError:
+        """The member's refusal of a field as the server's 422 (the field's own `accepted` unless it says)."""
+        option = self.options.get(e.field)
+        accepted = e.accepted if e.accepted is not None or option is None else option.accepted()
+        return bad_field(e.field, e.message, accepted, e.received)
+
+    def validate(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Checked options with defaults filled in; a 422 naming the first bad or unknown field."""
+        unknown = sorted(set(body) - set(self.options))
+        if unknown:
+            raise bad_field(unknown[0], f"not an option of {self.member.name} models", sorted(self.options))
+        try:
+            opts = {n: o.check(body[n]) if n in body else o.default for n, o in self.options.items()}
+            self.member.check_request(self.m, opts, self.limits)
+        except OptionError as e:
+            raise self.refused(e) from None
+        return opts
+
+    def batch_key(self, opts: Mapping[str, Any]) -> Hashable | None:
+        """Requests with equal keys may run as one batch; None: this one runs alone."""
+        return self.member.batch_key(opts)
+
+    def run(self, batch: Sequence[dict[str, Any]], on_text: OnText | None = None) -> list[dict[str, Any]]:
+        """Generate for `batch` (one request unless `batch_key` groups them); one result dict per request."""
+        try:
+            return self.member.serve(self.m, batch, on_text)
+        except OptionError as e:
+            raise self.refused(e) from None
 
 
-def _num(x: float | None) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
+def adapter_for(m: Any, limits: Limits) -> Adapter:
+    """The adapter of a `zoo.load` result; ValueError (naming the known members) when no member serves it."""
+    return Adapter(m, limits)
 
 
-# ---- the sampling options every member shares (SamplingConfig's names) ---------------------------
-def _sampling(m: Any, *, max_tokens: int | None, repetition: bool = True) -> list[Option]:
-    gen = m.generation
-    vocab = getattr(getattr(m.model, "config", None), "vocab_size", None)
-    opts = []
-    if max_tokens is not None:
-        opts.append(Option(name="max_new_tokens", kind="integer", minimum=1, maximum=max_tokens,
-                           default=min(int(gen.get("max_new_tokens", 64)), max_tokens),
-                           help="tokens to generate (the prompt not counted)"))
-    opts += [
-        Option(name="temperature", kind="number", minimum=0, maximum=5, default=gen.get("temperature", 1.0),
-               help="0 = greedy; higher = more random"),
-        Option(name="top_k", kind="integer", minimum=1, maximum=vocab, nullable=True, default=gen.get("top_k"),
-               help="keep the k most probable tokens (null = all)"),
-        Option(name="top_p", kind="number", minimum=0, exclusive_minimum=True, maximum=1, nullable=True,
-               default=gen.get("top_p"), help="nucleus: the smallest set of tokens with this much probability"),
-        Option(name="min_p", kind="number", minimum=0, exclusive_minimum=True, maximum=1, nullable=True,
-               default=gen.get("min_p"), help="keep tokens with p >= min_p * p_max"),
-    ]
-    if repetition:
-        opts.append(Option(name="repetition_penalty", kind="number", minimum=0, exclusive_minimum=True, maximum=10,
-                           default=gen.get("repetition_penalty", 1.0), help="> 1 discourages repeated tokens"))
-    opts.append(Option(name="seed", kind="integer", minimum=0, maximum=MAX_SEED, nullable=True, default=None,
-                       help="the same seed and options give the same sample (null = random)"))
-    return opts
-
-
-def _guidance(m: Any) -> Option:
-    return Option(name="guidance", kind="number", minimum=0, maximum=20, nullable=True,
-                  default=m.generation.get("guidance"),
-                  help="classifier-free guidance scale: 1 = none, higher = closer to the condition")
-
-
-def _b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode("ascii")
-
-
+__all__ = ["Adapter", "Limits", "Option", "RequestError", "adapter_for"]

@@ -3,7 +3,7 @@
 Why a thread per model and not a pool: sampling swaps a model's Linear weights for (in, out) copies while
 it decodes on CPU (zoo.core.layers.linear_weights_in_out) and keeps a KV cache per call, so one model must
 not run two generations at once. Each model therefore has one thread that takes requests in arrival
-order; requests queued meanwhile whose options let them share a batch (`Adapter.batch_key`: text with the
+order; requests queued meanwhile whose options let them share a batch (`Member.batch_key`: text with the
 same sampling options) run as one batched `generate` call. Different models run side by side.
 
 Time limits: every request has a deadline (arrival + the server's `timeout_s`, queueing included). A
@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from zoo.serve.errors import RequestError
-from zoo.serve.members import Adapter
+from zoo.serve.options import Adapter
 
 log = logging.getLogger(__name__)
 

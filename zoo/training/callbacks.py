@@ -8,6 +8,7 @@ the codec's member and calls its `render_training_samples`. How the media reach 
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 from collections.abc import Iterable
@@ -59,6 +60,12 @@ class SampleCallback(L.Callback):
             return
         set_keys = {k for k, v in self.options.items() if v not in (None, [], ()) and k != "max_new_tokens"}
         self.sampling = self.member.parse(self.options, explicit=set_keys)[1]  # ValueError naming the option
+        null = getattr(pl_module.model, "null_condition", None)
+        if self.sampling.guidance is not None and (null is None or null(1) is None):
+            # one `samples:` section serves a recipe's variants: guidance where the model takes a condition
+            log.info("samples.guidance=%g not used: this %s model takes no condition", self.sampling.guidance,
+                     self.member.name)
+            self.sampling = dataclasses.replace(self.sampling, guidance=None)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step
