@@ -95,11 +95,11 @@ def test_a_peer_failing_its_gate_is_reported_and_not_timed(monkeypatch):
 
 def test_xtransformers_peer_maps_onto_zoo_weights():
     import x_transformers  # noqa: F401  (the [test] extra has it: a missing peer fails, never skips)
-    zoo = P.zoo_gpt(**TINY_ARCH, bias=False, activation="gelu_tanh")
+    zoo = P.zoo_gpt(**TINY_ARCH, layer_bias=False, activation="gelu_tanh")
     xt = P.xtransformers_from_zoo(zoo)
     assert P.check_gate("x-transformers", zoo, xt, xt, torch.randint(0, 64, (2, 16)), new_tokens=3)[
         "max_abs_logit_diff"] < 1e-4
-    with pytest.raises(ValueError, match="bias=False"):
+    with pytest.raises(ValueError, match="layer_bias=False"):
         P.xtransformers_from_zoo(P.zoo_gpt(**TINY_ARCH))
 
 

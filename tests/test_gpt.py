@@ -155,9 +155,10 @@ def test_future_tokens_do_not_change_past_logits(position: str, kernel: str) -> 
 # --- cached decoding ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("position", ["learned", "rotary", "none"])
-@pytest.mark.parametrize("kernel", ["math", "sdpa", "relative"])
-def test_cached_decoding_equals_full_recomputation(position: str, kernel: str) -> None:
-    model = tiny_gpt(position=position, kernel=kernel, std=0.2)
+@pytest.mark.parametrize("kernel,bias", [("math", "none"), ("sdpa", "none"), ("auto", "relative"),
+                                         ("sdpa", "relative"), ("chunked", "alibi")])
+def test_cached_decoding_equals_full_recomputation(position: str, kernel: str, bias: str) -> None:
+    model = tiny_gpt(position=position, kernel=kernel, bias=bias, std=0.2)
     prompt_len, steps = 16, 64
     idx = torch.randint(0, 97, (2, prompt_len + steps), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
@@ -171,11 +172,12 @@ def test_cached_decoding_equals_full_recomputation(position: str, kernel: str) -
 
 
 @pytest.mark.parametrize("position", ["learned", "rotary", "none"])
-@pytest.mark.parametrize("kernel", ["math", "sdpa", "relative"])
-def test_static_decode_step_equals_full_recomputation(position: str, kernel: str) -> None:
+@pytest.mark.parametrize("kernel,bias", [("math", "none"), ("sdpa", "none"), ("auto", "relative"),
+                                         ("chunked", "alibi")])
+def test_static_decode_step_equals_full_recomputation(position: str, kernel: str, bias: str) -> None:
     """decode_step_static (the fixed-shape step that compile=True compiles), run eagerly here, over a cache
     longer than the sequence (its tail stays masked): same logits as recomputing the whole prefix."""
-    model = tiny_gpt(position=position, kernel=kernel, std=0.2)
+    model = tiny_gpt(position=position, kernel=kernel, bias=bias, std=0.2)
     prompt_len, steps = 9, 30
     idx = torch.randint(0, 97, (2, prompt_len + steps), generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
@@ -268,7 +270,7 @@ def test_config_errors_name_the_key_and_accepted_values() -> None:
         GPTConfig(n_embd=30, n_head=4)
     with pytest.raises(ValueError, match=r"GPTConfig\.norm='batchnorm'.*\['layernorm', 'rmsnorm'\]"):
         GPTConfig(norm="batchnorm")
-    with pytest.raises(ValueError, match=r"GPTConfig\.position='sinusoidal'.*\['learned', 'rotary', 'alibi', 'none'\]"):
+    with pytest.raises(ValueError, match=r"GPTConfig\.position='sinusoidal'.*\['learned', 'rotary', 'none'\]"):
         GPTConfig(position="sinusoidal")
     with pytest.raises(ValueError, match=r"GPTConfig\.n_layer must be a positive integer, got 0"):
         GPTConfig(n_layer=0)
@@ -311,10 +313,11 @@ def test_weight_tying_shares_storage() -> None:
     dict(activation="swiglu"),
     dict(norm="rmsnorm"),
     dict(position="rotary"),
-    dict(position="none", bias=False),
-    dict(activation="swiglu", norm="rmsnorm", position="rotary", bias=False, tie_weights=False, dropout=0.1),
+    dict(position="none", layer_bias=False),
+    dict(activation="swiglu", norm="rmsnorm", position="rotary", layer_bias=False, tie_weights=False, dropout=0.1),
     dict(kernel="math"),
-    dict(kernel="relative", position="none", max_relative_position=8),
+    dict(bias="relative", position="none", max_relative_position=8),
+    dict(bias="relative+alibi", kernel="chunked", position="learned", max_relative_position=8),
 ])
 def test_variants_run_forward_and_backward(overrides: dict) -> None:
     model = tiny_gpt(**overrides).train()

@@ -25,9 +25,9 @@ def tiny(num_classes: int = 3, **kw) -> MusicTransformer:
 
 
 # ------------------------------------------------------------------------------------------------ model
-@pytest.mark.parametrize("kernel,position", [("relative", "none"), ("sdpa", "learned")])
-def test_cached_and_static_decoding_keep_the_condition(kernel, position):
-    m = tiny(kernel=kernel, position=position)
+@pytest.mark.parametrize("bias,position", [("relative", "none"), ("none", "learned")])
+def test_cached_and_static_decoding_keep_the_condition(bias, position):
+    m = tiny(bias=bias, position=position)
     x, c = torch.randint(3, 40, (3, 20)), torch.tensor([0, 2, 3])  # 3 = no condition
     full = m(x, cond=c)
     for step in ("decode_step", "decode_step_static"):

@@ -14,8 +14,8 @@ Entry points (console scripts, configured by Hydra from conf/):
 
 Map of the package, by layer (low -> high; a module imports only its own layer and lower ones,
 models and codecs never each other, eval never data; tests/test_layers.py enforces it, and no cycles):
-    core/            attention.py: MultiHeadAttention, kernels math (reference) / sdpa / relative, KV cache;
-                     layers.py: pre-norm Block, MLP, norms, position embeddings
+    core/            attention.py: MultiHeadAttention; kernels.py: math (reference) / sdpa / chunked; positions.py:
+                     rotary, position biases (relative, ALiBi); KV cache; layers.py: pre-norm Block, MLP, norms
     config.py        the one config checker: dataclass fields and constructor signatures as the schema
     models/          one file per member (pure PyTorch, config dataclass + `register`): gpt, image_gpt,
                      music_transformer, text2image; models/base.py: the registry and `build_model`

@@ -28,24 +28,35 @@ from zoo.core.positions import (
 )
 from zoo.models.base import (
     GenerativeModel,
+    KernelName,
     check_class_ids,
     check_softcap,
     init_proj,
+    refuse_old_spellings,
     register,
     require_positive,
     validate_choices,
 )
 
+Position = Literal["learned", "rotary", "none"]  # where absolute positions enter
+AttentionBiasKind = Literal["none", "relative", "alibi", "relative+alibi"]  # the additive bias on the logits
+
 
 @dataclass(kw_only=True)
 class GPTConfig:
-    """`position` is the absolute position scheme (a learned `wpe` table, rotary q/k, or none); `kernel`
-    picks the attention: "math" (the reference) or "sdpa" with no position bias, or "relative", the
-    Music Transformer's relative position bias (`zoo.core.positions.RelativePositionBias`, L =
-    `max_relative_position`) through the chunked kernel. It combines with any `position`.
+    """Attention is three settings, one meaning each (docs/configuration.md):
+    - `position`: where absolute positions enter: a learned `wpe` table, rotary q/k (RoFormer), or none.
+    - `bias`: the additive position bias on the attention logits: "relative", the Music Transformer's learned
+      relative attention (`zoo.core.positions.RelativePositionBias`, L = `max_relative_position` distances,
+      tables `transformer.h.N.attn.er`); "alibi" (Press et al. 2022: a fixed per-head linear bias on the
+      distance, nothing learned, so the model reads sequences longer than it was trained on); both added
+      ("relative+alibi"); or "none".
+    - `kernel`: how attention is computed, never what: "math" (the reference), "sdpa", "chunked" (by query
+      chunks, a fused block path on CPU for the relative bias), or "auto", the best of them for the bias
+      (`chunked` for relative, else `sdpa`). Every kernel computes every bias.
+    Configs saved with `kernel: relative` or `position: alibi` load through `zoo.models.base.upgrade_config`.
 
-    `position="alibi"` is ALiBi (Press et al. 2022): a fixed per-head linear bias on the distance, no table,
-    so the model reads sequences longer than it was trained on. `n_kv_head` (None = `n_head`) is the number
+    `n_kv_head` (None = `n_head`) is the number
     of key/value heads: fewer is grouped-query attention (1: multi-query), with a KV cache n_head / n_kv_head
     times smaller. `window` (None = full attention) is sliding-window attention: each token sees itself and
     the window - 1 before it; decoding then keeps a rolling cache of 2 · window positions and generates past
@@ -70,12 +81,13 @@ class GPTConfig:
     n_head: int = 4
     n_embd: int = 256
     dropout: float = 0.0
-    bias: bool = True
+    layer_bias: bool = True  # bias vectors in every Linear (but lm_head) and LayerNorm, as GPT-2
     norm: NormKind = "layernorm"
     activation: Activation = "gelu"
-    position: Literal["learned", "rotary", "alibi", "none"] = "learned"
-    kernel: Literal["math", "sdpa", "relative"] = "sdpa"
-    max_relative_position: int | None = None  # kernel="relative" only; None = block_size
+    position: Position = "learned"
+    bias: AttentionBiasKind = "none"
+    kernel: KernelName = "auto"
+    max_relative_position: int | None = None  # bias="relative" only; None = block_size
     tie_weights: bool = True
     n_kv_head: int | None = None  # key/value heads; None = n_head (multi-head), 1 = multi-query
     window: int | None = None  # sliding-window attention span in positions; None = full causal attention
@@ -86,6 +98,7 @@ class GPTConfig:
     cond_dropout: float = 0.1  # with num_classes: fraction of training rows given "no condition"
 
     def __post_init__(self) -> None:
+        refuse_old_spellings(self)
         validate_choices(self)
         if self.num_classes is None:
             self.num_classes = 0
@@ -101,13 +114,13 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.position == "rotary" and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"position='rotary' needs an even head dim, got {self.n_embd // self.n_head}")
-        if self.kernel == "relative":
+        if "relative" in self.bias:
             if self.max_relative_position is None:
                 self.max_relative_position = self.block_size
             require_positive(self, "max_relative_position")
         elif self.max_relative_position is not None:
-            raise ValueError("max_relative_position is only used with kernel='relative', "
-                             f"got kernel={self.kernel!r}")
+            raise ValueError("max_relative_position is only used with bias='relative' or 'relative+alibi', "
+                             f"got bias={self.bias!r}")
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
         require_positive(self, "n_kv_head")
@@ -119,18 +132,18 @@ class GPTConfig:
             if self.position == "learned":
                 raise ValueError(f"{type(self).__name__}.window={self.window} with position='learned': sliding-window "
                                  "decoding goes past block_size, where a learned position table ends; use position="
-                                 "'rotary', 'alibi' or 'none' (with kernel='relative'), which depend on distances only")
+                                 "'rotary', or 'none' with a bias ('relative', 'alibi'): they depend on distances only")
         check_softcap(self)
 
 
-def attention_parts(c: GPTConfig) -> tuple[str, PositionBias | None]:
-    """The core kernel name and position-bias provider that `c.kernel` and `c.position` stand for, decided
-    once here. ALiBi with the relative kernel adds both biases (the relative one keeps its fused path)."""
-    alibi = AlibiPositionBias() if c.position == "alibi" else None
-    if c.kernel == "relative":  # the config's name for the relative position bias (through the chunked kernel)
-        relative = RelativePositionBias(c.max_relative_position)
-        return "chunked", relative if alibi is None else SumPositionBias(relative, alibi)
-    return c.kernel, alibi
+def position_bias(c: GPTConfig) -> PositionBias | None:
+    """The position-bias provider `c.bias` stands for, shared by every layer (what it learns is registered on
+    each layer's attention). With "relative+alibi" the relative bias comes first: it keeps its fused path."""
+    if c.bias == "none":
+        return None
+    parts = [RelativePositionBias(c.max_relative_position) if name == "relative" else AlibiPositionBias()
+             for name in c.bias.split("+")]
+    return parts[0] if len(parts) == 1 else SumPositionBias(*parts)
 
 
 @register("gpt", GPTConfig)
@@ -138,17 +151,17 @@ class GPT(GenerativeModel):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = c = config
-        kernel, position_bias = attention_parts(c)
+        bias = position_bias(c)
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(c.vocab_size, c.n_embd),
             drop=nn.Dropout(c.dropout),
             h=nn.ModuleList(
-                Block(c.n_embd, c.n_head, layer_idx=i, kernel=kernel, position_bias=position_bias, dropout=c.dropout,
-                      bias=c.bias, norm=c.norm, activation=c.activation, n_kv_head=c.n_kv_head, window=c.window,
+                Block(c.n_embd, c.n_head, layer_idx=i, kernel=c.kernel, position_bias=bias, dropout=c.dropout,
+                      bias=c.layer_bias, norm=c.norm, activation=c.activation, n_kv_head=c.n_kv_head, window=c.window,
                       qk_norm=c.qk_norm)
                 for i in range(c.n_layer)
             ),
-            ln_f=make_norm(c.norm, c.n_embd, c.bias),
+            ln_f=make_norm(c.norm, c.n_embd, c.layer_bias),
         ))
         if c.position == "learned":
             self.transformer["wpe"] = nn.Embedding(c.block_size, c.n_embd)
