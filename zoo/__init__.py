@@ -18,7 +18,8 @@ models and codecs never each other, eval never data; tests/test_layers.py enforc
                      rotary, position biases (relative, ALiBi); KV cache; layers.py: pre-norm Block, MLP, norms
     config.py        the one config checker: dataclass fields and constructor signatures as the schema
     models/          one file per member (pure PyTorch, config dataclass + `register`): gpt, image_gpt,
-                     music_transformer, text2image; models/base.py: the registry and `build_model`
+                     music_transformer, text2image; models/base.py: the registry, `build_model` and the
+                     upgrade of older config spellings; models/gpt2_weights.py: GPT-2 -> GPT state dicts
     codecs/          text (char, byte, BPE), image patches, MIDI events, captions: exact round trips
     data/            LightningDataModules with deterministic, resumable batch streams; download + sha256
     sampling.py      the one generation loop: temperature, top-k/p, min-p, repetition penalty, guidance

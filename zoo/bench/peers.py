@@ -3,7 +3,7 @@
 Peers (pip-installable; each is optional and reported as unavailable, with the reason, when it cannot
 be imported):
 - `transformers` GPT2LMHeadModel: zoo's `GPT` imports its state dict key for key
-  (`GPT.load_hf_state_dict`), so a random HF model is built and zoo gets its weights.
+  (`zoo.models.gpt2_weights.load_hf_state_dict`), so a random HF model is built and zoo gets its weights.
 - `x-transformers` TransformerWrapper + Decoder: pre-norm, learned absolute positions (scaled by
   d^-1/2 inside x-transformers, undone when copying), tied embeddings, SDPA attention. Its norms and
   attention projections have no bias, so it is compared with a zoo GPT built with `layer_bias=False`.
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.models.gpt import GPT, GPTConfig
+from zoo.models.gpt2_weights import gpt_config_from_hf, load_hf_state_dict
 from zoo.sampling import generate
 
 Logits = Callable[[Tensor], Tensor]  # idx (B, T) -> logits (B, T, V)
@@ -51,8 +52,8 @@ def hf_gpt2(*, n_layer: int, n_head: int, n_embd: int, block_size: int, vocab_si
 
 
 def zoo_from_hf(hf: nn.Module, **overrides: Any) -> GPT:
-    model = GPT(GPT.from_hf_config(hf.config.to_dict(), **overrides))
-    model.load_hf_state_dict(hf.state_dict())
+    model = GPT(gpt_config_from_hf(hf.config.to_dict(), **overrides))
+    load_hf_state_dict(model, hf.state_dict())
     return model
 
 

@@ -2,7 +2,8 @@
 
 Radford et al. 2019, "Language Models are Unsupervised Multitask Learners". Module names mirror
 Hugging Face's `GPT2LMHeadModel` (`transformer.wte`, `transformer.h.N.attn.c_attn`, ...), so GPT-2
-weights import key for key (`from_hf_state_dict`), only transposing HF's Conv1D matrices.
+weights import key for key, only transposing HF's Conv1D matrices: the state-dict adapter lives beside
+this file (`zoo.models.gpt2_weights`), not in the class.
 
 Training convention: `logits[:, t]` predicts `idx[:, t + 1]` (the datamodule shifts the targets).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -269,62 +270,6 @@ class GPT(GenerativeModel):
         logits = (_compiled_static_step() if compile else _static_step)(self, idx, cache)
         cache.advance(t)
         return logits
-
-    @classmethod
-    def from_hf_config(cls, hf: dict[str, Any], **overrides: Any) -> GPTConfig:
-        """Map a Hugging Face GPT2Config dict (`config.to_dict()` or config.json) onto GPTConfig.
-
-        Settings this GPT would compute differently (another MLP width or norm epsilon, no or
-        per-layer attention scaling, cross-attention) are errors naming the key, never ignored.
-        `reorder_and_upcast_attn` only changes fp16 rounding and is accepted. Dropout is not
-        imported (inference); pass `dropout=` in `overrides` to train with it.
-        """
-        act = hf.get("activation_function", "gelu_new")
-        activations = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
-        if act not in activations:
-            raise ValueError(f"GPT-2 activation_function={act!r} is not supported; accepted: {sorted(activations)}")
-        n_embd = hf["n_embd"]
-        unsupported = {  # key: (default, value zoo computes with)
-            "n_inner": (None, (None, 4 * n_embd)),
-            "layer_norm_epsilon": (1e-5, (1e-5,)),
-            "scale_attn_weights": (True, (True,)),
-            "scale_attn_by_inverse_layer_idx": (False, (False,)),
-            "add_cross_attention": (False, (False,)),
-        }
-        for key, (default, accepted) in unsupported.items():
-            if hf.get(key, default) not in accepted:
-                raise ValueError(f"GPT-2 config {key}={hf[key]!r} is not supported by zoo's GPT; "
-                                 f"accepted: {list(accepted)}")
-        return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
-                         n_head=hf["n_head"], n_embd=n_embd, activation=activations[act],
-                         **({"tie_weights": bool(hf.get("tie_word_embeddings", True))} | overrides))
-
-    def load_hf_state_dict(self, sd: dict[str, Tensor]) -> None:
-        """Copy a `GPT2LMHeadModel` / `GPT2Model` state dict into this model, key for key.
-
-        HF stores attention and MLP weights as Conv1D (in, out) matrices; nn.Linear wants (out, in).
-        """
-        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-        own = self.state_dict()
-        sd = {(k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
-              for k, v in sd.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
-        if "lm_head.weight" not in sd and "transformer.wte.weight" in sd:  # GPT2Model: the head is wte
-            sd["lm_head.weight"] = sd["transformer.wte.weight"]
-        missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-        if missing or unexpected:
-            raise ValueError(f"GPT-2 state dict does not match this GPT: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
-        sd = {k: v.t() if k.endswith(conv1d) else v for k, v in sd.items()}
-        for k, v in sd.items():  # check everything before copying anything: no half-loaded model
-            if own[k].shape != v.shape:
-                raise ValueError(f"{k}: GPT-2 tensor has shape {tuple(v.shape)} (after the Conv1D transpose), "
-                                 f"this model expects {tuple(own[k].shape)}")
-        if self.config.tie_weights and not torch.equal(sd["lm_head.weight"], sd["transformer.wte.weight"]):
-            raise ValueError("this GPT ties lm_head to wte (tie_weights=True) but the state dict holds a "
-                             "different lm_head.weight; build it with tie_weights=False")
-        with torch.no_grad():
-            for k, v in sd.items():
-                own[k].copy_(v)
 
 
 def _static_step(model: GPT, idx: Tensor, cache: KVCache) -> Tensor:
