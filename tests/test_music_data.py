@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from zoo.codecs.base import IGNORE_INDEX, codec_from_dict, load_codec
 from zoo.codecs.jsb import JSBGridCodec, grid_array
-from zoo.codecs.midi import PerformanceCodec, notes_to_midi
+from zoo.codecs.midi import PerformanceCodec
+from zoo.codecs.midi_files import notes_to_midi
 from zoo.data.base import BatchStream
 from zoo.data.music import (
     MUSIC_DATAMODULES,

@@ -22,7 +22,8 @@ from helpers import TINY, compose_train, run_cli
 from PIL import Image
 
 from zoo.codecs.jsb import JSBGridCodec
-from zoo.codecs.midi import PerformanceCodec, load_midi, notes_to_midi
+from zoo.codecs.midi import PerformanceCodec
+from zoo.codecs.midi_files import load_midi, notes_to_midi
 from zoo.members import member_for
 from zoo.members.music import ids_to_midi
 from zoo.models.base import MODELS, build_model
