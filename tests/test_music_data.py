@@ -157,6 +157,8 @@ def test_jsb_datamodule_pieces_sequences_and_batches(jsb_json):
     inner = valid[:, 1:]  # idx[j + 1] is a real token exactly where targets[j + 1] is
     assert torch.equal(batch["idx"][:, 1:][inner], batch["targets"][:, :-1][inner])
     assert not valid.all()  # windows at the end of a piece are padded (EOS stays reachable)
+    assert set(batch) == {"idx", "targets"}  # unconditional data (the base class's `_cond` is None): no `cond`
+    assert all(set(w) == {"idx", "targets"} for w in dm.eval_windows("val"))
 
 
 def test_jsb_training_crops_are_transposed_windows_on_step_boundaries(jsb_json):

@@ -139,6 +139,8 @@ def test_style_corpus_labels_batches_and_balance(corpus_data):
                  for seq, label in zip(dm.sequences["val"], dm.labels["val"])]
     assert sorted({label for label, _ in per_piece}) == [0, 1]  # both styles, so a mix-up would show
     assert [int(w["cond"]) for w in windows] == [label for label, n in per_piece for _ in range(n)]
+    # The condition is the base class's `_cond` hook: the windows are drawn by the shared code, not a copy of it.
+    assert not {"make_batch", "eval_windows"} & set(vars(type(dm)))
 
 
 def test_style_corpus_refuses_unknown_styles_and_codec_disagreement():
