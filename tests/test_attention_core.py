@@ -116,7 +116,7 @@ def _string_comparisons(fn) -> set[str]:
 
 
 def test_no_code_on_the_attention_path_branches_on_a_kernel_name():
-    names = set(kernels.KERNEL_NAMES) | {"relative"}
+    names = set(kernels.KERNELS) | {"relative"}
     on_the_path = [MultiHeadAttention.__init__, MultiHeadAttention.forward, MultiHeadAttention._static_attention,
                    Block.__init__, Block.forward, *kernels.KERNELS.values()]
     for fn in on_the_path:
