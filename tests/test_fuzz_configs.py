@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 import zoo.train
+import zoo.training.run
 from tests.helpers import ROOT, TINY, compose_train, run_cli
 from zoo.config import ConfigError
 from zoo.models.gpt import GPTConfig
@@ -202,8 +203,8 @@ def test_zoo_train_run_stops_in_the_preflight_check_before_data_or_model(tmp_pat
     def no_work(*args, **kwargs):
         raise AssertionError("training work started despite a bad config")
 
-    monkeypatch.setattr(zoo.train, "build_data", no_work)
-    monkeypatch.setattr(zoo.train, "build_module", no_work)
+    monkeypatch.setattr(zoo.training.run, "build_data", no_work)
+    monkeypatch.setattr(zoo.training.run, "build_module", no_work)
     cfg = compose_train([*TINY, f"run_dir={tmp_path / 'run'}", "model.n_embd=30", "model.n_head=4"])
     with pytest.raises(ConfigError, match=r"^model.n_head, model.n_embd: n_embd=30"):
         zoo.train.run(cfg)  # a Python caller gets the error; the zoo-train command prints it (below)
