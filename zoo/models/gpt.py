@@ -55,13 +55,14 @@ class GPTConfig:
     - `kernel`: how attention is computed, never what: "math" (the reference), "sdpa", "chunked" (by query
       chunks, a fused block path on CPU for the relative bias), or "auto", the best of them for the bias
       (`chunked` for relative, else `sdpa`). Every kernel computes every bias.
-    Configs saved with `kernel: relative` or `position: alibi` load through `zoo.models.base.upgrade_config`.
+    Configs saved with `kernel: relative`, `position: alibi` or `bias: true/false` (now `layer_bias`) load through
+    `zoo.models.base.upgrade_config`.
 
-    `n_kv_head` (None = `n_head`) is the number
-    of key/value heads: fewer is grouped-query attention (1: multi-query), with a KV cache n_head / n_kv_head
-    times smaller. `window` (None = full attention) is sliding-window attention: each token sees itself and
-    the window - 1 before it; decoding then keeps a rolling cache of 2 · window positions and generates past
-    `block_size` without end, which learned positions cannot (their table ends at block_size).
+    `n_kv_head` (None = `n_head`) is the number of key/value heads: fewer is grouped-query attention (1:
+    multi-query), with a KV cache n_head / n_kv_head times smaller. `window` (None = full attention) is
+    sliding-window attention: each token sees itself and the window - 1 before it; decoding then keeps a
+    rolling cache of 2 · window positions and generates past `block_size` without end, which learned
+    positions cannot (their table ends at block_size).
 
     `num_classes` > 0 makes the model class-conditional (the style-conditioned Music Transformer): a learned
     embedding of the class id (`transformer.cls`, num_classes + 1 rows; the last is "no condition") is added
