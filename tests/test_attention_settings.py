@@ -154,3 +154,17 @@ def test_shipped_configs_keep_their_old_spelling_on_disk_and_load_upgraded(name)
     if name.startswith("music"):
         assert on_disk["kernel"] == "relative" and (config.bias, config.position) == ("relative", "none")
         assert zoo.load(name).model.transformer.h[0].attn.kernel is kernels.chunked_attention
+
+
+def test_export_of_an_old_spelling_writes_todays_and_loads_back_the_same(tmp_path):
+    from zoo.hub.export import export
+
+    m = zoo.load("music-transformer-jsb")
+    out = export(m, tmp_path / "export", dtype="float32")
+    written = json.loads((out / "config.json").read_text())["model_config"]
+    assert (written["position"], written["bias"], written["kernel"], written["layer_bias"]) == (
+        "none", "relative", "auto", True)
+    again = zoo.load(out)
+    idx = torch.randint(0, 50, (1, 30), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(again.model.float()(idx), m.model.float()(idx))
