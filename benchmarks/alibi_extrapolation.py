@@ -1,6 +1,7 @@
 """ALiBi's length extrapolation (Press et al. 2022) against learned and rotary positions, on zoo's GPT.
 
-Three tiny byte-level GPTs, identical but for `position` (learned | rotary | alibi), trained the same steps
+Three tiny byte-level GPTs, identical but for their positions (`position=learned`, `position=rotary`, or
+`position=none bias=alibi`; results keyed learned | rotary | alibi), trained the same steps
 on the same batches of the embedded pydoc text (`pydoc_data.topics`, what `data=pydoc` reads) at length T;
 then the validation loss (nats/byte) at T, 2T and 4T, over the same held-out bytes cut into non-overlapping
 windows of each length. Learned positions have no table rows past T: n/a there. One CPU thread.
@@ -51,8 +52,9 @@ def main() -> None:
     for position in ("learned", "rotary", "alibi"):
         torch.manual_seed(0)
         # block_size only sizes the learned table (trained rows: T) and the rotary cos/sin table
+        fields = dict(position="none", bias="alibi") if position == "alibi" else dict(position=position)
         cfg = GPTConfig(vocab_size=256, block_size=t if position == "learned" else 4 * t, n_layer=2, n_head=4,
-                        n_embd=128, position=position)
+                        n_embd=128, **fields)
         model = GPT(cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
         start = time.perf_counter()

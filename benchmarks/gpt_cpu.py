@@ -7,7 +7,7 @@ Issue 2. One config for both: n_layer 4, n_head 4, n_embd 256, block 256, vocab 
 of the time on both sides), float32, dropout 0, tied embeddings.
 
 Peers, at the SAME weights (a random HF model is built, its state dict imported into zoo with
-`GPT.load_hf_state_dict`, and the run stops unless both give the same logits and the same first
+`zoo.models.gpt2_weights.load_hf_state_dict`, and the run stops unless both give the same logits and the same first
 training loss):
 - training, two pairs: zoo `activation="gelu_tanh"` vs HF `activation_function="gelu_new"` (the
   same function: GPT-2's tanh approximation), and zoo `"gelu"` vs HF `"gelu"` (exact erf GELU).
@@ -54,6 +54,7 @@ from torch import Tensor
 
 from zoo.bench.common import changed_options, cpu_name, output_stem
 from zoo.models.gpt import GPT
+from zoo.models.gpt2_weights import gpt_config_from_hf, load_hf_state_dict
 from zoo.sampling import generate
 
 ARCH = dict(n_layer=4, n_head=4, n_embd=256, n_positions=256)
@@ -77,8 +78,8 @@ def hf_model(vocab: int, activation: str, seed: int, std: float = 0.02,
 
 
 def zoo_twin(hf: transformers.GPT2LMHeadModel) -> GPT:
-    model = GPT(GPT.from_hf_config(hf.config.to_dict()))
-    model.load_hf_state_dict(hf.state_dict())
+    model = GPT(gpt_config_from_hf(hf.config.to_dict()))
+    load_hf_state_dict(model, hf.state_dict())
     return model
 
 

@@ -59,7 +59,7 @@ def with_context(model, block: int, far: str = "zero"):
     if c.position == "learned":
         return None
     state = dict(model.state_dict())
-    if c.kernel == "relative" and far == "clip":
+    if "relative" in c.bias and far == "clip":
         for key in [k for k in state if k.endswith("attn.er")]:
             er = state[key]  # (H, L, D): distance r at row r; repeat the last row out to `block`
             state[key] = torch.cat([er, er[:, -1:].expand(-1, block - er.shape[1], -1)], 1)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"checkpoint": args.checkpoint, "split": args.split,
               **evaluate(m.model, m.codec, grids, block=train_length, quarter=args.quarter)}
     for k in args.lengths:
-        for far in ("zero", "clip") if m.model.config.kernel == "relative" and k > 1 else ("zero",):
+        for far in ("zero", "clip") if "relative" in m.model.config.bias and k > 1 else ("zero",):
             model = with_context(m.model, k * train_length, far)
             key = f"strided_{k}x" + ("_clip" if far == "clip" else "")
             result[key] = None if model is None else evaluate(model, m.codec, grids, block=k * train_length)["strided"]

@@ -53,6 +53,7 @@ from zoo.bench.common import changed_options, cpu_name, output_stem
 from zoo.codecs.base import IGNORE_INDEX
 from zoo.data.base import BatchStream
 from zoo.data.music import BachChoralesDataModule, JSBChoralesDataModule, MusicDataModule
+from zoo.models.base import upgrade_config
 from zoo.models.music_transformer import MusicTransformer, MusicTransformerConfig
 from zoo.training.module import lr_lambda
 
@@ -64,9 +65,9 @@ PAPER_JSB = {"baseline Transformer": 0.417, "Transformer with relative attention
 
 def arms(block: int, n_layer: int) -> dict[str, dict[str, Any]]:
     return {
-        "relative": dict(kernel="relative", position="none", max_relative_position=block // n_layer),
-        "absolute": dict(kernel="sdpa", position="learned"),
-        "relative_full": dict(kernel="relative", position="none", max_relative_position=block),
+        "relative": dict(bias="relative", position="none", max_relative_position=block // n_layer),
+        "absolute": dict(bias="none", position="learned"),
+        "relative_full": dict(bias="relative", position="none", max_relative_position=block),
     }
 
 
@@ -160,8 +161,8 @@ def write_md(r: dict, path: Path) -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, a in r["bach"]["arms"].items():
-        arm = a["arm"]
-        att = (f"relative, L = {arm['max_relative_position']}" if arm["kernel"] == "relative" else "causal SDPA")
+        arm = upgrade_config(a["arm"])  # results recorded before issue 24 say kernel=relative
+        att = f"relative, L = {arm['max_relative_position']}" if arm.get("bias") == "relative" else "causal SDPA"
         lines.append(f"| {name} | {att} | {arm['position']} | {a['params']:,} | {a['steps']} | "
                      f"{a['train_tokens']:,} | **{a['val']['nll']:.4f}** | {a['val']['nll_with_eos']:.4f} | "
                      f"{a['train_seconds']:.0f} |")
@@ -247,7 +248,7 @@ def main() -> None:
            f"data.batch_size={args.batch_size} trainer.max_steps={steps} threads={args.threads}")
     report["zoo_train_commands"] = [
         f"{zoo} model.max_relative_position={all_arms['relative']['max_relative_position']}   # relative",
-        f"{zoo} model.kernel=sdpa model.position=learned   # absolute",
+        f"{zoo} model.bias=none model.position=learned   # absolute",
         f"{zoo}   # relative_full (L = block_size, the experiment's default)",
     ]
     if args.jsb is not None:

@@ -15,7 +15,7 @@ Peers
   (H, T, S, D) tensor — then q · e per pair. O(T²·D) memory. Skipped where its estimated peak
   (three (H, T, T, D) tensors alive at once in forward+backward) exceeds --naive-max-gib.
 - `zoo_relative`: `relative_self_attention` with its defaults — exactly what `MultiHeadAttention` with a
-  `RelativePositionBias` (a model config's `kernel: relative`) runs between its projections: the
+  `RelativePositionBias` (a model config's `bias: relative`, `kernel: auto`) runs between its projections: the
   `chunked` kernel given the skew's `RelativeBias`. On CPU in float32 that is the
   "matmul" path: per query chunk the skew's logits, Q Kᵀ added onto them by one `baddbmm`, an in-place
   softmax and one product with V, on the keys the chunk can see only; backward recomputes per chunk.
@@ -92,7 +92,7 @@ CHUNK: dict[str, int | None] = {"rows": None}  # --chunk; None: the library's de
 
 
 def zoo_relative(q: Tensor, k: Tensor, v: Tensor, er: Tensor, mask: Tensor) -> Tensor:
-    return relative_self_attention(q, k, v, er, chunk=CHUNK["rows"])  # what a config's kernel=relative runs
+    return relative_self_attention(q, k, v, er, chunk=CHUNK["rows"])  # what a config's bias=relative runs
 
 
 def zoo_relative_sdpa_bias(q: Tensor, k: Tensor, v: Tensor, er: Tensor, mask: Tensor) -> Tensor:

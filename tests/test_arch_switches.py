@@ -43,9 +43,9 @@ TEXT_LEN = 3
 BUILDERS = {
     "gpt": lambda **kw: GPT(GPTConfig(vocab_size=23, block_size=32, n_layer=2, n_head=2, n_embd=16, **kw)),
     "gpt-rotary-relative": lambda **kw: GPT(GPTConfig(vocab_size=23, block_size=32, n_layer=2, n_head=2, n_embd=16,
-                                                      position="rotary", kernel="relative", **kw)),
+                                                      position="rotary", bias="relative", **kw)),
     "gpt-alibi-math": lambda **kw: GPT(GPTConfig(vocab_size=23, block_size=32, n_layer=2, n_head=2, n_embd=16,
-                                                 position="alibi", kernel="math", n_kv_head=1, **kw)),
+                                                 position="none", bias="alibi", kernel="math", n_kv_head=1, **kw)),
     "music_transformer": lambda **kw: MusicTransformer(MusicTransformerConfig(
         vocab_size=23, block_size=32, n_layer=2, n_head=2, n_embd=16, dropout=0.0, max_relative_position=10, **kw)),
     "image_gpt": lambda **kw: ImageGPT(ImageGPTConfig(num_classes=2, **IMAGE, **kw)),
@@ -322,7 +322,8 @@ def _model_section(source: dict, override: str) -> dict:
 
 
 @pytest.mark.parametrize(("override", "expected"), [
-    ("model.qk_norm=true", r"model.qk_norm=True changes the weight shapes of init_from=.*, whose qk_norm is False"),
+    ("model.qk_norm=true", r"model.qk_norm=True adds weights to init_from=.*, whose qk_norm is False \(new: "
+                           r"transformer.h.0.attn.k_norm.weight"),
     ("model.activation=relu2", r"model.activation='relu2' changes what the weights compute of init_from=.*, whose "
                                r"activation is 'gelu'"),
     ("model.logit_softcap=30", r"model.logit_softcap=30 changes what the weights compute of init_from=.*, whose "

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from zoo.codecs.midi import MidiError, notes_to_midi
+from zoo.codecs.midi_files import MidiError, notes_to_midi
 from zoo.codecs.text import CharCodec
 from zoo.data.image import ImageFolderDataModule, UnreadableImageError
 from zoo.data.music import MidiFolderDataModule

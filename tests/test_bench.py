@@ -95,17 +95,17 @@ def test_a_peer_failing_its_gate_is_reported_and_not_timed(monkeypatch):
 
 def test_xtransformers_peer_maps_onto_zoo_weights():
     import x_transformers  # noqa: F401  (the [test] extra has it: a missing peer fails, never skips)
-    zoo = P.zoo_gpt(**TINY_ARCH, bias=False, activation="gelu_tanh")
+    zoo = P.zoo_gpt(**TINY_ARCH, layer_bias=False, activation="gelu_tanh")
     xt = P.xtransformers_from_zoo(zoo)
     assert P.check_gate("x-transformers", zoo, xt, xt, torch.randint(0, 64, (2, 16)), new_tokens=3)[
         "max_abs_logit_diff"] < 1e-4
-    with pytest.raises(ValueError, match="bias=False"):
+    with pytest.raises(ValueError, match="layer_bias=False"):
         P.xtransformers_from_zoo(P.zoo_gpt(**TINY_ARCH))
 
 
 @pytest.mark.parametrize("switch", [{"qk_norm": True}, {"logit_softcap": 30.0}, {"activation": "relu2"}])
 def test_peer_mappers_refuse_issue_23_switches_by_name(switch):
-    zoo = P.zoo_gpt(**TINY_ARCH, bias=False, **switch)
+    zoo = P.zoo_gpt(**TINY_ARCH, layer_bias=False, **switch)
     name = next(iter(switch))
     with pytest.raises(ValueError, match=f"x-transformers has no counterpart for zoo's {name}="):
         P.xtransformers_from_zoo(zoo)

@@ -31,7 +31,8 @@ from hypothesis.extra import numpy as hnp
 
 from zoo.codecs.image import ImagePatchCodec
 from zoo.codecs.jsb import JSBGridCodec
-from zoo.codecs.midi import MidiError, PerformanceCodec, load_midi, notes_to_midi
+from zoo.codecs.midi import PerformanceCodec
+from zoo.codecs.midi_files import MidiError, load_midi, notes_to_midi
 from zoo.codecs.text import BPECodec, ByteCodec, CharCodec, StreamDecoder
 from zoo.codecs.text_image import TextImageCodec
 from zoo.data.image import ImageFolderDataModule

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 import zoo.train
+import zoo.training.run
 from tests.helpers import ROOT, TINY, compose_train, run_cli
 from zoo.config import ConfigError
 from zoo.models.gpt import GPTConfig
@@ -33,7 +34,8 @@ FUZZ = settings(max_examples=25, deadline=None, derandomize=True, database=None,
 MODEL_INTS = ["n_layer", "n_head", "n_embd", "block_size"]
 DATA_INTS = ["batch_size", "max_val_windows"]
 CHOICES = {  # key -> accepted values (the model config's / module's / data module's Literal)
-    "model.kernel": ["math", "sdpa", "relative"],
+    "model.kernel": ["auto", "math", "sdpa", "chunked"],
+    "model.bias": ["none", "relative", "alibi", "relative+alibi"],
     "model.norm": ["layernorm", "rmsnorm"],
     "model.activation": ["gelu", "gelu_tanh", "swiglu"],
     "model.position": ["learned", "rotary", "none"],
@@ -114,7 +116,7 @@ def good_overrides(draw) -> list[str]:
 @settings(FUZZ, max_examples=10)
 @given(good_overrides())
 def test_fuzzed_valid_overrides_pass_the_check(overrides):
-    if "model.kernel=relative" not in overrides:
+    if not any(o.startswith("model.bias=relative") for o in overrides):
         overrides = [*overrides, "model.max_relative_position=null"]
     check(overrides)
 
@@ -125,7 +127,9 @@ def test_fuzzed_valid_overrides_pass_the_check(overrides):
     (["data.batch_size=1.5"], "data.batch_size=1.5 is not accepted; expected an integer"),
     (["model.n_embd=100", "model.n_head=3"], "model.n_head, model.n_embd: n_embd=100 must be divisible by n_head=3"),
     (["model.block_size=32", "data.block_size=64"], "data.block_size=64 is longer than model.block_size=32"),
-    (["model.kernel=flash"], "model.kernel='flash' is not accepted; choose one of ['math', 'sdpa', 'relative']"),
+    (["model.kernel=flash"], "model.kernel='flash' is not accepted; choose one of ['auto', 'math', 'sdpa', 'chunked']"),
+    (["model.kernel=relative"], "model.kernel='relative' is an older spelling: relative attention is bias='relative'"),
+    (["model.position=alibi"], "model.position='alibi' is an older spelling: ALiBi is bias='alibi'"),
     (["data.batch_size=0"], "data.batch_size=0 must be >= 1"),
     (["model.n_layer=-2"], "model.n_layer: GPTConfig.n_layer must be a positive integer, got -2"),
     (["+model.n_layerz=2"], "unknown key 'model.n_layerz'. Did you mean 'model.n_layer'?"),
@@ -143,8 +147,8 @@ def test_fuzzed_valid_overrides_pass_the_check(overrides):
      "data.codec.steps_per_second: steps_per_second must be an integer >= 1, got 'abc'"),
     (["model=music_transformer", "data=midi_folder", "data.path=x", "data.on_error=ignore"],
      "data.on_error='ignore' is not accepted; choose one of ['skip', 'raise']"),
-    (["model=music_transformer", "model.kernel=sdpa"], "model.position, model.kernel: MusicTransformerConfig: "
-                                                         "kernel='sdpa' with position='none'"),
+    (["model=music_transformer", "model.bias=none"], "model.position, model.bias: MusicTransformerConfig: "
+                                                       "bias='none' with position='none'"),
     (["strategy.name=horovod"], "strategy.name='horovod' is not accepted"),
     (["seed=abc"], "seed='abc' is not accepted; expected an integer"),
 ])
@@ -199,8 +203,8 @@ def test_zoo_train_run_stops_in_the_preflight_check_before_data_or_model(tmp_pat
     def no_work(*args, **kwargs):
         raise AssertionError("training work started despite a bad config")
 
-    monkeypatch.setattr(zoo.train, "build_data", no_work)
-    monkeypatch.setattr(zoo.train, "build_module", no_work)
+    monkeypatch.setattr(zoo.training.run, "build_data", no_work)
+    monkeypatch.setattr(zoo.training.run, "build_module", no_work)
     cfg = compose_train([*TINY, f"run_dir={tmp_path / 'run'}", "model.n_embd=30", "model.n_head=4"])
     with pytest.raises(ConfigError, match=r"^model.n_head, model.n_embd: n_embd=30"):
         zoo.train.run(cfg)  # a Python caller gets the error; the zoo-train command prints it (below)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from zoo.models.base import build_model
 from zoo.models.gpt import GPT, GPTConfig
+from zoo.models.gpt2_weights import gpt_config_from_hf, load_hf_state_dict
 from zoo.sampling import generate
 
 transformers = pytest.importorskip("transformers")
@@ -48,8 +49,8 @@ def hf_gpt2(activation: str = "gelu_new", seed: int = 0):
 
 
 def zoo_from_hf(hf, sd=None, **overrides) -> GPT:
-    model = GPT(GPT.from_hf_config(hf.config.to_dict(), **overrides)).eval()
-    model.load_hf_state_dict(hf.state_dict() if sd is None else sd)
+    model = GPT(gpt_config_from_hf(hf.config.to_dict(), **overrides)).eval()
+    load_hf_state_dict(model, hf.state_dict() if sd is None else sd)
     return model
 
 
@@ -94,24 +95,24 @@ def test_gpt2model_state_dict_without_prefix() -> None:
 
 def test_mismatched_state_dict_errors() -> None:
     hf = hf_gpt2()
-    model = GPT(GPT.from_hf_config(hf.config.to_dict()))
+    model = GPT(gpt_config_from_hf(hf.config.to_dict()))
     sd = dict(hf.state_dict())
     missing = {k: v for k, v in sd.items() if k != "transformer.h.1.mlp.c_fc.bias"}
     with pytest.raises(ValueError, match=r"missing \['transformer\.h\.1\.mlp\.c_fc\.bias'\]"):
-        model.load_hf_state_dict(missing)
+        load_hf_state_dict(model, missing)
     with pytest.raises(ValueError, match=r"unexpected \['transformer\.h\.2\.ln_1\.weight'\]"):
-        model.load_hf_state_dict(sd | {"transformer.h.2.ln_1.weight": torch.ones(32)})
+        load_hf_state_dict(model, sd | {"transformer.h.2.ln_1.weight": torch.ones(32)})
     wider = transformers.GPT2LMHeadModel(transformers.GPT2Config(**(HF_TINY | {"n_embd": 48})))
     with pytest.raises(ValueError, match=r"transformer\.wte\.weight: GPT-2 tensor has shape \(97, 48\) .*"
                                          r"this model expects \(97, 32\)"):
-        model.load_hf_state_dict(wider.state_dict())
+        load_hf_state_dict(model, wider.state_dict())
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=r"ties lm_head to wte.*tie_weights=False"):
-        model.load_hf_state_dict(sd | {"lm_head.weight": torch.zeros(97, 32)})
+        load_hf_state_dict(model, sd | {"lm_head.weight": torch.zeros(97, 32)})
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing half-loaded
-    rotary = GPT(GPT.from_hf_config(hf.config.to_dict(), position="rotary"))
+    rotary = GPT(gpt_config_from_hf(hf.config.to_dict(), position="rotary"))
     with pytest.raises(ValueError, match=r"unexpected \['transformer\.wpe\.weight'\]"):
-        rotary.load_hf_state_dict(sd)
+        load_hf_state_dict(rotary, sd)
 
 
 def test_untied_hf_model_imports_untied() -> None:
@@ -134,7 +135,7 @@ def test_unsupported_hf_config_is_rejected(key: str, value) -> None:
     """A GPT-2 config zoo would silently compute differently must fail, naming the key."""
     hf_cfg = transformers.GPT2Config(**HF_TINY).to_dict() | {key: value}
     with pytest.raises(ValueError, match=key):
-        GPT.from_hf_config(hf_cfg)
+        gpt_config_from_hf(hf_cfg)
 
 
 # --- causality ----------------------------------------------------------------------------------------
@@ -155,9 +156,10 @@ def test_future_tokens_do_not_change_past_logits(position: str, kernel: str) -> 
 # --- cached decoding ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("position", ["learned", "rotary", "none"])
-@pytest.mark.parametrize("kernel", ["math", "sdpa", "relative"])
-def test_cached_decoding_equals_full_recomputation(position: str, kernel: str) -> None:
-    model = tiny_gpt(position=position, kernel=kernel, std=0.2)
+@pytest.mark.parametrize("kernel,bias", [("math", "none"), ("sdpa", "none"), ("auto", "relative"),
+                                         ("sdpa", "relative"), ("chunked", "alibi")])
+def test_cached_decoding_equals_full_recomputation(position: str, kernel: str, bias: str) -> None:
+    model = tiny_gpt(position=position, kernel=kernel, bias=bias, std=0.2)
     prompt_len, steps = 16, 64
     idx = torch.randint(0, 97, (2, prompt_len + steps), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
@@ -171,11 +173,12 @@ def test_cached_decoding_equals_full_recomputation(position: str, kernel: str) -
 
 
 @pytest.mark.parametrize("position", ["learned", "rotary", "none"])
-@pytest.mark.parametrize("kernel", ["math", "sdpa", "relative"])
-def test_static_decode_step_equals_full_recomputation(position: str, kernel: str) -> None:
+@pytest.mark.parametrize("kernel,bias", [("math", "none"), ("sdpa", "none"), ("auto", "relative"),
+                                         ("chunked", "alibi")])
+def test_static_decode_step_equals_full_recomputation(position: str, kernel: str, bias: str) -> None:
     """decode_step_static (the fixed-shape step that compile=True compiles), run eagerly here, over a cache
     longer than the sequence (its tail stays masked): same logits as recomputing the whole prefix."""
-    model = tiny_gpt(position=position, kernel=kernel, std=0.2)
+    model = tiny_gpt(position=position, kernel=kernel, bias=bias, std=0.2)
     prompt_len, steps = 9, 30
     idx = torch.randint(0, 97, (2, prompt_len + steps), generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
@@ -268,7 +271,7 @@ def test_config_errors_name_the_key_and_accepted_values() -> None:
         GPTConfig(n_embd=30, n_head=4)
     with pytest.raises(ValueError, match=r"GPTConfig\.norm='batchnorm'.*\['layernorm', 'rmsnorm'\]"):
         GPTConfig(norm="batchnorm")
-    with pytest.raises(ValueError, match=r"GPTConfig\.position='sinusoidal'.*\['learned', 'rotary', 'alibi', 'none'\]"):
+    with pytest.raises(ValueError, match=r"GPTConfig\.position='sinusoidal'.*\['learned', 'rotary', 'none'\]"):
         GPTConfig(position="sinusoidal")
     with pytest.raises(ValueError, match=r"GPTConfig\.n_layer must be a positive integer, got 0"):
         GPTConfig(n_layer=0)
@@ -311,10 +314,11 @@ def test_weight_tying_shares_storage() -> None:
     dict(activation="swiglu"),
     dict(norm="rmsnorm"),
     dict(position="rotary"),
-    dict(position="none", bias=False),
-    dict(activation="swiglu", norm="rmsnorm", position="rotary", bias=False, tie_weights=False, dropout=0.1),
+    dict(position="none", layer_bias=False),
+    dict(activation="swiglu", norm="rmsnorm", position="rotary", layer_bias=False, tie_weights=False, dropout=0.1),
     dict(kernel="math"),
-    dict(kernel="relative", position="none", max_relative_position=8),
+    dict(bias="relative", position="none", max_relative_position=8),
+    dict(bias="relative+alibi", kernel="chunked", position="learned", max_relative_position=8),
 ])
 def test_variants_run_forward_and_backward(overrides: dict) -> None:
     model = tiny_gpt(**overrides).train()

@@ -1,5 +1,5 @@
 """Issue 17's attention axes: grouped-query / multi-query attention (`n_kv_head`), sliding-window attention with
-a rolling KV cache (`window`), ALiBi (`position="alibi"`). The oracle style of test_attention_core.py: float64,
+a rolling KV cache (`window`), ALiBi (`bias="alibi"`). The oracle style of test_attention_core.py: float64,
 every kernel × position scheme × axis equals the math kernel (forward and gradients), cached == recomputed,
 causality; then the model level: rolling-cache generation far past the window with flat memory, configs,
 FSDP, export → load."""
@@ -173,9 +173,9 @@ def tiny_gpt(**fields) -> GPT:
     return GPT(GPTConfig(**cfg)).to(F64).eval()
 
 
-@pytest.mark.parametrize("fields", [dict(position="rotary"), dict(position="alibi"),
-                                    dict(position="none", kernel="relative", max_relative_position=8),
-                                    dict(position="alibi", kernel="relative", n_kv_head=1)])
+@pytest.mark.parametrize("fields", [dict(position="rotary"), dict(position="none", bias="alibi"),
+                                    dict(position="none", bias="relative", max_relative_position=8),
+                                    dict(position="none", bias="relative+alibi", n_kv_head=1)])
 def test_generation_runs_10x_the_window_with_flat_cache_memory(fields, monkeypatch):
     """window 6, 80 new tokens after a 3-token prompt: the logits of every decoded step equal the full
     windowed recomputation of the whole sequence, the cache's buffers stay the same 2 · window positions,
@@ -217,31 +217,33 @@ def test_gqa_cache_is_smaller_and_default_layout_unchanged():
 def test_config_errors_say_what_is_wrong_and_what_to_use():
     with pytest.raises(ValueError, match=r"n_kv_head=3 must divide n_head=4; accepted: \[1, 2, 4\]"):
         GPTConfig(n_head=4, n_kv_head=3)
-    with pytest.raises(ValueError, match=r"window=8 with position='learned'.*past block_size.*'rotary', 'alibi'"):
+    with pytest.raises(ValueError, match=r"window=8 with position='learned'.*past block_size.*'rotary', or 'none' "
+                                         r"with a bias"):
         GPTConfig(window=8)
     with pytest.raises(ValueError, match=r"window must be a positive integer, got 0"):
         GPTConfig(window=0, position="rotary")
     with pytest.raises(ValueError, match=r"compile=True.*window"):
-        tiny_gpt(window=4, position="alibi").decode_step_static(torch.zeros(1, 1, dtype=torch.long),
+        tiny_gpt(window=4, position="none", bias="alibi").decode_step_static(torch.zeros(1, 1, dtype=torch.long),
                                                                 cache=KVCache(2, 1, 4, 8, 8, "cpu", F64))
 
 
 @pytest.mark.parametrize("model", ["gpt", "music_transformer"])
 def test_hydra_composes_the_keys_and_export_load_round_trips(model, tmp_path):
-    """`model.n_kv_head=2 model.window=8 model.position=alibi` composes for gpt and music_transformer, trains
-    2 steps, exports and loads back with the same logits."""
+    """`model.n_kv_head=1 model.window=8` with ALiBi (gpt: `model.position=none model.bias=alibi`; music_transformer:
+    `model.bias=relative+alibi`) composes, trains 2 steps, exports and loads back with the same logits."""
     import zoo
     from zoo.hub.export import export
     from zoo.train import run
 
-    keys = ["model.n_kv_head=1", "model.window=8", "model.position=alibi"]
+    bias = "alibi" if model == "gpt" else "relative+alibi"
+    keys = ["model.n_kv_head=1", "model.window=8", "model.position=none", f"model.bias={bias}"]
     cfg = compose_train([*tiny_model_overrides(model, tmp_path), *keys, "trainer.max_steps=2",
                          f"run_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}"])
     assert OmegaConf.to_container(cfg.model)["n_kv_head"] == 1
     run(cfg)
     ref = zoo.load(tmp_path / "run" / "checkpoints" / "last.ckpt")
     c = ref.model.config
-    assert (c.n_kv_head, c.window, c.position) == (1, 8, "alibi")
+    assert (c.n_kv_head, c.window, c.position, c.bias) == (1, 8, "none", bias)
     assert isinstance(c, MusicTransformerConfig) == (model == "music_transformer")
     loaded = zoo.load(export(ref, tmp_path / "export", dtype="float32"))
     x = torch.randint(0, ref.codec.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))  # 40 > block

@@ -165,8 +165,8 @@ def test_bad_inputs_and_configs_name_the_problem():
     for bad, match in [(dict(local_n_layer=-1), "local_n_layer must be an integer >= 0"),
                        (dict(n_embd=30, n_head=4), "n_embd=30 must be divisible by n_head=4"),
                        (dict(cond_dropout=1.0), r"cond_dropout must be in \[0, 1\)"),
-                       (dict(kernel="relative"),
-                        r"kernel='relative' is not accepted; choose one of \['math', 'sdpa'\]"),
+                       (dict(kernel="flash"),
+                        r"kernel='flash' is not accepted; choose one of \['auto', 'math', 'sdpa', 'chunked'\]"),
                        (dict(num_patches=0), "num_patches must be a positive integer")]:
         with pytest.raises(ValueError, match=match):
             ImageGPTConfig(**(base | bad))

@@ -43,12 +43,23 @@ MODEL_REFUSALS = {
                                                       r"a gpt model; leave `model=` out"),
     "not a setting of the source": ("+model.n_expert=4",
                                     rf"^model.n_expert is not a setting of init_from={SOURCE}, a gpt model; its "
-                                    r"settings: \['activation', 'bias', "),
+                                    r"settings: \['activation', 'bias', 'block_size', "),
     "a value the model rejects": ("model.n_head=3",
                                   rf"^model.n_head=3 does not fit init_from={SOURCE} \(.*n_head"),
     "a weight shape": ("model.n_embd=32",
                        rf"^model.n_embd=32 changes the weight shapes of init_from={SOURCE}, whose n_embd is 16; "
                        r"fine-tuning keeps the source's architecture: leave model.n_embd out"),
+    "a position bias with weights": ("model.bias=relative",
+                                     rf"^model.bias='relative' adds weights to init_from={SOURCE}, whose bias is "
+                                     r"'none' \(new: transformer.h.0.attn.er\); fine-tuning keeps the source's "
+                                     r"architecture: leave model.bias out \(dropout and the attention kernel may be "
+                                     r"changed\)$"),
+    "a position bias without weights": ("model.bias=alibi",
+                                        rf"^model.bias='alibi' changes what the weights compute of init_from={SOURCE}, "
+                                        r"whose bias is 'none'; "),
+    "positions without a table": ("model.position=rotary",
+                                  rf"^model.position='rotary' removes weights of init_from={SOURCE}, whose position is "
+                                  r"'learned' \(gone: transformer.wpe.weight\); "),
     "what the weights compute": ("model.activation=gelu_tanh",
                                  rf"^model.activation='gelu_tanh' changes what the weights compute of "
                                  rf"init_from={SOURCE}, whose activation is 'gelu'"),
@@ -68,9 +79,10 @@ def test_model_overrides_that_cannot_fit_the_source_are_refused(case, source):
 
 def test_shape_keeping_overrides_are_taken(source):
     """The other side of the refusals: dropout and the attention kernel change nothing the weights hold."""
-    section = {"type": "gpt", **source, "dropout": 0.2, "kernel": "math"}
-    out = init_from.model_section(SOURCE, "gpt", source, section, {"model.dropout", "model.kernel"})
-    assert out == {"type": "gpt", **source, "dropout": 0.2, "kernel": "math"}
+    for kernel in ("math", "chunked"):
+        section = {"type": "gpt", **source, "dropout": 0.2, "kernel": kernel}
+        out = init_from.model_section(SOURCE, "gpt", source, section, {"model.dropout", "model.kernel"})
+        assert out == {"type": "gpt", **source, "dropout": 0.2, "kernel": kernel}
 
 
 @pytest.mark.parametrize("key", ["data.codec", "data/codec", "data.vocab_size"])

@@ -234,7 +234,7 @@ def _no_data(*args, **kwargs):
 
 def test_run_dir_under_a_regular_file_fails_before_any_work(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("not a folder")
-    monkeypatch.setattr("zoo.train.build_data", _no_data)
+    monkeypatch.setattr("zoo.training.run.build_data", _no_data)
     with pytest.raises(PermissionError, match=r"cannot write to the run folder .*file/sub.*run_dir=PATH"):
         run(compose_train([*TINY, f"run_dir={tmp_path / 'file' / 'sub'}"]))
 
@@ -253,7 +253,7 @@ def test_cli_unwritable_run_dir_is_one_line_and_exit_1(tmp_path):
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 def test_read_only_run_dir_fails_before_any_work(monkeypatch):
-    monkeypatch.setattr("zoo.train.build_data", _no_data)
+    monkeypatch.setattr("zoo.training.run.build_data", _no_data)
     check = builders.check_writable
 
     def check_as_ordinary_user(directory):  # as root, the check sees the permission bits as a user would

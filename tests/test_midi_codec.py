@@ -14,18 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zoo.codecs.base import codec_from_dict, load_codec
-from zoo.codecs.midi import (
-    BOS_ID,
-    EOS_ID,
-    PAD_ID,
-    MidiError,
-    PerformanceCodec,
-    load_midi,
-    midi_notes,
-    notes_to_midi,
-    stretch_notes,
-    transpose_notes,
-)
+from zoo.codecs.midi import BOS_ID, EOS_ID, PAD_ID, PerformanceCodec
+from zoo.codecs.midi_files import MidiError, load_midi, midi_notes, notes_to_midi, stretch_notes, transpose_notes
 
 SPS = 100
 

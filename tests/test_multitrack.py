@@ -17,7 +17,8 @@ from helpers import TINY, compose_train, run_cli
 pytest.importorskip("miditok")
 
 from zoo.codecs.base import codec_from_dict  # noqa: E402
-from zoo.codecs.midi import MidiError, PerformanceCodec  # noqa: E402
+from zoo.codecs.midi import PerformanceCodec  # noqa: E402
+from zoo.codecs.midi_files import MidiError  # noqa: E402
 from zoo.codecs.multitrack import PITCH_RANGE, TOKENIZATIONS, MultitrackCodec  # noqa: E402
 from zoo.data.music import MidiFolderDataModule  # noqa: E402
 

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from zoo.codecs.base import IGNORE_INDEX, codec_from_dict, load_codec
 from zoo.codecs.jsb import JSBGridCodec, grid_array
-from zoo.codecs.midi import PerformanceCodec, notes_to_midi
+from zoo.codecs.midi import PerformanceCodec
+from zoo.codecs.midi_files import notes_to_midi
 from zoo.data.base import BatchStream
 from zoo.data.music import (
     MUSIC_DATAMODULES,
@@ -156,6 +157,8 @@ def test_jsb_datamodule_pieces_sequences_and_batches(jsb_json):
     inner = valid[:, 1:]  # idx[j + 1] is a real token exactly where targets[j + 1] is
     assert torch.equal(batch["idx"][:, 1:][inner], batch["targets"][:, :-1][inner])
     assert not valid.all()  # windows at the end of a piece are padded (EOS stays reachable)
+    assert set(batch) == {"idx", "targets"}  # unconditional data (the base class's `_cond` is None): no `cond`
+    assert all(set(w) == {"idx", "targets"} for w in dm.eval_windows("val"))
 
 
 def test_jsb_training_crops_are_transposed_windows_on_step_boundaries(jsb_json):

@@ -22,7 +22,8 @@ from helpers import TINY, compose_train, run_cli
 from PIL import Image
 
 from zoo.codecs.jsb import JSBGridCodec
-from zoo.codecs.midi import PerformanceCodec, load_midi, notes_to_midi
+from zoo.codecs.midi import PerformanceCodec
+from zoo.codecs.midi_files import load_midi, notes_to_midi
 from zoo.members import member_for
 from zoo.members.music import ids_to_midi
 from zoo.models.base import MODELS, build_model
@@ -68,22 +69,23 @@ def assert_valid_midi(path: Path) -> list[pretty_midi.Note]:
 def test_registered_with_music_defaults_and_validated():
     assert MODELS["music_transformer"] == (MusicTransformerConfig, MusicTransformer)
     cfg = MusicTransformerConfig()
-    assert (cfg.kernel, cfg.position, cfg.max_relative_position) == ("relative", "none", cfg.block_size)
+    assert (cfg.bias, cfg.kernel, cfg.position, cfg.max_relative_position) == ("relative", "auto", "none",
+                                                                              cfg.block_size)
     model = build_model("music_transformer", dict(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=16))
     assert model.model_type == "music_transformer"
     assert "transformer.wpe.weight" not in model.state_dict()  # no absolute positions
     assert model.state_dict()["transformer.h.1.attn.er"].shape == (2, 32, 8)  # (H, L, D) per layer
-    with pytest.raises(ValueError, match="kernel='sdpa' with position='none' gives the model no position"):
-        MusicTransformerConfig(kernel="sdpa")
-    with pytest.raises(ValueError, match="max_relative_position is only used with kernel='relative'"):
-        MusicTransformerConfig(kernel="sdpa", position="learned", max_relative_position=8)
+    with pytest.raises(ValueError, match="bias='none' with position='none' gives the model no position"):
+        MusicTransformerConfig(bias="none")
+    with pytest.raises(ValueError, match="max_relative_position is only used with bias='relative'"):
+        MusicTransformerConfig(bias="none", position="learned", max_relative_position=8)
     with pytest.raises(ValueError, match=r"kernel='relativ' is not accepted; choose one of"):
         MusicTransformerConfig(kernel="relativ")
     with pytest.raises(ValueError, match=r"unknown music_transformer config key\(s\) \['n_layers'\]"):
         build_model("music_transformer", dict(n_layers=2))
 
 
-@pytest.mark.parametrize("overrides", [{}, dict(max_relative_position=5), dict(kernel="sdpa", position="learned")])
+@pytest.mark.parametrize("overrides", [{}, dict(max_relative_position=5), dict(bias="none", position="learned")])
 def test_causality_future_tokens_leave_past_logits_unchanged(overrides):
     model = tiny(**overrides)
     x = torch.randint(3, PERF.vocab_size, (2, 40))
@@ -254,7 +256,7 @@ def test_experiment_fast_dev_run_writes_playable_samples(experiment, tmp_path):
             else ["data.max_files=5", f"data.cache_dir={tmp_path / 'cache'}"])
     cfg = compose_train([f"experiment={experiment}", "trainer=debug", f"run_dir={tmp_path / 'run'}", *MUSIC_TINY,
                          "samples.max_new_tokens=80", *data])
-    assert cfg.model.type == "music_transformer" and cfg.model.kernel == "relative"
+    assert cfg.model.type == "music_transformer" and cfg.model.bias == "relative" and cfg.model.kernel == "auto"
     summary = run(cfg)
     assert math.isfinite(summary["metrics"]["train/loss"]) and math.isfinite(summary["metrics"]["val/loss"])
     samples = summary["samples"]

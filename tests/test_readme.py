@@ -84,7 +84,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "zoo-train data=streaming data.path=data/books": (
         "tool", "needs a prepared folder: tests/test_streaming.py trains and resumes from one"),
     "zoo-train model.n_kv_head=1 model.window=128 model.position=rotary": ("train", ""),
-    "zoo-train model.position=alibi": ("train", ""),
+    "zoo-train model.position=none model.bias=alibi": ("train", ""),
     "zoo-serve models='[gpt-pydoc,image-gpt-digits,music-transformer-bach,text2image-digits]'": (
         "tool", "a long-running server: tests/test_serve.py and tests/test_serve_browser.py run it live"),
     "python -m pytest": ("tool", "the test suite itself"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing
 from pydoc_data.topics import topics
 
 import pytest
@@ -13,10 +14,12 @@ from tokenizers import pre_tokenizers
 from zoo.codecs.base import codec_from_dict, load_codec
 from zoo.codecs.text import (
     EOT,
+    TEXT_CODECS,
     BPECodec,
     ByteCodec,
     CharCodec,
     StreamDecoder,
+    TextCodecKind,
     _unicode_to_byte,
     build_text_codec,
 )
@@ -177,3 +180,28 @@ def test_build_text_codec_kinds_and_errors():
         build_text_codec("char", "hello", 10)
     with pytest.raises(ValueError, match="unknown text codec 'word'.*'char', 'byte', 'bpe'"):
         build_text_codec("word", "hello", None)  # type: ignore[arg-type]
+
+
+def test_one_table_of_text_codecs_serves_the_streaming_preparation_too(tmp_path):
+    """zoo-prepare's codecs come from the same table and checks as the in-memory ones: the same errors, and the
+    same codec from the same text (the streaming char codec also holds the document separator)."""
+    from zoo.data.streaming.prepare import DOC_SEPARATOR, Piece, build_codec
+
+    assert typing.get_args(TextCodecKind) == tuple(TEXT_CODECS) == ("char", "byte", "bpe")
+    assert all(cls.type_name == kind for kind, cls in TEXT_CODECS.items())
+    text = "héllo wörld, the corpus\n" * 40
+    (tmp_path / "a.txt").write_text(text, encoding="utf-8")
+    pieces = [Piece(str(tmp_path / "a.txt"), 0, len(text.encode()), True)]
+
+    def streamed(kind, vocab_size=None):
+        return build_codec(kind, pieces, vocab_size=vocab_size, num_workers=1, fit_bytes=10**6)
+
+    for kind, vocab_size, message in (("word", None, "unknown text codec 'word'; accepted: 'char', 'byte', 'bpe'"),
+                                      ("bpe", None, "codec 'bpe' needs vocab_size"),
+                                      ("char", 300, "vocab_size is only for codec 'bpe'; codec 'char' got")):
+        for build in (streamed, lambda k, v: build_text_codec(k, text, v)):
+            with pytest.raises(ValueError, match=message):
+                build(kind, vocab_size)
+    assert streamed("char").to_dict() == build_text_codec("char", text + DOC_SEPARATOR).to_dict()
+    assert streamed("byte").to_dict() == build_text_codec("byte", text, eos=True).to_dict()
+    assert streamed("bpe", 300).to_dict() == build_text_codec("bpe", text.splitlines(keepends=True), 300).to_dict()

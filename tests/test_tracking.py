@@ -322,8 +322,8 @@ def test_progress_bar_counts_optimizer_steps_from_the_resumed_step():
 
 
 def test_progress_bar_of_a_resumed_run_starts_at_the_resumed_step(tmp_path, monkeypatch):
-    import zoo.train
     import zoo.training.progress
+    import zoo.training.run
 
     seen = []
 
@@ -334,7 +334,7 @@ def test_progress_bar_of_a_resumed_run_starts_at_the_resumed_step(tmp_path, monk
             seen.append((int(task.completed), task.total, self.get_metrics(trainer, trainer.lightning_module)))
 
     monkeypatch.delenv("ZOO_PLAIN_PROGRESS", raising=False)  # zoo-train adds its rich bar
-    monkeypatch.setattr(zoo.train, "ProgressBar", Recording)  # the name zoo.train.run builds its bar from
+    monkeypatch.setattr(zoo.training.run, "ProgressBar", Recording)  # the name the run builds its bar from
     run(member_cfg("gpt_pydoc", tmp_path / "run", "logger=none", "samples.every_n_steps=0"))
     assert [(c, t) for c, t, _ in seen] == [(1, 2), (2, 2)]
     seen.clear()

@@ -14,11 +14,12 @@ Entry points (console scripts, configured by Hydra from conf/):
 
 Map of the package, by layer (low -> high; a module imports only its own layer and lower ones,
 models and codecs never each other, eval never data; tests/test_layers.py enforces it, and no cycles):
-    core/            attention.py: MultiHeadAttention, kernels math (reference) / sdpa / relative, KV cache;
-                     layers.py: pre-norm Block, MLP, norms, position embeddings
+    core/            attention.py: MultiHeadAttention; kernels.py: math (reference) / sdpa / chunked; positions.py:
+                     rotary, position biases (relative, ALiBi); KV cache; layers.py: pre-norm Block, MLP, norms
     config.py        the one config checker: dataclass fields and constructor signatures as the schema
     models/          one file per member (pure PyTorch, config dataclass + `register`): gpt, image_gpt,
-                     music_transformer, text2image; models/base.py: the registry and `build_model`
+                     music_transformer, text2image; models/base.py: the registry, `build_model` and the
+                     upgrade of older config spellings; models/gpt2_weights.py: GPT-2 -> GPT state dicts
     codecs/          text (char, byte, BPE), image patches, MIDI events, captions: exact round trips
     data/            LightningDataModules with deterministic, resumable batch streams; download + sha256
     sampling.py      the one generation loop: temperature, top-k/p, min-p, repetition penalty, guidance

@@ -4,7 +4,7 @@ One attention call, batch 1, `attn_heads` heads of `attn_head_dim`, max_relative
 distance has an embedding, the paper's setting), float32. Peers:
 - `zoo relative`: `zoo.core.positions.relative_self_attention` (the skew's `RelativeBias` through the
   `chunked` kernel), exactly what `MultiHeadAttention` with a `RelativePositionBias` (a model config's
-  `kernel: relative`) runs between its projections; whatever version is installed.
+  `bias: relative`) runs between its projections; whatever version is installed.
 - `naive Shaw`: one embedding gathered per (query, key) pair, a (H, T, S, D) tensor (Shaw et al. 2018),
   O(T^2 D) memory: only for T <= `attn_naive_max_t`.
 - `causal SDPA`: `F.scaled_dot_product_attention(is_causal=True)` without any position term, the floor.

@@ -5,7 +5,7 @@ One training step = forward on (B, T) tokens, `F.cross_entropy` over every posit
 forward and loss in `torch.autocast(dtype=torch.bfloat16)`, weights and optimizer stay float32. Pairs
 (each peer against the zoo GPT that holds the same weights, see zoo/bench/peers.py):
   zoo (gelu_tanh)           vs transformers gelu_new (its default) and gelu_pytorch_tanh (matched)
-  zoo bias=False            vs x-transformers
+  zoo bias=False            vs x-transformers   (the row name of recorded reports; the setting is layer_bias=False)
   zoo position=rotary       vs litgpt
 The matmul peak of the step's precision (a (n, n) @ (n, n) product) runs in the same interleaved rounds,
 so MFU = (FLOPs per token x tokens/s) / peak is taken per round, against the same machine load.
@@ -88,7 +88,7 @@ def build_pairs(s: Sizes, device: torch.device, batch: tuple[Tensor, Tensor]) ->
          "HF's default gelu_new: the same function as zoo's gelu_tanh, written as 5 elementwise ops"),
         ("transformers gelu_pytorch_tanh", "zoo", lambda: (hf_tanh, P.hf_logits(hf_tanh)), "none"),
     ]
-    zoo_nb = P.zoo_gpt(**arch, bias=False, activation="gelu_tanh", seed=2)
+    zoo_nb = P.zoo_gpt(**arch, layer_bias=False, activation="gelu_tanh", seed=2)
     zoo_rot = P.zoo_gpt(**arch, position="rotary", activation="gelu_tanh", seed=3)
     candidates.append(("x-transformers", "zoo bias=False", lambda: _twice(P.xtransformers_from_zoo(zoo_nb)),
                        "no biases anywhere (x-transformers has none in norms and attention): zoo runs bias=False"))

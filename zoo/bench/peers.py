@@ -3,10 +3,10 @@
 Peers (pip-installable; each is optional and reported as unavailable, with the reason, when it cannot
 be imported):
 - `transformers` GPT2LMHeadModel: zoo's `GPT` imports its state dict key for key
-  (`GPT.load_hf_state_dict`), so a random HF model is built and zoo gets its weights.
+  (`zoo.models.gpt2_weights.load_hf_state_dict`), so a random HF model is built and zoo gets its weights.
 - `x-transformers` TransformerWrapper + Decoder: pre-norm, learned absolute positions (scaled by
   d^-1/2 inside x-transformers, undone when copying), tied embeddings, SDPA attention. Its norms and
-  attention projections have no bias, so it is compared with a zoo GPT built with `bias=False`.
+  attention projections have no bias, so it is compared with a zoo GPT built with `layer_bias=False`.
 - `litgpt` GPT (GPT-NeoX-style MLP, sequential residual, LayerNorm): it has rotary positions only, no
   learned absolute table, and an untied head, so it is compared with a zoo GPT built with
   `position="rotary"`, its head tied to the embedding by sharing the parameter.
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.models.gpt import GPT, GPTConfig
+from zoo.models.gpt2_weights import gpt_config_from_hf, load_hf_state_dict
 from zoo.sampling import generate
 
 Logits = Callable[[Tensor], Tensor]  # idx (B, T) -> logits (B, T, V)
@@ -51,8 +52,8 @@ def hf_gpt2(*, n_layer: int, n_head: int, n_embd: int, block_size: int, vocab_si
 
 
 def zoo_from_hf(hf: nn.Module, **overrides: Any) -> GPT:
-    model = GPT(GPT.from_hf_config(hf.config.to_dict(), **overrides))
-    model.load_hf_state_dict(hf.state_dict())
+    model = GPT(gpt_config_from_hf(hf.config.to_dict(), **overrides))
+    load_hf_state_dict(model, hf.state_dict())
     return model
 
 
@@ -80,14 +81,15 @@ def refuse_switches(c: Any, peer: str) -> None:
 
 # ---- x-transformers --------------------------------------------------------------------------------
 def xtransformers_from_zoo(zoo: GPT) -> nn.Module:
-    """An x-transformers decoder holding `zoo`'s weights (zoo: bias=False, learned positions, tied)."""
+    """An x-transformers decoder holding `zoo`'s weights (zoo: layer_bias=False, learned positions, tied)."""
     from x_transformers import Decoder, TransformerWrapper
 
     c = zoo.config
     refuse_switches(c, "x-transformers")
-    if c.bias or c.position != "learned" or not c.tie_weights or c.norm != "layernorm":
-        raise ValueError("x-transformers maps onto a zoo GPT with bias=False, position='learned', tie_weights=True, "
-                         f"norm='layernorm'; got bias={c.bias}, position={c.position!r}, "
+    if c.layer_bias or c.position != "learned" or c.bias != "none" or not c.tie_weights or c.norm != "layernorm":
+        raise ValueError("x-transformers maps onto a zoo GPT with layer_bias=False, position='learned', bias='none', "
+                         f"tie_weights=True, norm='layernorm'; got layer_bias={c.layer_bias}, position={c.position!r}, "
+                         f"bias={c.bias!r}, "
                          f"tie_weights={c.tie_weights}, norm={c.norm!r}")
     act = nn.GELU(approximate="tanh" if c.activation == "gelu_tanh" else "none")
     xt = TransformerWrapper(num_tokens=c.vocab_size, max_seq_len=c.block_size, tie_embedding=True,
@@ -163,14 +165,15 @@ def litgpt_from_zoo(zoo: GPT, litgpt_model: types.ModuleType) -> nn.Module:
     """A litgpt GPT holding `zoo`'s weights (zoo: position='rotary', layernorm, GELU MLP, tied head)."""
     c = zoo.config
     refuse_switches(c, "litgpt")
-    if c.position != "rotary" or c.norm != "layernorm" or c.activation == "swiglu" or not c.tie_weights:
-        raise ValueError("litgpt maps onto a zoo GPT with position='rotary', norm='layernorm', a GELU activation "
-                         f"and tie_weights=True; got position={c.position!r}, norm={c.norm!r}, "
-                         f"activation={c.activation!r}, tie_weights={c.tie_weights}")
+    if (c.position != "rotary" or c.bias != "none" or c.norm != "layernorm" or c.activation == "swiglu"
+            or not c.tie_weights):
+        raise ValueError("litgpt maps onto a zoo GPT with position='rotary', bias='none', norm='layernorm', a GELU "
+                         f"activation and tie_weights=True; got position={c.position!r}, bias={c.bias!r}, "
+                         f"norm={c.norm!r}, activation={c.activation!r}, tie_weights={c.tie_weights}")
     cfg = litgpt_model.Config(name="zoo-gpt", block_size=c.block_size, vocab_size=c.vocab_size,
                               padded_vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
                               n_embd=c.n_embd, n_query_groups=c.n_head, head_size=c.n_embd // c.n_head,
-                              rotary_percentage=1.0, rope_base=10000, parallel_residual=False, bias=c.bias,
+                              rotary_percentage=1.0, rope_base=10000, parallel_residual=False, bias=c.layer_bias,
                               lm_head_bias=False, norm_class_name="LayerNorm", norm_eps=1e-5,
                               mlp_class_name="GptNeoxMLP", intermediate_size=4 * c.n_embd,
                               gelu_approximate="tanh" if c.activation == "gelu_tanh" else "none")
@@ -179,11 +182,11 @@ def litgpt_from_zoo(zoo: GPT, litgpt_model: types.ModuleType) -> nn.Module:
     names = {"ln_1": "norm_1", "attn.c_attn": "attn.qkv", "attn.c_proj": "attn.proj", "ln_2": "norm_2",
              "mlp.c_fc": "mlp.fc", "mlp.c_proj": "mlp.proj"}
     sd = {"transformer.wte.weight": z["transformer.wte.weight"], "lm_head.weight": z["transformer.wte.weight"]}
-    for key in ("weight", "bias") if c.bias else ("weight",):
+    for key in ("weight", "bias") if c.layer_bias else ("weight",):
         sd[f"transformer.ln_f.{key}"] = z[f"transformer.ln_f.{key}"]
     for i in range(c.n_layer):
         for ours, theirs in names.items():
-            for key in ("weight", "bias") if c.bias else ("weight",):
+            for key in ("weight", "bias") if c.layer_bias else ("weight",):
                 sd[f"transformer.h.{i}.{theirs}.{key}"] = z[f"transformer.h.{i}.{ours}.{key}"]
     lit.load_state_dict({k: v.clone() for k, v in sd.items()}, strict=False)
     lit.lm_head.weight = lit.transformer.wte.weight  # tie, as zoo does

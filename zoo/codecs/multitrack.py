@@ -39,7 +39,7 @@ import numpy as np
 import pretty_midi
 
 from zoo.codecs.base import Codec
-from zoo.codecs.midi import load_midi, midi_from_bytes
+from zoo.codecs.midi_files import load_midi, midi_from_bytes
 
 TOKENIZATIONS = ("REMI", "TSD", "MIDILike")  # miditok's single-vocabulary tokenizers that take programs
 SPECIAL_TOKENS = ("PAD", "BOS", "EOS")  # ids 0, 1, 2, as every zoo codec

@@ -32,6 +32,13 @@ class TextCodec(Codec):
     """Shared contract of the text codecs: `eos_id` and the bytes behind each id."""
 
     eos_id: int | None = None
+    takes_vocab_size: ClassVar[bool] = False  # whether `from_corpus` is given a vocabulary size (BPE) or not
+
+    @classmethod
+    def from_corpus(cls, texts: Iterable[str], vocab_size: int | None = None, **options: Any) -> TextCodec:
+        """The codec fitted on `texts` (documents or any pieces of the corpus; a codec that needs no fitting
+        reads none): what `build_text_codec` calls through `TEXT_CODECS`."""
+        raise NotImplementedError
 
     def encode(self, x: str) -> list[int]:
         raise NotImplementedError
@@ -83,6 +90,10 @@ class CharCodec(TextCodec):
             raise ValueError("cannot build a char vocabulary from an empty text")
         return cls(sorted(set(text)))
 
+    @classmethod
+    def from_corpus(cls, texts: Iterable[str], vocab_size: int | None = None, **options: Any) -> CharCodec:
+        return cls.fit("".join(texts), **options)  # every character of the corpus, sorted
+
     def encode(self, x: str) -> list[int]:
         try:
             return [self._stoi[c] for c in x]
@@ -115,6 +126,10 @@ class ByteCodec(TextCodec):
     """
 
     type_name: ClassVar[str] = "byte"
+
+    @classmethod
+    def from_corpus(cls, texts: Iterable[str], vocab_size: int | None = None, **options: Any) -> ByteCodec:
+        return cls(**options)  # 256 bytes whatever the corpus: nothing to read
 
     def __init__(self, eos: bool = False) -> None:
         self.eos = eos
@@ -161,6 +176,11 @@ class BPECodec(TextCodec):
     """
 
     type_name: ClassVar[str] = "bpe"
+    takes_vocab_size: ClassVar[bool] = True
+
+    @classmethod
+    def from_corpus(cls, texts: Iterable[str], vocab_size: int | None = None, **options: Any) -> BPECodec:
+        return cls.fit(texts, vocab_size, **options)
 
     def __init__(self, tokenizer_json: str, eos_token: str | None = EOT) -> None:
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
@@ -264,21 +284,28 @@ class StreamDecoder:
         return self._utf8.decode(b"", final=True)
 
 
-def build_text_codec(
-    kind: Literal["char", "byte", "bpe"], text: str | Iterable[str], vocab_size: int | None = None
-) -> TextCodec:
-    """Build the codec `kind` for a corpus (`text`: one string or an iterable of documents).
+# The one table of text codec kinds (`data.codec`, `data.text_codec`, zoo-prepare's `codec`): the in-memory text
+# modules, the caption codec and the streaming corpus preparation all build through it.
+TEXT_CODECS: dict[str, type[TextCodec]] = {c.type_name: c for c in (CharCodec, ByteCodec, BPECodec)}
+TextCodecKind = Literal["char", "byte", "bpe"]  # the table's keys, as a type hint for config fields
 
-    `vocab_size` is required for "bpe" and must be None for "char" (the corpus fixes it) and "byte" (256).
-    """
-    if kind == "bpe":
-        if vocab_size is None:
-            raise ValueError("codec 'bpe' needs vocab_size (e.g. 4096); got None")
-        return BPECodec.fit([text] if isinstance(text, str) else text, vocab_size)
-    if kind not in ("char", "byte"):
-        raise ValueError(f"unknown text codec {kind!r}; accepted: 'char', 'byte', 'bpe'")
-    if vocab_size is not None:
-        raise ValueError(f"vocab_size is only for codec 'bpe'; codec {kind!r} got vocab_size={vocab_size}")
-    if kind == "byte":
-        return ByteCodec()
-    return CharCodec.fit(text if isinstance(text, str) else "".join(text))
+
+def check_text_codec(kind: str, vocab_size: int | None) -> None:
+    """ValueError unless `kind` names a text codec and `vocab_size` is given exactly when that codec takes one
+    (BPE; the corpus fixes a char vocabulary, bytes are 256). Cheap: callers check before reading a corpus."""
+    if kind not in TEXT_CODECS:
+        raise ValueError(f"unknown text codec {kind!r}; accepted: {', '.join(map(repr, TEXT_CODECS))}")
+    sized = [k for k, c in TEXT_CODECS.items() if c.takes_vocab_size]
+    if TEXT_CODECS[kind].takes_vocab_size and vocab_size is None:
+        raise ValueError(f"codec {kind!r} needs vocab_size (e.g. 4096); got None")
+    if not TEXT_CODECS[kind].takes_vocab_size and vocab_size is not None:
+        raise ValueError(f"vocab_size is only for codec {' or '.join(map(repr, sized))}; codec {kind!r} got "
+                         f"vocab_size={vocab_size}")
+
+
+def build_text_codec(kind: TextCodecKind, text: str | Iterable[str], vocab_size: int | None = None,
+                     **options: Any) -> TextCodec:
+    """Build the codec `kind` for a corpus (`text`: one string or an iterable of documents), checked by
+    `check_text_codec`; `options` go to the codec (e.g. `eos=True` for bytes)."""
+    check_text_codec(kind, vocab_size)
+    return TEXT_CODECS[kind].from_corpus([text] if isinstance(text, str) else text, vocab_size, **options)

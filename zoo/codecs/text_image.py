@@ -30,7 +30,7 @@ from torch import Tensor
 
 from zoo.codecs.base import IGNORE_INDEX, Codec, codec_from_dict
 from zoo.codecs.image import ImagePatchCodec
-from zoo.codecs.text import TextCodec, build_text_codec
+from zoo.codecs.text import TextCodec, TextCodecKind, build_text_codec
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class TextImageCodec(Codec):
         self.text_len, self.on_long = text_len, on_long
 
     @classmethod
-    def fit(cls, captions: Sequence[str], image: ImagePatchCodec, *, kind: Literal["char", "byte", "bpe"] = "char",
+    def fit(cls, captions: Sequence[str], image: ImagePatchCodec, *, kind: TextCodecKind = "char",
             text_vocab_size: int | None = None, text_len: int | None = None, on_long: OnLong = "truncate",
             ) -> TextImageCodec:
         """Fit the text codec on `captions`; text_len=None -> the longest caption's length in tokens."""

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from zoo.core.cache import KVCache
 from zoo.core.kernels import Kernel, extend_bias, get_kernel, window_extra
 from zoo.core.norms import RMSNorm
-from zoo.core.positions import PositionBias
+from zoo.core.positions import PositionBias, resolve_kernel
 
 __all__ = ["KVCache", "MultiHeadAttention"]  # KVCache lives in zoo.core.cache; older imports find it here
 
@@ -49,7 +49,8 @@ class MultiHeadAttention(nn.Module):
     import key for key. For cross-attention (`cross=True`) the query comes from `x` and keys and
     values from `context`, through separate `q_proj` / `kv_proj` projections.
 
-    `kernel` is a name in `zoo.core.kernels.KERNELS` or a kernel callable. `position_bias` registers
+    `kernel` is a name in `zoo.core.kernels.KERNELS`, "auto" (the position bias's best kernel,
+    `zoo.core.positions.resolve_kernel`) or a kernel callable. `position_bias` registers
     what it learns on this module (`RelativePositionBias`: the parameter `er` (H, L, D), checkpoint key
     `<block>.attn.er`) and builds the kernel's `bias` on every call from the (rotated) queries.
     `rotary`, if given to `forward`, is called as `rotary(x, offset)` on q and k (B, H, T, D), `offset`
@@ -86,6 +87,7 @@ class MultiHeadAttention(nn.Module):
         self.n_kv_head, self.window = n_kv_head, window
         self.causal, self.cross, self.layer_idx = causal, cross, layer_idx
         self.dropout = dropout
+        kernel = resolve_kernel(kernel, position_bias)
         self.kernel = get_kernel(kernel)  # resolved once: forward calls it, never looks at a name
         self.kernel_name = kernel if isinstance(kernel, str) else getattr(kernel, "__name__", repr(kernel))
         self.position_bias = position_bias  # a plain object (no parameters): its tensors are registered here

@@ -29,6 +29,8 @@ Kernels (`KERNELS`, resolved once by `get_kernel` when a module is built, never 
   CPU in float32/64 a `BlockwiseBias` goes through plain matrix products with a recomputing backward
   (`_ChunkedAttention`), elsewhere each chunk's bias rows go to SDPA. Without a bias, or not causal,
   it is `sdpa`. A kernel may compute faster, never differently: all three equal `math` in tests.
+A config may also name `auto` (`KERNEL_NAMES`): the kernel its position bias runs best on, decided once
+when the attention module is built (`zoo.core.positions.resolve_kernel`).
 """
 
 from __future__ import annotations
@@ -271,6 +273,9 @@ class _ChunkedAttention(torch.autograd.Function):
 
 
 KERNELS: dict[str, Kernel] = {"math": math_attention, "sdpa": sdpa_attention, "chunked": chunked_attention}
+# What a config's `kernel` may name: a kernel, or "auto", the best kernel for the module's position bias
+# (`zoo.core.positions.resolve_kernel`: `chunked` for the relative bias, `sdpa` otherwise).
+KERNEL_NAMES: tuple[str, ...] = ("auto", *KERNELS)
 
 
 def get_kernel(kernel: str | Kernel) -> Kernel:
@@ -278,8 +283,10 @@ def get_kernel(kernel: str | Kernel) -> Kernel:
     if callable(kernel):
         return kernel
     if kernel not in KERNELS:
-        hint = ("; relative attention is now a position bias: zoo.core.positions.RelativePositionBias with "
-                "kernel 'chunked'" if kernel == "relative" else "")
+        hint = ("; relative attention is a position bias, not a kernel: zoo.core.positions.RelativePositionBias "
+                "(a model config's bias='relative')" if kernel == "relative" else
+                "; 'auto' is resolved against a position bias by zoo.core.positions.resolve_kernel"
+                if kernel == "auto" else "")
         raise ValueError(f"unknown attention kernel {kernel!r}; accepted: {list(KERNELS)}{hint}")
     return KERNELS[kernel]
 

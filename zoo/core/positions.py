@@ -41,7 +41,10 @@ class PositionBias:
     Stateless and shareable between layers: the tensors a scheme learns are registered on each attention
     module by `attach` (their names are checkpoint keys, e.g. `attn.er`), and every call receives that
     module. Biases are in units of the scaled logits with scale 1/sqrt(D), the kernels' default.
+    `best_kernel` is the kernel a config's `kernel: auto` picks for it (`resolve_kernel`).
     """
+
+    best_kernel: str = "sdpa"
 
     def attach(self, attn: nn.Module) -> None:
         """Check that `attn` (a MultiHeadAttention) suits the scheme; register what it learns on it."""
@@ -62,7 +65,11 @@ class PositionBias:
 class RelativePositionBias(PositionBias):
     """Music Transformer relative attention: `attn.er` (H, L, D), er[h, r] = head h's embedding of
     distance r = query position - key position (natural order; tensor2tensor stores it reversed).
-    Causal self-attention only: the embeddings cover distances to the left."""
+    Causal self-attention only: the embeddings cover distances to the left. Best on `chunked`: its fused
+    CPU path builds the bias block by block (`RelativeBias` is a `BlockwiseBias`), and by query chunks
+    elsewhere, never (B, H, T, S) at once."""
+
+    best_kernel = "chunked"
 
     def __init__(self, max_distance: int) -> None:
         if not isinstance(max_distance, int) or isinstance(max_distance, bool) or max_distance < 1:
@@ -136,6 +143,10 @@ class SumPositionBias(PositionBias):
     def __repr__(self) -> str:
         return f"SumPositionBias{self.parts!r}"
 
+    @property
+    def best_kernel(self) -> str:  # the first part's bias keeps its lazy form: its kernel serves the sum
+        return self.parts[0].best_kernel
+
     def attach(self, attn: nn.Module) -> None:
         for part in self.parts:
             part.attach(attn)
@@ -151,6 +162,15 @@ class SumPositionBias(PositionBias):
 
     def bias_at(self, attn: nn.Module, q: Tensor, positions: Tensor, n_keys: int) -> Tensor:
         return sum(p.bias_at(attn, q, positions, n_keys) for p in self.parts)
+
+
+def resolve_kernel(kernel: str | Kernel, position_bias: PositionBias | None) -> str | Kernel:
+    """The kernel an attention module runs: `kernel` itself, or for "auto" the position bias's `best_kernel`
+    (`sdpa` without a bias). Every kernel computes every bias (the math kernel is the oracle): "auto" only
+    chooses the fastest and smallest, so it never changes results beyond floating-point rounding."""
+    if kernel != "auto":
+        return kernel
+    return "sdpa" if position_bias is None else position_bias.best_kernel
 
 
 @dataclass

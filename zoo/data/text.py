@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from zoo.codecs.base import load_codec
-from zoo.codecs.text import TextCodec, build_text_codec
+from zoo.codecs.text import TEXT_CODECS, TextCodec, TextCodecKind, build_text_codec
 from zoo.data.base import Batch, MakeBatch, StreamDataModule, random_crops, sequential_windows
 from zoo.data.download import cache_root, download
 
 log = logging.getLogger(__name__)
 
-CodecKind = Literal["char", "byte", "bpe"]
+CodecKind = TextCodecKind  # zoo.codecs.text.TEXT_CODECS's names
 DOC_SEPARATOR = "\n\n"  # between documents when the codec has no end-of-sequence token
 _CACHE_FORMAT = 1  # bump when the token layout changes, so old caches are not reused
 _META, _TOKENS, _CODEC = "meta.json", "tokens.npy", "codec"
@@ -75,10 +75,11 @@ class TextDataModule(StreamDataModule):
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         if isinstance(codec, str):
-            if codec not in ("char", "byte", "bpe"):
-                raise ValueError(f"codec must be 'char', 'byte', 'bpe' or a TextCodec, got {codec!r}")
-            if (codec == "bpe") != (vocab_size is not None):
-                raise ValueError(f"vocab_size is required for codec 'bpe' and only for it; got codec={codec!r}, "
+            if codec not in TEXT_CODECS:
+                raise ValueError(f"codec must be {', '.join(map(repr, TEXT_CODECS))} or a TextCodec, got {codec!r}")
+            if TEXT_CODECS[codec].takes_vocab_size != (vocab_size is not None):
+                sized = " or ".join(repr(k) for k, c in TEXT_CODECS.items() if c.takes_vocab_size)
+                raise ValueError(f"vocab_size is required for codec {sized} and only for it; got codec={codec!r}, "
                                  f"vocab_size={vocab_size}")
         elif not isinstance(codec, TextCodec) or vocab_size is not None:
             raise ValueError(f"codec must be a kind name or a TextCodec (with vocab_size=None), got {codec!r}")

@@ -40,6 +40,7 @@ from zoo.hub.registry import (
     GENERATION_FILE,
     WEIGHTS_FILE,
 )
+from zoo.models.base import upgrade_config
 from zoo.training.builders import build_data, is_sharded_checkpoint
 from zoo.training.checkpoint import model_from_checkpoint, read_checkpoint
 from zoo.training.lora import lora_state_dict, peft_adapter_config, unload_lora
@@ -195,7 +196,7 @@ def export(m: Pretrained, out: str | Path, *, dtype: str = "float16", name: str 
     train_config = sanitize(m.config.get("train_config") or {}, "train_config")
     config = {
         "format": EXPORT_FORMAT, "version": 1, "name": name, "model_type": m.model_type,
-        "model_config": m.config["model_config"], "dtype": dtype, "train_config": train_config,
+        "model_config": upgrade_config(m.config["model_config"]), "dtype": dtype, "train_config": train_config,
         "card": {"parameters": sum(p.numel() for p in m.model.parameters()), **(card or {})},
     }
     save_weights(m.model, out / WEIGHTS_FILE, DTYPES[dtype])

@@ -18,6 +18,7 @@ from zoo.codecs.base import Codec
 from zoo.codecs.text import BPECodec
 from zoo.hub.registry import CONFIG_FILE, HubError
 from zoo.models.gpt import GPT
+from zoo.models.gpt2_weights import gpt_config_from_hf, load_hf_state_dict
 from zoo.training.checkpoint_io import unpickler_reason
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ def load_gpt2(path: str | Path) -> tuple[torch.nn.Module, Codec | None]:
             raise HubError(f"no weights in {folder}: expected model.safetensors or pytorch_model.bin "
                            "(sharded checkpoints are not supported)")
     state = _read_weights(weights)
-    model = GPT(GPT.from_hf_config(hf))
-    model.load_hf_state_dict(state)
+    model = GPT(gpt_config_from_hf(hf))
+    load_hf_state_dict(model, state)
     vocab, merges = folder / "vocab.json", folder / "merges.txt"
     codec = None
     if vocab.is_file() and merges.is_file():

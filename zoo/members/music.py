@@ -40,7 +40,8 @@ import torch
 
 from zoo.codecs.base import Codec
 from zoo.codecs.jsb import JSBGridCodec
-from zoo.codecs.midi import MidiError, PerformanceCodec, load_midi
+from zoo.codecs.midi import PerformanceCodec
+from zoo.codecs.midi_files import MidiError, load_midi
 from zoo.codecs.multitrack import MultitrackCodec
 from zoo.members.base import Member, Samples, SampleSet, register_member
 from zoo.members.music_render import mel_spectrogram, piano_roll_png, render_wav, write_midi

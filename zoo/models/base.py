@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,52 @@ def validate_choices(config: Any) -> None:
     same checker zoo-train's pre-flight uses, so `GPTConfig(n_layer="abc")` and `model.n_layer=abc` get
     the same message. (A str where a number belongs would otherwise fail later with an unrelated error.)"""
     check_fields(config)
+
+
+KernelName = Literal["auto", "math", "sdpa", "chunked"]  # a config's `kernel`: zoo.core.kernels.KERNEL_NAMES
+
+# Values of model config keys as written before position, bias and kernel were three settings (issue 24):
+# `kernel: relative` was the relative position bias, `position: alibi` the ALiBi bias, and `bias` a bool,
+# the layers' bias vectors (now `layer_bias`). Saved configs are upgraded when loaded (`upgrade_config`, called
+# by `build_model`); a config written today with one of them is refused, naming the new spelling.
+_OLD_SPELLINGS = {
+    ("kernel", "relative"): "relative attention is bias='relative' (kernel says how attention is computed: "
+                            "'auto' picks 'chunked' for it)",
+    ("position", "alibi"): "ALiBi is bias='alibi' (position says where absolute positions enter)",
+    ("bias", bool): "the layers' bias vectors are layer_bias=true/false (bias is the attention's position bias)",
+}
+
+
+def upgrade_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved model config in today's spelling (a new dict; a current config comes back unchanged): `bias` as a
+    bool becomes `layer_bias`; `kernel: relative` becomes `bias: relative` with `kernel: auto` (which runs the
+    `chunked` kernel it always ran); `position: alibi` becomes `bias: alibi` with `position: none`. Together the
+    two old switches are `bias: relative+alibi`. The weights and the logits they give are unchanged."""
+    c = dict(config)
+    if isinstance(c.get("bias"), bool):
+        c["layer_bias"] = c.pop("bias")
+    parts = []
+    if c.get("kernel") == "relative":
+        parts.append("relative")
+        c["kernel"] = "auto"
+    if c.get("position") == "alibi":
+        parts.append("alibi")
+        c["position"] = "none"
+    if parts:
+        c["bias"] = "+".join(parts)
+    return c
+
+
+def refuse_old_spellings(config: Any, owner: str | None = None) -> None:
+    """Raise a `ConfigError` naming `owner.key` and today's spelling for a value `upgrade_config` would rewrite.
+    `config` is a config dataclass (owner: its class name) or a mapping (zoo-train's pre-flight: owner "model")."""
+    values = config if isinstance(config, Mapping) else vars(config)
+    for name in ("kernel", "position", "bias"):
+        value = values.get(name)
+        hint = _OLD_SPELLINGS.get((name, value if isinstance(value, str) else type(value)))
+        if hint is not None:
+            raise bad_value(owner or type(config).__name__, name, value,
+                            f"is an older spelling: {hint}. Saved configs are upgraded when loaded")
 
 
 def require_positive(config: Any, *names: str) -> None:
@@ -128,10 +175,12 @@ def register(name: str, config_cls: type) -> typing.Callable[[type], type]:
     return wrap
 
 
-def build_model(model_type: str, config: dict[str, Any]) -> GenerativeModel:
-    """Instantiate a registered model from a plain dict; unknown keys are errors that name them."""
+def build_model(model_type: str, config: Mapping[str, Any]) -> GenerativeModel:
+    """Instantiate a registered model from a plain dict, saved in any zoo version's spelling (`upgrade_config`);
+    unknown keys are errors that name them."""
     if model_type not in MODELS:
         raise ValueError(f"unknown model type {model_type!r}; accepted: {sorted(MODELS)}")
+    config = upgrade_config(config)
     config_cls, model_cls = MODELS[model_type]
     known = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(config) - known)

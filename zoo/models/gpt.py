@@ -2,7 +2,8 @@
 
 Radford et al. 2019, "Language Models are Unsupervised Multitask Learners". Module names mirror
 Hugging Face's `GPT2LMHeadModel` (`transformer.wte`, `transformer.h.N.attn.c_attn`, ...), so GPT-2
-weights import key for key (`from_hf_state_dict`), only transposing HF's Conv1D matrices.
+weights import key for key, only transposing HF's Conv1D matrices: the state-dict adapter lives beside
+this file (`zoo.models.gpt2_weights`), not in the class.
 
 Training convention: `logits[:, t]` predicts `idx[:, t + 1]` (the datamodule shifts the targets).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -28,28 +29,40 @@ from zoo.core.positions import (
 )
 from zoo.models.base import (
     GenerativeModel,
+    KernelName,
     check_class_ids,
     check_softcap,
     init_proj,
+    refuse_old_spellings,
     register,
     require_positive,
     validate_choices,
 )
 
+Position = Literal["learned", "rotary", "none"]  # where absolute positions enter
+AttentionBiasKind = Literal["none", "relative", "alibi", "relative+alibi"]  # the additive bias on the logits
+
 
 @dataclass(kw_only=True)
 class GPTConfig:
-    """`position` is the absolute position scheme (a learned `wpe` table, rotary q/k, or none); `kernel`
-    picks the attention: "math" (the reference) or "sdpa" with no position bias, or "relative", the
-    Music Transformer's relative position bias (`zoo.core.positions.RelativePositionBias`, L =
-    `max_relative_position`) through the chunked kernel. It combines with any `position`.
+    """Attention is three settings, one meaning each (docs/configuration.md):
+    - `position`: where absolute positions enter: a learned `wpe` table, rotary q/k (RoFormer), or none.
+    - `bias`: the additive position bias on the attention logits: "relative", the Music Transformer's learned
+      relative attention (`zoo.core.positions.RelativePositionBias`, L = `max_relative_position` distances,
+      tables `transformer.h.N.attn.er`); "alibi" (Press et al. 2022: a fixed per-head linear bias on the
+      distance, nothing learned, so the model reads sequences longer than it was trained on); both added
+      ("relative+alibi"); or "none".
+    - `kernel`: how attention is computed, never what: "math" (the reference), "sdpa", "chunked" (by query
+      chunks, a fused block path on CPU for the relative bias), or "auto", the best of them for the bias
+      (`chunked` for relative, else `sdpa`). Every kernel computes every bias.
+    Configs saved with `kernel: relative`, `position: alibi` or `bias: true/false` (now `layer_bias`) load through
+    `zoo.models.base.upgrade_config`.
 
-    `position="alibi"` is ALiBi (Press et al. 2022): a fixed per-head linear bias on the distance, no table,
-    so the model reads sequences longer than it was trained on. `n_kv_head` (None = `n_head`) is the number
-    of key/value heads: fewer is grouped-query attention (1: multi-query), with a KV cache n_head / n_kv_head
-    times smaller. `window` (None = full attention) is sliding-window attention: each token sees itself and
-    the window - 1 before it; decoding then keeps a rolling cache of 2 · window positions and generates past
-    `block_size` without end, which learned positions cannot (their table ends at block_size).
+    `n_kv_head` (None = `n_head`) is the number of key/value heads: fewer is grouped-query attention (1:
+    multi-query), with a KV cache n_head / n_kv_head times smaller. `window` (None = full attention) is
+    sliding-window attention: each token sees itself and the window - 1 before it; decoding then keeps a
+    rolling cache of 2 · window positions and generates past `block_size` without end, which learned
+    positions cannot (their table ends at block_size).
 
     `num_classes` > 0 makes the model class-conditional (the style-conditioned Music Transformer): a learned
     embedding of the class id (`transformer.cls`, num_classes + 1 rows; the last is "no condition") is added
@@ -70,12 +83,13 @@ class GPTConfig:
     n_head: int = 4
     n_embd: int = 256
     dropout: float = 0.0
-    bias: bool = True
+    layer_bias: bool = True  # bias vectors in every Linear (but lm_head) and LayerNorm, as GPT-2
     norm: NormKind = "layernorm"
     activation: Activation = "gelu"
-    position: Literal["learned", "rotary", "alibi", "none"] = "learned"
-    kernel: Literal["math", "sdpa", "relative"] = "sdpa"
-    max_relative_position: int | None = None  # kernel="relative" only; None = block_size
+    position: Position = "learned"
+    bias: AttentionBiasKind = "none"
+    kernel: KernelName = "auto"
+    max_relative_position: int | None = None  # bias="relative" only; None = block_size
     tie_weights: bool = True
     n_kv_head: int | None = None  # key/value heads; None = n_head (multi-head), 1 = multi-query
     window: int | None = None  # sliding-window attention span in positions; None = full causal attention
@@ -86,6 +100,7 @@ class GPTConfig:
     cond_dropout: float = 0.1  # with num_classes: fraction of training rows given "no condition"
 
     def __post_init__(self) -> None:
+        refuse_old_spellings(self)
         validate_choices(self)
         if self.num_classes is None:
             self.num_classes = 0
@@ -101,13 +116,13 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.position == "rotary" and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"position='rotary' needs an even head dim, got {self.n_embd // self.n_head}")
-        if self.kernel == "relative":
+        if "relative" in self.bias:
             if self.max_relative_position is None:
                 self.max_relative_position = self.block_size
             require_positive(self, "max_relative_position")
         elif self.max_relative_position is not None:
-            raise ValueError("max_relative_position is only used with kernel='relative', "
-                             f"got kernel={self.kernel!r}")
+            raise ValueError("max_relative_position is only used with bias='relative' or 'relative+alibi', "
+                             f"got bias={self.bias!r}")
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
         require_positive(self, "n_kv_head")
@@ -119,18 +134,18 @@ class GPTConfig:
             if self.position == "learned":
                 raise ValueError(f"{type(self).__name__}.window={self.window} with position='learned': sliding-window "
                                  "decoding goes past block_size, where a learned position table ends; use position="
-                                 "'rotary', 'alibi' or 'none' (with kernel='relative'), which depend on distances only")
+                                 "'rotary', or 'none' with a bias ('relative', 'alibi'): they depend on distances only")
         check_softcap(self)
 
 
-def attention_parts(c: GPTConfig) -> tuple[str, PositionBias | None]:
-    """The core kernel name and position-bias provider that `c.kernel` and `c.position` stand for, decided
-    once here. ALiBi with the relative kernel adds both biases (the relative one keeps its fused path)."""
-    alibi = AlibiPositionBias() if c.position == "alibi" else None
-    if c.kernel == "relative":  # the config's name for the relative position bias (through the chunked kernel)
-        relative = RelativePositionBias(c.max_relative_position)
-        return "chunked", relative if alibi is None else SumPositionBias(relative, alibi)
-    return c.kernel, alibi
+def position_bias(c: GPTConfig) -> PositionBias | None:
+    """The position-bias provider `c.bias` stands for, shared by every layer (what it learns is registered on
+    each layer's attention). With "relative+alibi" the relative bias comes first: it keeps its fused path."""
+    if c.bias == "none":
+        return None
+    parts = [RelativePositionBias(c.max_relative_position) if name == "relative" else AlibiPositionBias()
+             for name in c.bias.split("+")]
+    return parts[0] if len(parts) == 1 else SumPositionBias(*parts)
 
 
 @register("gpt", GPTConfig)
@@ -138,17 +153,17 @@ class GPT(GenerativeModel):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = c = config
-        kernel, position_bias = attention_parts(c)
+        bias = position_bias(c)
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(c.vocab_size, c.n_embd),
             drop=nn.Dropout(c.dropout),
             h=nn.ModuleList(
-                Block(c.n_embd, c.n_head, layer_idx=i, kernel=kernel, position_bias=position_bias, dropout=c.dropout,
-                      bias=c.bias, norm=c.norm, activation=c.activation, n_kv_head=c.n_kv_head, window=c.window,
+                Block(c.n_embd, c.n_head, layer_idx=i, kernel=c.kernel, position_bias=bias, dropout=c.dropout,
+                      bias=c.layer_bias, norm=c.norm, activation=c.activation, n_kv_head=c.n_kv_head, window=c.window,
                       qk_norm=c.qk_norm)
                 for i in range(c.n_layer)
             ),
-            ln_f=make_norm(c.norm, c.n_embd, c.bias),
+            ln_f=make_norm(c.norm, c.n_embd, c.layer_bias),
         ))
         if c.position == "learned":
             self.transformer["wpe"] = nn.Embedding(c.block_size, c.n_embd)
@@ -259,62 +274,6 @@ class GPT(GenerativeModel):
         logits = (_compiled_static_step() if compile else _static_step)(self, idx, cache, ids)
         cache.advance(t)
         return logits
-
-    @classmethod
-    def from_hf_config(cls, hf: dict[str, Any], **overrides: Any) -> GPTConfig:
-        """Map a Hugging Face GPT2Config dict (`config.to_dict()` or config.json) onto GPTConfig.
-
-        Settings this GPT would compute differently (another MLP width or norm epsilon, no or
-        per-layer attention scaling, cross-attention) are errors naming the key, never ignored.
-        `reorder_and_upcast_attn` only changes fp16 rounding and is accepted. Dropout is not
-        imported (inference); pass `dropout=` in `overrides` to train with it.
-        """
-        act = hf.get("activation_function", "gelu_new")
-        activations = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
-        if act not in activations:
-            raise ValueError(f"GPT-2 activation_function={act!r} is not supported; accepted: {sorted(activations)}")
-        n_embd = hf["n_embd"]
-        unsupported = {  # key: (default, value zoo computes with)
-            "n_inner": (None, (None, 4 * n_embd)),
-            "layer_norm_epsilon": (1e-5, (1e-5,)),
-            "scale_attn_weights": (True, (True,)),
-            "scale_attn_by_inverse_layer_idx": (False, (False,)),
-            "add_cross_attention": (False, (False,)),
-        }
-        for key, (default, accepted) in unsupported.items():
-            if hf.get(key, default) not in accepted:
-                raise ValueError(f"GPT-2 config {key}={hf[key]!r} is not supported by zoo's GPT; "
-                                 f"accepted: {list(accepted)}")
-        return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
-                         n_head=hf["n_head"], n_embd=n_embd, activation=activations[act],
-                         **({"tie_weights": bool(hf.get("tie_word_embeddings", True))} | overrides))
-
-    def load_hf_state_dict(self, sd: dict[str, Tensor]) -> None:
-        """Copy a `GPT2LMHeadModel` / `GPT2Model` state dict into this model, key for key.
-
-        HF stores attention and MLP weights as Conv1D (in, out) matrices; nn.Linear wants (out, in).
-        """
-        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-        own = self.state_dict()
-        sd = {(k if k.startswith(("transformer.", "lm_head.")) else f"transformer.{k}"): v
-              for k, v in sd.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
-        if "lm_head.weight" not in sd and "transformer.wte.weight" in sd:  # GPT2Model: the head is wte
-            sd["lm_head.weight"] = sd["transformer.wte.weight"]
-        missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-        if missing or unexpected:
-            raise ValueError(f"GPT-2 state dict does not match this GPT: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
-        sd = {k: v.t() if k.endswith(conv1d) else v for k, v in sd.items()}
-        for k, v in sd.items():  # check everything before copying anything: no half-loaded model
-            if own[k].shape != v.shape:
-                raise ValueError(f"{k}: GPT-2 tensor has shape {tuple(v.shape)} (after the Conv1D transpose), "
-                                 f"this model expects {tuple(own[k].shape)}")
-        if self.config.tie_weights and not torch.equal(sd["lm_head.weight"], sd["transformer.wte.weight"]):
-            raise ValueError("this GPT ties lm_head to wte (tie_weights=True) but the state dict holds a "
-                             "different lm_head.weight; build it with tie_weights=False")
-        with torch.no_grad():
-            for k, v in sd.items():
-                own[k].copy_(v)
 
 
 def _static_step(model: GPT, idx: Tensor, cache: KVCache, ids: Tensor | None) -> Tensor:

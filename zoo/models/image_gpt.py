@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,9 +50,11 @@ from zoo.core.attention import KVCache
 from zoo.core.layers import Activation, Block, NormKind, make_norm, softcap
 from zoo.models.base import (
     GenerativeModel,
+    KernelName,
     check_class_ids,
     check_softcap,
     init_proj,
+    refuse_old_spellings,
     register,
     require_positive,
     validate_choices,
@@ -75,16 +77,17 @@ class ImageGPTConfig:
     local_n_embd: int = 64
     dropout: float = 0.0
     cond_dropout: float = 0.1  # fraction of training rows whose class becomes "no condition"
-    bias: bool = True
+    layer_bias: bool = True  # bias vectors in every Linear (but lm_head) and LayerNorm
     norm: NormKind = "layernorm"
     activation: Activation = "gelu"
-    kernel: Literal["math", "sdpa"] = "sdpa"
+    kernel: KernelName = "auto"  # how attention is computed; learned positions, no position bias: auto = sdpa
     # Speedrun switches, off by default (as GPTConfig's), for the global and the local transformer alike:
     qk_norm: bool = False  # RMS-normalise each head's q and k (learnable gains q_norm, k_norm)
     zero_init_proj: bool = False  # attn.c_proj and mlp.c_proj start at zero: every block starts as the identity
     logit_softcap: float | None = None  # cap · tanh(logits / cap) on the output logits; None = raw logits
 
     def __post_init__(self) -> None:
+        refuse_old_spellings(self)
         validate_choices(self)
         require_positive(self, "vocab_size", "num_patches", "patch_tokens", "n_layer", "n_head", "n_embd",
                          "local_n_head", "local_n_embd")
@@ -131,7 +134,7 @@ class ImageGPT(GenerativeModel):
         super().__init__()
         self.config = c = config
         n, p, v = c.num_patches, c.patch_tokens, c.vocab_size
-        block = dict(kernel=c.kernel, dropout=c.dropout, bias=c.bias, norm=c.norm, activation=c.activation,
+        block = dict(kernel=c.kernel, dropout=c.dropout, bias=c.layer_bias, norm=c.norm, activation=c.activation,
                      qk_norm=c.qk_norm)
         self.global_model = nn.ModuleDict(dict(
             cls_emb=nn.Embedding(c.num_classes + 1, c.n_embd),  # last row: no condition / start of image
@@ -139,14 +142,14 @@ class ImageGPT(GenerativeModel):
             wpe=nn.Embedding(self.prefix_len - 1 + n, c.n_embd),  # prefix, then patches 0 .. N − 2
             drop=nn.Dropout(c.dropout),
             h=nn.ModuleList(Block(c.n_embd, c.n_head, layer_idx=i, **block) for i in range(c.n_layer)),
-            ln_f=make_norm(c.norm, c.n_embd, c.bias),
+            ln_f=make_norm(c.norm, c.n_embd, c.layer_bias),
         ))
         self.local_model = nn.ModuleDict(dict(
             to_local=nn.Linear(c.n_embd, p * c.local_n_embd),  # one L-slice of h_k per slot
             drop=nn.Dropout(c.dropout),
             h=nn.ModuleList(Block(c.local_n_embd, c.local_n_head, layer_idx=i, **block)
                             for i in range(c.local_n_layer)),
-            ln_f=make_norm(c.norm, c.local_n_embd, c.bias),
+            ln_f=make_norm(c.norm, c.local_n_embd, c.layer_bias),
             lm_head=nn.Linear(c.local_n_embd, v, bias=False),
         ))
         if p > 1:  # the previous sub-pixel of the patch; with P = 1 there is none

@@ -2,16 +2,16 @@
 
 Huang et al. 2018, "Music Transformer: Generating Music with Long-Term Structure". The network is
 the GPT-2 decoder layout of `zoo.models.gpt` (pre-norm blocks, tied embeddings) whose self-attention
-carries the relative position bias of `zoo.core.positions` (`kernel="relative"` in the config: a
-`RelativePositionBias` through the `chunked` kernel): every layer and head learns one embedding per
-relative distance (section 3), built into the logits with the paper's memory-efficient skew. By default the
-model has no absolute position signal at all (`position="none"`): what it knows about order comes
-from the relative embeddings, so a phrase means the same wherever it starts, which is what lets the
-paper's model continue a primer beyond the lengths it was trained on (section 5) and what makes
-sliding-window generation exact in the model's own terms (`zoo.members.music`).
+carries the relative position bias of `zoo.core.positions` (`bias="relative"` in the config: a
+`RelativePositionBias`, run by the `chunked` kernel that `kernel="auto"` picks for it): every layer and
+head learns one embedding per relative distance (section 3), built into the logits with the paper's
+memory-efficient skew. By default the model has no absolute position signal at all (`position="none"`):
+what it knows about order comes from the relative embeddings, so a phrase means the same wherever it
+starts, which is what lets the paper's model continue a primer beyond the lengths it was trained on
+(section 5) and what makes sliding-window generation exact in the model's own terms (`zoo.members.music`).
 
 The baseline of the paper's ablation, a Transformer with absolute positions, is the same class with
-`kernel="sdpa", position="learned"` (or `"rotary"`): one field per axis, no second model class.
+`bias="none", position="learned"` (or `"rotary"`): one field per axis, no second model class.
 `max_relative_position` (L) defaults to `block_size`; distances >= L get a zero embedding (see
 `zoo.core.positions.relative_logits`). The relative tables cost n_layer · L · n_embd parameters, learned
 positions block_size · n_embd, which matters when the two are compared at equal size
@@ -26,10 +26,9 @@ conf/model/music_transformer.yaml and taken from the codec. Training convention 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from zoo.models.base import register
-from zoo.models.gpt import GPT, GPTConfig
+from zoo.models.gpt import GPT, AttentionBiasKind, GPTConfig, Position
 
 
 @dataclass(kw_only=True)
@@ -46,15 +45,15 @@ class MusicTransformerConfig(GPTConfig):
     n_head: int = 8
     n_embd: int = 256
     dropout: float = 0.1
-    position: Literal["learned", "rotary", "alibi", "none"] = "none"
-    kernel: Literal["math", "sdpa", "relative"] = "relative"
+    position: Position = "none"
+    bias: AttentionBiasKind = "relative"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.kernel != "relative" and self.position == "none":
-            raise ValueError(f"MusicTransformerConfig: kernel={self.kernel!r} with position='none' gives the "
-                             "model no position information; use kernel='relative' (the Music Transformer) or "
-                             "position='learned' / 'rotary' (the absolute-position baseline)")
+        if self.bias == "none" and self.position == "none":
+            raise ValueError("MusicTransformerConfig: bias='none' with position='none' gives the model no position "
+                             "information; use bias='relative' (the Music Transformer), 'alibi' or "
+                             "'relative+alibi', or position='learned' / 'rotary' (the absolute-position baseline)")
 
 
 @register("music_transformer", MusicTransformerConfig)

@@ -25,12 +25,17 @@ from zoo.training.builders import import_target
 
 # Settings that change how a model computes but not what: the kernels are numerically interchangeable
 # (the math kernel is the oracle for the others). Dropout rates (`dropout`, `cond_dropout`) are taken too.
+# Which other settings change the weights is not listed by hand: `model_section` builds the model both ways on
+# the meta device and names the tensors that appear, vanish or change shape (bias='relative' adds the tables
+# `attn.er`, position='learned' the table `wpe`; bias='alibi' or position='rotary' add none but change what
+# the weights compute).
 _COMPUTE_ONLY = frozenset({"kernel"})
 # Settings that only decide how a new model's weights start (zero_init_proj: zero output projections). The run
 # starts from the source's weights instead, so changing one would silently do nothing: refused as such. The
 # architecture switches that change what the weights compute (qk_norm adds weights; activation=relu2 and
 # logit_softcap keep the shapes) are refused by the general rule below, as any other such key.
 _INIT_ONLY = frozenset({"zero_init_proj"})
+Shapes = Mapping[str, tuple[int, ...]]  # state-dict key -> tensor shape
 
 
 def model_section(source: str, source_type: str, source_config: Mapping[str, Any], section: Mapping[str, Any],
@@ -59,14 +64,30 @@ def model_section(source: str, source_type: str, source_config: Mapping[str, Any
             shapes = _shapes(source_type, {**source_config, key: value})
         except (ValueError, TypeError) as e:
             raise ConfigError(f"model.{key}={value!r} does not fit init_from={source} ({e})") from None
-        problem = ("changes the weight shapes" if shapes != reference else
-                   None if key in _COMPUTE_ONLY or "dropout" in key else "changes what the weights compute")
+        problem = _weight_change(reference, shapes)
+        if problem is None and key not in _COMPUTE_ONLY and "dropout" not in key:
+            problem = ("changes what the weights compute of", "")
         if problem:
-            raise ConfigError(f"model.{key}={value!r} {problem} of init_from={source}, whose {key} is "
-                              f"{source_config[key]!r}; fine-tuning keeps the source's architecture: leave "
-                              f"model.{key} out (dropout and the attention kernel may be changed)")
+            raise ConfigError(f"model.{key}={value!r} {problem[0]} init_from={source}, whose {key} is "
+                              f"{source_config[key]!r}{problem[1]}; fine-tuning keeps the source's architecture: "
+                              f"leave model.{key} out (dropout and the attention kernel may be changed)")
         out[key] = value
     return out
+
+
+def _weight_change(source: Shapes, changed: Shapes) -> tuple[str, str] | None:
+    """(what happens to the source's weights, the tensors it happens to) between two state-dict shape maps, or
+    None when every tensor keeps its name and shape."""
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+    added, removed = sorted(set(changed) - set(source)), sorted(set(source) - set(changed))
+    if added:
+        return "adds weights to", f" (new: {some(added)})"
+    if removed:
+        return "removes weights of", f" (gone: {some(removed)})"
+    if changed != source:
+        return "changes the weight shapes of", ""
+    return None
 
 
 def _shapes(model_type: str, config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:

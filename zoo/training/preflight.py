@@ -18,7 +18,7 @@ from typing import Any, Literal
 import lightning as L
 
 from zoo.config import ConfigError, Param, build, check_keys, check_value, check_values, conforms, name_keys, parameters
-from zoo.models.base import MODELS
+from zoo.models.base import MODELS, refuse_old_spellings
 from zoo.sampling import SamplingConfig
 from zoo.training.builders import STRATEGIES, import_target
 from zoo.training.callbacks import SampleCallback
@@ -63,6 +63,7 @@ def _check_model(model: Mapping[str, Any]) -> Any:
     values = dict(model)
     check_value("model", "type", values.pop("type", None), Literal[tuple(sorted(MODELS))])
     config_cls = MODELS[model["type"]][0]
+    refuse_old_spellings(values, "model")  # before the type check, which would only list today's values
     params = parameters(config_cls)
     check_keys("model", values, params, also=["type"])
     # null where the field takes no null = the codec's value (zoo.training.builders.build_module): a

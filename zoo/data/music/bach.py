@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from zoo.codecs.midi import PerformanceCodec, midi_from_bytes
+from zoo.codecs.midi import PerformanceCodec
+from zoo.codecs.midi_files import midi_from_bytes
 from zoo.data.download import need
 from zoo.data.music.performance import PerformanceDataModule
 

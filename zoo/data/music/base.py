@@ -106,6 +106,12 @@ class MusicDataModule(StreamDataModule):
         """Training piece `index`, augmented with randomness from `g`, as event ids (no BOS/EOS)."""
         raise NotImplementedError
 
+    def _cond(self, split: str, index: int) -> int | None:
+        """The condition (a class id) of piece `index` of `split`, served as `cond` beside its windows (the
+        training batches' (B,), each evaluation window's scalar); None (the default): unconditional data, the
+        batches hold no `cond`."""
+        return None
+
     # -------------------------------------------------------------- setup
     def prepare_data(self) -> None:
         self._load_splits()  # downloads / converts once and fills the cache (local rank 0 only)
@@ -141,11 +147,16 @@ class MusicDataModule(StreamDataModule):
         return idx, targets
 
     def make_batch(self, g: torch.Generator, batch_size: int) -> Batch:
-        """`batch_size` training windows drawn with `g` (the BatchStream contract; see module doc)."""
+        """`batch_size` training windows drawn with `g` (the BatchStream contract; see module doc), with their
+        pieces' `cond` (B,) when the data is conditional (`_cond`)."""
         self._require_setup()
         picks = torch.multinomial(self._train_weights, batch_size, replacement=True, generator=g).tolist()
         rows = [self._window(self._train_tokens(i, g), 0) for i in picks]
-        return {"idx": torch.stack([r[0] for r in rows]), "targets": torch.stack([r[1] for r in rows])}
+        batch = {"idx": torch.stack([r[0] for r in rows]), "targets": torch.stack([r[1] for r in rows])}
+        conds = [self._cond("train", i) for i in picks]
+        if conds and conds[0] is not None:
+            batch["cond"] = torch.tensor(conds, dtype=torch.long)
+        return batch
 
     def _crop_start(self, length: int, g: torch.Generator) -> int:
         """A random window start in a sequence of `length`, a multiple of `crop_stride`.
@@ -163,13 +174,18 @@ class MusicDataModule(StreamDataModule):
         return seq[start:start + self.block_size + 1]
 
     def eval_windows(self, split: str) -> list[Batch]:
-        """Consecutive un-augmented windows of every piece of `split` (stride block_size)."""
+        """Consecutive un-augmented windows of every piece of `split` (stride block_size), each with its piece's
+        `cond` when the data is conditional (`_cond`)."""
         self._require_setup()
         out = []
-        for seq in self.sequences[split]:
+        for i, seq in enumerate(self.sequences[split]):
+            cond = self._cond(split, i)
             for start in range(0, len(seq) - 1, self.block_size):
                 idx, targets = self._window(seq, start)
-                out.append({"idx": idx, "targets": targets})
+                window = {"idx": idx, "targets": targets}
+                if cond is not None:
+                    window["cond"] = torch.tensor(cond, dtype=torch.long)
+                out.append(window)
         return out
 
     # -------------------------------------------------------------- what the shared loaders serve

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from zoo.codecs.base import Codec
-from zoo.codecs.midi import MidiError, PerformanceCodec, load_midi
+from zoo.codecs.midi import PerformanceCodec
+from zoo.codecs.midi_files import MidiError, load_midi
 from zoo.data.download import need
 
 CODEC_TYPES = ("performance", "multitrack")

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from zoo.codecs.base import Codec
-from zoo.codecs.midi import END, PITCH, START, MidiError, PerformanceCodec, load_midi, stretch_notes, transpose_notes
+from zoo.codecs.midi import PerformanceCodec
+from zoo.codecs.midi_files import END, PITCH, START, MidiError, load_midi, stretch_notes, transpose_notes
 from zoo.data.music.base import _SKIP_WARNINGS, SPLITS, MusicDataModule, split_by_name
 from zoo.data.music.multitrack import make_midi_codec, multitrack_piece, transposed
 

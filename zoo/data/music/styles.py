@@ -30,7 +30,6 @@ import torch
 
 from zoo.codecs.base import Codec
 from zoo.codecs.midi import PerformanceCodec
-from zoo.data.base import Batch
 from zoo.data.download import need
 from zoo.data.music.bach import stream_to_notes
 from zoo.data.music.performance import PerformanceDataModule
@@ -149,21 +148,9 @@ class StyleCorpusDataModule(PerformanceDataModule):
             totals = torch.zeros(len(self.styles), dtype=torch.float64).index_add_(0, labels, self._train_weights)
             self._train_weights = self._train_weights / totals[labels]
 
-    def make_batch(self, g: torch.Generator, batch_size: int) -> Batch:
-        self._require_setup()
-        picks = torch.multinomial(self._train_weights, batch_size, replacement=True, generator=g).tolist()
-        rows = [self._window(self._train_tokens(i, g), 0) for i in picks]
-        return {"idx": torch.stack([r[0] for r in rows]), "targets": torch.stack([r[1] for r in rows]),
-                "cond": torch.tensor([self.labels["train"][i] for i in picks], dtype=torch.long)}
-
-    def eval_windows(self, split: str) -> list[Batch]:
-        self._require_setup()
-        out = []
-        for seq, label in zip(self.sequences[split], self.labels[split]):
-            for start in range(0, len(seq) - 1, self.block_size):
-                idx, targets = self._window(seq, start)
-                out.append({"idx": idx, "targets": targets, "cond": torch.tensor(label, dtype=torch.long)})
-        return out
+    def _cond(self, split: str, index: int) -> int:
+        """The piece's style id: the base class serves it as `cond` in training batches and evaluation windows."""
+        return self.labels[split][index]
 
 
 def _opus_size(path: Path) -> int:

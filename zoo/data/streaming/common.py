@@ -7,12 +7,12 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from zoo.codecs.base import codec_from_dict
-from zoo.codecs.text import TextCodec
+from zoo.codecs.text import TextCodec, TextCodecKind
 from zoo.data.download import need
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ FORMAT = 1  # bump when the chunk layout or the manifest changes
 DOC_SEPARATOR = "\n\n"
 DEFAULT_PATTERNS = ("*.txt", "*.md", "*.rst", "*.py")
 URL_SCHEMES = ("s3://", "gs://", "r2://")
-CodecKind = Literal["char", "byte", "bpe"]
+CodecKind = TextCodecKind  # zoo.codecs.text.TEXT_CODECS's names
 Batch = dict[str, torch.Tensor]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from zoo.codecs.text import TextCodec
+from zoo.codecs.text import TEXT_CODECS, TextCodec
 from zoo.data.streaming.common import (
     Batch,
     CodecKind,
@@ -64,8 +64,8 @@ class StreamingTextDataModule(L.LightningDataModule):
         if weights is not None and (len(weights) != len(paths) or any(w < 0 for w in weights) or sum(weights) <= 0):
             raise ValueError(f"weights must be {len(paths)} non-negative numbers (one per path) with a positive "
                              f"sum, got {weights!r}")
-        if codec is not None and codec not in ("char", "byte", "bpe"):
-            raise ValueError(f"codec must be 'char', 'byte', 'bpe' or null, got {codec!r}")
+        if codec is not None and codec not in TEXT_CODECS:
+            raise ValueError(f"codec must be {', '.join(map(repr, TEXT_CODECS))} or null, got {codec!r}")
         self.paths = [p.rstrip("/") for p in paths]
         self.block_size, self.batch_size, self.weights = block_size, batch_size, weights
         self.expected_codec, self.expected_vocab = codec, vocab_size

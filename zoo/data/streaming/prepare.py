@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from zoo.codecs.base import codec_from_dict
-from zoo.codecs.text import BPECodec, ByteCodec, CharCodec, TextCodec
+from zoo.codecs.text import ByteCodec, CharCodec, TextCodec, build_text_codec, check_text_codec
 from zoo.data.streaming.common import (
     DEFAULT_PATTERNS,
     DOC_SEPARATOR,
@@ -171,15 +171,14 @@ def _char_set(piece: Piece) -> set[str]:
 
 def build_codec(kind: CodecKind, pieces: Sequence[Piece], *, vocab_size: int | None, num_workers: int,
                 fit_bytes: int) -> TextCodec:
-    """The codec for `pieces`: byte needs no fitting; char takes every character of the corpus (a
-    parallel scan); BPE is trained by `tokenizers` on the first `fit_bytes` of the corpus."""
+    """The codec for `pieces`, built through the codecs' one table (`zoo.codecs.text.build_text_codec`) from
+    what each kind reads of a corpus too large to hold: byte nothing (and gets an end-of-document id); char
+    the set of the corpus's characters (a parallel scan) and the document separator; BPE the first
+    `fit_bytes` of the corpus, line by line (`tokenizers` trains on them)."""
+    check_text_codec(kind, vocab_size)  # before any scan of the corpus
     if kind == "byte":
-        if vocab_size is not None:
-            raise ValueError(f"vocab_size is only for codec 'bpe'; codec 'byte' got vocab_size={vocab_size}")
-        return ByteCodec(eos=True)
+        return build_text_codec(kind, [], vocab_size, eos=True)
     if kind == "char":
-        if vocab_size is not None:
-            raise ValueError(f"vocab_size is only for codec 'bpe'; codec 'char' got vocab_size={vocab_size}")
         if num_workers > 1 and sum(p.end - p.start for p in pieces) > 50_000_000:  # else not worth a pool
             import multiprocessing as mp
 
@@ -187,23 +186,18 @@ def build_codec(kind: CodecKind, pieces: Sequence[Piece], *, vocab_size: int | N
                 chars = set().union(*pool.imap_unordered(_char_set, pieces, chunksize=4))
         else:
             chars = set().union(*map(_char_set, pieces))
-        chars |= set(DOC_SEPARATOR)
-        return CharCodec(sorted(chars))
-    if kind == "bpe":
-        if vocab_size is None:
-            raise ValueError("codec 'bpe' needs vocab_size (e.g. 4096); got None")
+        return build_text_codec(kind, ["".join(sorted(chars)), DOC_SEPARATOR], vocab_size)
 
-        def sample() -> Iterator[str]:
-            seen = 0
-            for p in pieces:
-                if seen >= fit_bytes:
-                    return
-                text = read_piece(p)
-                seen += len(text)
-                yield from text.splitlines(keepends=True)
+    def sample() -> Iterator[str]:
+        seen = 0
+        for p in pieces:
+            if seen >= fit_bytes:
+                return
+            text = read_piece(p)
+            seen += len(text)
+            yield from text.splitlines(keepends=True)
 
-        return BPECodec.fit(sample(), vocab_size)
-    raise ValueError(f"codec={kind!r}; accepted: 'char', 'byte', 'bpe'")
+    return build_text_codec(kind, sample(), vocab_size)
 
 
 def _sha256(path: Path) -> str:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from zoo.codecs.image import ImagePatchCodec
+from zoo.codecs.text import TextCodecKind
 from zoo.codecs.text_image import OnLong, TextImageCodec
 from zoo.data.base import Batch, StreamDataModule
 
@@ -30,7 +31,7 @@ class CaptionedImageDataModule(StreamDataModule):
     levels: int
 
     def __init__(self, *, batch_size: int = 64, patch_size: int = 2, seed: int = 0, split_seed: int = 0,
-                 num_eval: int = 256, text_codec: Literal["char", "byte", "bpe"] = "char",
+                 num_eval: int = 256, text_codec: TextCodecKind = "char",
                  text_vocab_size: int | None = None, text_len: int | None = None, on_long: OnLong = "truncate",
                  eval_batch_size: int | None = None, num_workers: int = 0) -> None:
         if batch_size < 1 or num_eval < 1:
