@@ -14,11 +14,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from zoo.checkpoints.files import unpickler_reason
 from zoo.codecs.base import Codec
 from zoo.codecs.text import BPECodec
 from zoo.hub.registry import CONFIG_FILE, HubError
 from zoo.models.gpt import GPT
-from zoo.training.checkpoint_io import unpickler_reason
 
 log = logging.getLogger(__name__)
 

@@ -34,6 +34,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from zoo.checkpoints.reading import model_from_checkpoint
 from zoo.codecs.base import CODEC_FILE, Codec, load_codec
 from zoo.data.download import ChecksumError, cache_root, download, file_sha256
 from zoo.hub.adapters import fold_adapters
@@ -57,7 +58,6 @@ from zoo.hub.registry import (
 from zoo.members import Member, member_for
 from zoo.models.base import build_model
 from zoo.sampling import RENAMED, SamplingConfig
-from zoo.training.checkpoint import model_from_checkpoint
 
 # What a run's `samples` section contributes to a checkpoint's sampling defaults (generation_config.json).
 _SAMPLING_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "min_p", "guidance")
@@ -220,7 +220,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
                       pickle that would run code, or a repo not in the cache when offline (says how to fetch it)
       ChecksumError   (zoo.data.download) a file's sha256 differs from the pinned one: truncated,
                       corrupt or another checkpoint; delete it and load again, or reinstall zoo
-      CheckpointError (zoo.training.checkpoint) a .ckpt that is empty, truncated or not a zoo checkpoint; a
+      CheckpointError (zoo.checkpoints) a .ckpt that is empty, truncated or not a zoo checkpoint; a
                       pickle that would run code is refused (HubError for GPT-2 .bin files)
     """
     name = str(name_or_path)

@@ -1,4 +1,5 @@
 """Training: the LightningModule (`module.py`), callbacks, loggers and media (`tracking.py`), progress bar,
-resilience to signals and failures, atomic checkpoint IO, checkpoint reading (`checkpoint.py`, no
-Lightning import) and the builders zoo-train uses. Nothing here is imported on `import zoo` or `zoo.load`
-except `checkpoint.py`."""
+resilience to signals and failures, Lightning's atomic checkpoint IO (`checkpoint_io.py`) and the builders
+zoo-train uses. Reading and writing checkpoint files and LoRA live below, in `zoo.checkpoints` (no
+Lightning), so that nothing here is imported on `import zoo` or `zoo.load`; `checkpoint.py` and `lora.py`
+re-export them under the names training has always used."""
