@@ -81,7 +81,7 @@ def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
         raise HubError(f"{source}: tensor shapes differ from the config's model (name, file, expected): {bad[:3]}")
     with torch.no_grad():
         for k, v in state.items():
-            own[k].copy_(v.to(own[k].dtype))
+            own[k].copy_(v)  # casts (the shipped float16 -> float32) in the same pass
 
 
 def ready(m: Pretrained, device: str | torch.device, dtype: torch.dtype | str | None) -> Pretrained:

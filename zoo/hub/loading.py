@@ -35,7 +35,6 @@ import torch
 
 from zoo.codecs.base import Codec
 from zoo.hub.build import gpt2_pretrained, load_checkpoint, load_export, ready
-from zoo.hub.hf_hub import fetch
 from zoo.hub.pretrained import _SAMPLING_KEYS, Pretrained, generation_defaults, upgrade_options
 from zoo.hub.registry import (
     CONFIG_FILE,
@@ -153,6 +152,8 @@ if load.__doc__:  # None under python -OO
 def _from_hub(repo_id: str, revision: str | None, name: str, read: Any) -> Pretrained:
     """`read(folder, name)` of the Hub repo's snapshot; a file it refuses (a pickle that would run code, a
     corrupt download) is a HubError that names the source, as a fetch error does."""
+    from zoo.hub.hf_hub import fetch  # huggingface_hub (and httpx) only when a Hub source is asked for
+
     folder = fetch(repo_id, revision, name=name)
     try:
         return read(folder, name)

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 from zoo.data.download import ChecksumError, cache_root, download, file_sha256
-from zoo.hub.hf_hub import fetch
 from zoo.hub.registry import HUB_DIR, Entry, HubError
 
 
@@ -18,6 +17,8 @@ def resolve_entry(entry: Entry, path: str | Path | None = None) -> Path:
     if path is not None:
         folder = Path(path).expanduser()
     elif entry.hf_repo is not None:
+        from zoo.hub.hf_hub import fetch  # huggingface_hub (and httpx) only for an entry on the Hub
+
         folder = fetch(entry.hf_repo, entry.revision, files=sorted(entry.files), name=entry.name)
     elif not entry.is_url:
         folder = HUB_DIR / entry.location
