@@ -7,12 +7,18 @@ are measured by benchmarks/load_time.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 
+import torch
 from helpers import ROOT
+
+from zoo.checkpoints import CHECKPOINT_VERSION
+from zoo.codecs.text import CharCodec
+from zoo.models.gpt import GPT, GPTConfig
 
 TRAINER = ("lightning", "pytorch_lightning", "lightning_fabric", "torchmetrics", "torchvision", "zoo.training")
 HYDRA = ("hydra", "omegaconf")
@@ -66,6 +72,19 @@ def test_load_and_generate_import_no_trainer_and_no_hydra(tmp_path):
     (nor torchmetrics/torchvision, which come with it), zoo.training, Hydra or OmegaConf."""
     out = _run(LOAD_AND_GENERATE, json.dumps(GENERATE), cwd=tmp_path)
     assert out["made"] == {name: kind for name, _, kind in GENERATE}
+    assert imported(out["modules"], TRAINER + HYDRA) == []
+
+
+def test_a_zoo_train_checkpoint_loads_without_the_trainer(tmp_path):
+    """A `.ckpt` (what zoo-train writes, made here without training) is read through zoo.checkpoints: no Lightning."""
+    config = GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    meta = {"version": CHECKPOINT_VERSION, "model_type": "gpt", "model_config": dataclasses.asdict(config),
+            "codec": CharCodec.fit("abcde").to_dict(), "train_config": {}}
+    state = {f"model.{k}": v for k, v in GPT(config).state_dict().items()}
+    torch.save({"state_dict": state, "zoo": meta, "global_step": 1}, tmp_path / "last.ckpt")
+    job = [(str(tmp_path / "last.ckpt"), {"prompt": "ab", "max_new_tokens": 4, "seed": 0}, "str")]
+    out = _run(LOAD_AND_GENERATE, json.dumps(job), cwd=tmp_path)
+    assert out["made"] == {str(tmp_path / "last.ckpt"): "str"}
     assert imported(out["modules"], TRAINER + HYDRA) == []
 
 
