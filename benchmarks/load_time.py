@@ -185,11 +185,17 @@ def markdown(result: dict, command: str) -> str:
                      f"| {', '.join(row['imported']) or ('none' if row['goal'] else '')} |")
     parts = result["split_parts"]
     lines += ["", "Where the time goes, in-process (median of 3 probe runs, seconds; the process start and exit "
-              "are not in it): " + "; ".join(f"({i + 1}) {p}" for i, p in enumerate(parts)) + ".", "",
-              "| command | " + " | ".join(f"({i + 1})" for i in range(len(parts))) + " |",
-              "| --- |" + " --- |" * len(parts)]
-    lines += [f"| `{r['command']}` | " + " | ".join(f"{x:.2f}" for x in r["split_seconds"]) + " |"
+              "are not in it): " + "; ".join(f"({i + 1}) {p}" for i, p in enumerate(parts)) + ". The in-process "
+              "ratio, all parts over (1), is the steadier reading on a busy machine: its parts share one process.", "",
+              "| command | " + " | ".join(f"({i + 1})" for i in range(len(parts))) + " | in-process ratio |",
+              "| --- |" + " --- |" * (len(parts) + 1)]
+    lines += [f"| `{r['command']}` | " + " | ".join(f"{x:.2f}" for x in r["split_seconds"])
+              + f" | {sum(r['split_seconds']) / r['split_seconds'][0]:.2f}x |"
               for r in result["rows"] if r["split_seconds"]]
+    busy = max(m["load_start"] or 0, m["load_end"] or 0)
+    if busy > m["cpus"]:
+        lines += ["", f"The machine was busy (load average up to {busy} on {m['cpus']} CPUs): the per-round ratios "
+                  "spread widely (min-max above), and a median below 1x is noise, not a load faster than torch."]
     missed = [r for r in result["rows"] if r["met"] is False]
     verdict = "every goal met." if not missed else "MISSED: " + "; ".join(
         f"`{r['command']}` at {r['ratio_median']:.2f}x, {r['ratio_median'] / r['goal'] - 1:.0%} over its "
