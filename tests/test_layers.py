@@ -2,7 +2,7 @@
 
 Layers, low to high (zoo/__init__.py's package map says the same):
 
-    core -> models | codecs -> data | sampling | eval -> members -> training -> hub -> entry points
+    core -> models | codecs -> data | sampling | eval | checkpoints -> members -> training -> hub -> entry points
 
 A module may import its own layer and the layers below it, never one above. `models` and `codecs`
 are independent of each other, and so are `eval` and `data` (an evaluation takes what it needs as
@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, int]] = [
     ("zoo.data", 2),
     ("zoo.sampling", 2),
     ("zoo.eval", 2),
+    ("zoo.checkpoints", 2),  # reading/writing checkpoint files, rebuilding a model, LoRA: no Lightning (zoo.load)
     ("zoo.members", 3),
     ("zoo.training", 4),
     ("zoo.hub", 5),
@@ -43,8 +44,8 @@ LAYERS: list[tuple[str, int]] = [
     ("zoo.serve", 6),  # zoo-serve: the HTTP app over zoo.load; zoo.serve.__main__ reads its Hydra config
     ("zoo", 6),  # zoo/__init__.py only: `zoo.load` is zoo.hub's, imported on first use
 ]
-LAYER_NAMES = {0: "core", 1: "models/codecs", 2: "data/sampling/eval", 3: "members", 4: "training", 5: "hub",
-               6: "entry points"}
+LAYER_NAMES = {0: "core", 1: "models/codecs", 2: "data/sampling/eval/checkpoints", 3: "members", 4: "training",
+               5: "hub", 6: "entry points"}
 INDEPENDENT = [("zoo.models", "zoo.codecs"), ("zoo.codecs", "zoo.models"), ("zoo.eval", "zoo.data"),
                ("zoo.data", "zoo.eval")]
 HYDRA_ALLOWED = ("zoo.train", "zoo.sample", "zoo.export", "zoo.cli", "zoo.bench", "zoo.serve.__main__",

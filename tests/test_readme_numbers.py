@@ -177,6 +177,9 @@ FIGURES: list[tuple[str, str, list[Src]]] = [
     (README, r"guidance 1 / 3: digits ([\d.]+) / ([\d.]+), shapes ([\d.]+) / ([\d.]+)",
      [Src(T2I, (data, "faithfulness", f"test_guidance_{g}")) for data in ("captioned_digits", "captioned_shapes")
       for g in (1, 3)]),
+    # --- the Python API ---
+    (README, r'`zoo.load\("gpt-pydoc"\)` takes \*\*([\d.]+)×\*\* the time of `import torch` alone',
+     [Src("benchmarks/load_time.json", ("rows", {"command": "zoo.load('gpt-pydoc')"}, "ratio_median"))]),
     # --- docs ---
     ("docs/streaming.md", r"streaming (\d+) GB\s+of text grows resident memory by far less than (\d+) MB",
      [Src(STREAM, r"\| text generated \| ([\d.]+) GB"), Src(STREAM, r"\*\*RSS growth\*\* \(goal < (\d+) MB\)")]),

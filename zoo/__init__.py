@@ -23,11 +23,13 @@ models and codecs never each other, eval never data; tests/test_layers.py enforc
     codecs/          text (char, byte, BPE), image patches, MIDI events, captions: exact round trips
     data/            LightningDataModules with deterministic, resumable batch streams; download + sha256
     sampling.py      the one generation loop: temperature, top-k/p, min-p, repetition penalty, guidance
+    checkpoints/     checkpoint files without Lightning: safe (weights-only) reading, atomic writing, the
+                     `ckpt["zoo"]` metadata, rebuilding model + codec, LoRA adapters
     eval/            bits/dim, classifiers, FID features, caption faithfulness
     members/         one module per modality (text, image, music, text2image): how samples are drawn,
                      rendered and saved; base.py: SampleSet and the renderer registry
     training/        module.py GenerativeModule, callbacks, tracking (loggers), progress, resilience,
-                     checkpoint_io (atomic writes), checkpoint (reading), builders
+                     checkpoint_io (Lightning's atomic checkpoint IO), builders
                      config (the module / checkpoint / top-level dataclasses), preflight (zoo-train's
                      config check), summary (the end-of-run screens as text)
     hub/             registry, loading (`load`, `Pretrained`), gpt2 import, export; shipped weights in zoo/hub/<name>/

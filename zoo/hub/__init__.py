@@ -1,6 +1,8 @@
-"""Pretrained zoo models: the registry (`registry.py`), loading any source (`loading.py`: `load`,
-`Pretrained`), Hugging Face GPT-2 import (`gpt2.py`) and export (`export.py`, imported on its own: it
-pulls in the training builders). The shipped checkpoints are the folders beside these modules.
+"""Pretrained zoo models: the registry (`registry.py`), loading any source (`loading.py`: `load`, which
+asks `sources.py` for an entry's verified folder and `build.py` for the model; `pretrained.py`: the
+`Pretrained` it returns), Hugging Face GPT-2 import (`gpt2.py`) and export (`export.py`, imported on its own:
+it pulls in the training builders). The shipped checkpoints are the folders beside these modules.
+Nothing here but export.py imports Lightning or zoo.training (tests/test_light_load.py).
 
 `zoo.load` and `zoo.list_models` are `load` and `list_models` here; `help(zoo.load)` is the guide.
 """

@@ -18,7 +18,7 @@ from zoo.hub.registry import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, HubEr
 
 
 def write_adapters(folder: Path, state: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
-    """peft's adapter files: `state` (zoo.training.lora.lora_state_dict, keys relative to the model) under
+    """peft's adapter files: `state` (zoo.checkpoints.lora.lora_state_dict, keys relative to the model) under
     PeftModel's key prefix, so that `peft.PeftModel.from_pretrained(base, folder)` loads every adapter (without
     the prefix it loads none, with only a warning), and `config` as adapter_config.json."""
     save_file({PEFT_PREFIX + k: v.contiguous() for k, v in state.items()}, str(folder / ADAPTER_WEIGHTS))

@@ -14,7 +14,7 @@ it came from. `zoo-export ... push_to=ORG/NAME` uploads the folder (zoo.hub.hf_h
 `checkpoint` may also be a sharded checkpoint folder (strategy=fsdp with
 strategy.save_distributed_checkpoint=true): it is consolidated into full tensors first, without any
 process group. With `out=FILE.ckpt` the consolidated single-file zoo checkpoint is all that is
-written; `zoo-sample checkpoint=FILE.ckpt` and `zoo.training.checkpoint.model_from_checkpoint` read it.
+written; `zoo-sample checkpoint=FILE.ckpt` and `zoo.checkpoints.model_from_checkpoint` read it.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from huggingface_hub import EvalResult, ModelCardData
 from safetensors.torch import save_file
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+from zoo.checkpoints.lora import lora_state_dict, peft_adapter_config, unload_lora
+from zoo.checkpoints.reading import model_from_checkpoint, read_checkpoint
 from zoo.hub.adapters import write_adapters
 from zoo.hub.loading import _SAMPLING_KEYS, Pretrained, generation_defaults, load_checkpoint, load_export
 from zoo.hub.registry import (
@@ -42,8 +44,6 @@ from zoo.hub.registry import (
 )
 from zoo.models.base import upgrade_config
 from zoo.training.builders import build_data, is_sharded_checkpoint
-from zoo.training.checkpoint import model_from_checkpoint, read_checkpoint
-from zoo.training.lora import lora_state_dict, peft_adapter_config, unload_lora
 
 log = logging.getLogger(__name__)
 

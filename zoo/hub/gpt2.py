@@ -14,12 +14,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from zoo.checkpoints.files import unpickler_reason
 from zoo.codecs.base import Codec
 from zoo.codecs.text import BPECodec
 from zoo.hub.registry import CONFIG_FILE, HubError
 from zoo.models.gpt import GPT
 from zoo.models.gpt2_weights import gpt_config_from_hf, load_hf_state_dict
-from zoo.training.checkpoint_io import unpickler_reason
 
 log = logging.getLogger(__name__)
 
