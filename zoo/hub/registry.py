@@ -100,9 +100,9 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
         model_type="image_gpt",
         location="image-gpt-digits",
         files={
-            "README.md": "91e455e9940436b4ba803729e9bf599b63e394dd2106059f5226f4472a8ab3fb",
+            "README.md": "9527956e719d9188944221739b6b580d6507daade3a135bcde166c55956d4684",
             "codec.json": "8dbbbedcafd4335014b875d987c412a345e5efaac72b54d305b2a0d2d282ddea",
-            "config.json": "7b3fb21a6ae2c4163c6fac5ea12867ff426e648fbf94ea13e2c006e226e52e7d",
+            "config.json": "8968bbba5edbed1eb4c5568404b3ff84f2be24883fe4c2ad3e88f90f0029e686",
             "generation_config.json": "9cfe5c6d563008b0fb682edd514b35e35f35c3579b9f9a717f58748328ad2fc4",
             "model.safetensors": "1d0acb1505e02a04ff0157f20fd12c26744cba6f541828ff710259fc21aa1d66",
             "samples.png": "a49161056f2e7d6d3707dd758ef2216fa8a9f448417c694c2820e2442687e79a",
@@ -112,8 +112,8 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
             "data_license": "CC BY 4.0 (UCI ML hand-written digits, as shipped by scikit-learn)",
             "steps": 800,
             "hardware": "CPU, 1 thread of a shared 2-core x86_64 VM (AMD EPYC Zen 4), 122 s of training",
-            "train_command": "zoo-train experiment=image_gpt_digits_fast trainer.max_steps=800 samples.every_n_steps=0 "
-                             "threads=1",
+            "train_command": "zoo-train experiment=image_gpt_digits_fast trainer.max_steps=800 "
+                             "trainer.val_check_interval=100 samples.every_n_steps=0 threads=1",
             "metric": "val loss (nats/token, validation split of the training data)",
             "metric_value": 1.1416,
         },
@@ -201,9 +201,9 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
         model_type="text2image",
         location="text2image-digits",
         files={
-            "README.md": "9bdd6579bf472a6948fb0dcf9e1e5e69d8c0a31553ff6363bf9d73884d3eea2f",
+            "README.md": "32258515674b46e0aa3d445031fe0e99277e2a8430713332d04c5066825b21b7",
             "codec.json": "2ec4eafe9c2991e9b96521e02e168395229068a54087eba9bdd3ddf35cd7cab7",
-            "config.json": "da719dd1a1beb20901f3ff09bcccfd47c0cc42905f0db1a37fde149d6cf5f4ff",
+            "config.json": "daf0bc8d233abc1f1497993dcc7af6305e6484d49c7981ca48a5306895ecf05f",
             "generation_config.json": "1a75cbcd4b83b1d2a75016b3dd30243439421f313c4c90c0850570c5e190e8c8",
             "model.safetensors": "064bfc0c4e50c7502c426c73f7b1c2877c14aa1efea47f878320f33ead585f9b",
             "samples.png": "58d7db83a04f874dd1db56bc1cca6afd2c0119624493f044eedd41b222dcf068",
@@ -212,8 +212,10 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
             "data": "captioned_digits",
             "data_license": "CC BY 4.0 (UCI ML hand-written digits, as shipped by scikit-learn); captions generated",
             "steps": 1500,
-            "hardware": "CPU, 1 thread of a shared 2-core x86_64 VM (AMD EPYC Zen 4), 33 min wall beside 3-10 other jobs",
-            "train_command": "zoo-train experiment=text2image_digits_fast trainer.max_steps=1500 samples.every_n_steps=0 threads=1",
+            "hardware": "CPU, 1 thread of a shared 2-core x86_64 VM (AMD EPYC Zen 4), 33 min wall beside 3-10 other "
+                        "jobs",
+            "train_command": "zoo-train experiment=text2image_digits_fast trainer.max_steps=1500 "
+                             "trainer.val_check_interval=250 samples.every_n_steps=0 threads=1",
             "metric": "val loss (nats/token, validation split of the training data)",
             "metric_value": 0.8768,
         },
