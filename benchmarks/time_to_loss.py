@@ -201,29 +201,36 @@ def train_with_curve(overrides: list[str], out: Path, recipe: str) -> None:
     from zoo.train import run
 
     class Clock(L.Callback):
-        """Training seconds, evaluation and what follows it (checkpoint saves) excluded; the fixed-set loss
-        at every validation."""
+        """Training seconds, wall (`train_s`) and this process's CPU (`train_cpu_s`: one thread per run, so what a
+        free core would take, whatever else shares the machine), evaluation and what follows it (checkpoint
+        saves) excluded; the fixed-set loss at every validation."""
 
         def __init__(self) -> None:
             self.start = self.paused_at = None
-            self.paused, self.curve = 0.0, []
+            self.paused, self.curve = {"wall": 0.0, "cpu": 0.0}, []
+
+        @staticmethod
+        def now() -> dict[str, float]:
+            return {"wall": time.perf_counter(), "cpu": time.process_time()}
 
         def on_train_start(self, trainer, pl_module) -> None:
-            self.start = time.perf_counter()
+            self.start = self.now()
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             if self.paused_at is not None:
-                self.paused += time.perf_counter() - self.paused_at
+                now = self.now()
+                self.paused = {k: self.paused[k] + now[k] - self.paused_at[k] for k in now}
                 self.paused_at = None
 
         def on_validation_start(self, trainer, pl_module) -> None:
             if not trainer.sanity_checking:
-                self.paused_at = time.perf_counter()
+                self.paused_at = self.now()
 
         def on_validation_end(self, trainer, pl_module) -> None:
             if trainer.sanity_checking:
                 return
-            self.curve.append({"step": trainer.global_step, "train_s": self.paused_at - self.start - self.paused,
+            t = {k: self.paused_at[k] - self.start[k] - self.paused[k] for k in self.start}
+            self.curve.append({"step": trainer.global_step, "train_s": t["wall"], "train_cpu_s": t["cpu"],
                                "val_loss": float(trainer.callback_metrics["val/loss"])})
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -235,7 +242,8 @@ def train_with_curve(overrides: list[str], out: Path, recipe: str) -> None:
 
 def first_reach(curve: list[dict], target: float) -> dict | None:
     """The first evaluation at or below `target` (time, step); None if never."""
-    return next(({"step": p["step"], "train_s": p["train_s"]} for p in curve if p["val_loss"] <= target), None)
+    keys = ("step", "train_s", "train_cpu_s")
+    return next(({k: p[k] for k in keys if k in p} for p in curve if p["val_loss"] <= target), None)
 
 
 # ---- the command ----------------------------------------------------------------------------------------------

@@ -214,12 +214,15 @@ WRITERS: dict[str, tuple[list[str], str, list[list[str]]]] = {
                             ["--lengths", "512"], ["--chunk", "64"], ["--naive-max-gib", "0.5"]]),
     "serve_load": (["--requests", "200", "--concurrency", "16", "--max-new-tokens", "8"], "serve_load",
                    [["--requests", "50"], ["--concurrency", "4"], ["--max-new-tokens", "32"]]),
+    "shipped_checkpoints": ([], "shipped_checkpoints", [["--before", "HEAD~3"], ["--names", "image-gpt-digits"]]),
     "streaming": (["--gb", "1.0", "--workers", "2", "--time-limit", "360"], "streaming",
                   [["--gb", "0.03"], ["--workers", "1"], ["--time-limit", "60"]]),
     # rows keyed by run name are merged into one file: a rerun of some rows keeps the others
     "text2image": ([], "text2image", []),
     "time_to_loss": ([], "time_to_loss", [["--steps", "1000"], ["--fast-steps", "800"], ["--eval-every", "25"],
                                           ["--steps", "1000", "--fast-steps", "800"]]),
+    # rows keyed by member are merged into one file: `--members` reruns some rows and keeps the others
+    "time_to_loss_members": ([], "time_to_loss_members", [["--eval-every", "25"]]),
 }
 # Scripts that print their result (a JSON line) and write no file unless given a path: their committed .json / .md
 # are write-ups assembled by hand from several runs (different checkpoints, some under the same command line).

@@ -59,6 +59,8 @@ T2I = "benchmarks/text2image.json"
 STY = "benchmarks/music_styles.json"
 REL = "benchmarks/relative_attention_rounds-7.json"
 TTL = "benchmarks/time_to_loss.json"
+TTLM = "benchmarks/time_to_loss_members.json"
+SHIP = "benchmarks/shipped_checkpoints.json"
 STREAM = "benchmarks/streaming.md"
 FT_ARMS = [(m, arm) for m in ("text", "music") for arm in ("lora", "lora_attn")]
 
@@ -130,12 +132,20 @@ FIGURES: list[tuple[str, str, list[Src]]] = [
     (README, r"final validation loss \(([\d.]+) nats/char after its 2,000 steps\) in \*\*([\d.]+)×\*\* nanoGPT's "
              r"training time \(goal ([\d.]+)×: not met; Muon's optimizer step makes a step ([\d.]+)× as long at this "
              r"tiny batch\) and today's AdamW recipe's final loss \(([\d.]+)\) in \*\*([\d.]+)×\*\* its time \(goal "
-             r"([\d.]+)×: met\)",
+             r"([\d.]+)×: met;",
      [Src(TTL, ("nanogpt", "val_loss")), Src(TTL, ("ratios", "fast / nanoGPT, to nanoGPT's final loss")),
       Src("benchmarks/time_to_loss.md", r"\| fast / nanoGPT, to nanoGPT's final loss \| [\d.]+x \| <= ([\d.]+) \|"),
       Src("benchmarks/time_to_loss.md", r"Per step fast takes ([\d.]+)x nanoGPT's time"),
       Src(TTL, ("today_final", "val_loss")), Src(TTL, ("ratios", "fast / today, to today's final loss")),
       Src("benchmarks/time_to_loss.md", r"\| fast / today, to today's final loss \| [\d.]+x \| <= ([\d.]+) \|")]),
+    (README, r"\): text \*\*([\d.]+)×\*\*, image ([\d.]+)×, text-to-image \*\*([\d.]+)×\*\*, music ([\d.]+)× "
+             r"\(goal ([\d.]+)×\)",
+     [*(Src(TTLM, ("members", m, "ratio")) for m in ("text", "image", "text2image", "music")), Src(TTLM, ("goal",))]),
+    (README, r"retrained `gpt-pydoc` \(([\d.]+) → ([\d.]+) nats/char\), `image-gpt-digits` \(test ([\d.]+) → ([\d.]+) "
+             r"bits/dim\), `text2image-digits` \(([\d.]+) → ([\d.]+);",
+     [Src(SHIP, ("checkpoints", "gpt-pydoc", when, "val_loss_every_window")) for when in ("before", "now")]
+     + [Src(SHIP, ("checkpoints", "image-gpt-digits", when, "test_bpd")) for when in ("before", "now")]
+     + [Src(SHIP, ("checkpoints", "text2image-digits", when, "val_loss")) for when in ("before", "now")]),
     # --- the benchmark table (benchmarks/suite_cpu_quick.md and benchmarks/relative_attention_rounds-7.md) ---
     (README, r"1 thread, quiet machine, (\d+) s; full table", [Src(SUITE, ("wall_s",))]),
     (README, r"GPT2LMHeadModel \(its default `gelu_new`\) \| \*\*([\d.]+)×\*\* \[([\d.]+), ([\d.]+)\]",
