@@ -54,6 +54,8 @@ last 40 % decaying) and the steps. The architecture switches stay off: at gpt_py
 
 | member | probe | val loss at the end (shipped recipe's final in brackets) | what it decided |
 |---|---|---|---|
+| text | 600 steps | 1.1525 (1.3371) | Muon + WSD (text's AdamW side at 6e-3): the shipped gpt-pydoc |
+| text | 250 steps | 1.2785 | **chosen** (this table's run; 1.3257 at step 300 of the 600-step run) |
 | image | 800 steps | 1.1416 (1.1810) | Muon + WSD: lower loss at equal steps |
 | image | 800 steps, dropout 0.2 | 1.1559 | dropout 0.1 kept |
 | image | 800 steps, dropout 0 | 2.1008 (1.24 at 200, then overfits the 1,439 images) | dropout 0.1 kept |
