@@ -30,20 +30,10 @@ from pathlib import Path
 
 import httpx
 
-from zoo.bench.common import changed_options, output_stem
+from zoo.bench.common import changed_options, cpu_name, output_stem
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["with", "assert", "del", "pass", "raise", "return", "yield", "import", "global", "if", "while", "for", "try"]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def rss_mib(pid: int) -> float:
