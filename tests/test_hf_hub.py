@@ -444,3 +444,29 @@ def test_zoo_sample_reports_a_missing_hub_repo_in_one_line(tmp_path):
     (line,) = r.stderr.strip().splitlines()  # one line: no HTTP request log (zoo.cli.quiet_console), no traceback
     assert line.startswith("zoo-sample: hf:nobody/missing: the Hub repo 'nobody/missing' does not exist or needs "
                            "a token with access to it (HF_TOKEN or `hf auth login`)"), line
+
+
+def test_gpt2_cached_by_transformers_under_its_legacy_id_is_used_offline(hf_cache, gpt2_dir, monkeypatch):
+    """transformers' from_pretrained("gpt2") caches models--gpt2: zoo.load("gpt2") reads it, never asking the
+    Hub for openai-community/gpt2 (offline here; online the same choice is made before any download)."""
+    put_in_hf_cache(hf_cache, "gpt2", gpt2_dir)
+    asked: list[str] = []
+    real = huggingface_hub.snapshot_download
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, **kw: asked.append(repo_id) or real(repo_id, **kw))
+    m = zoo.load("gpt2")
+    assert m.name == "gpt2" and torch.equal(m(_ids(m)), zoo.load("gpt2", path=gpt2_dir)(_ids(m)))
+    assert asked[-1] == "gpt2"
+    # both cached: openai-community's copy, as before
+    put_in_hf_cache(hf_cache, "openai-community/gpt2", gpt2_dir, commit="b" * 40)
+    asked.clear()
+    zoo.load("gpt2")
+    assert asked[-1] == "openai-community/gpt2"
+    # a legacy copy without weights is not a copy: the error still names openai-community/gpt2
+    hub_dir = hf_cache / "models--gpt2-medium" / "snapshots" / COMMIT
+    hub_dir.mkdir(parents=True)
+    (hub_dir / "config.json").write_text("{}")
+    (hf_cache / "models--gpt2-medium" / "refs").mkdir()
+    (hf_cache / "models--gpt2-medium" / "refs" / "main").write_text(COMMIT)
+    with pytest.raises(hub.HubError, match="openai-community/gpt2-medium is not in the cache"):
+        zoo.load("gpt2-medium")

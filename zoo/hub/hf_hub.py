@@ -92,6 +92,18 @@ def cached_revisions(repo_id: str) -> dict[str, str]:
     return out
 
 
+def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
+    """The cached snapshot of `repo_id` at `revision` (None = main) when it holds a config and weights,
+    else None; never touches the network."""
+    try:
+        folder = Path(huggingface_hub.snapshot_download(repo_id, revision=revision, allow_patterns=MODEL_FILES,
+                                                        local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, OSError):
+        return None
+    weights = (folder / "model.safetensors").is_file() or (folder / PICKLED_WEIGHTS).is_file()
+    return folder if weights and (folder / "config.json").is_file() else None
+
+
 def _not_cached(label: str, repo_id: str, revision: str | None) -> str:
     have = cached_revisions(repo_id)
     where = (f"the cache {cache_dir()} holds revisions {have}" if have

@@ -66,8 +66,9 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
       * "hf:ORG/NAME": a Hugging Face Hub repo of the GPT-2 architecture (converted, as below) or a zoo
         export pushed with `zoo-export ... push_to=ORG/NAME`; `revision` picks a branch, tag or commit
         (default main). Hub files (and "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", from
-        openai-community/) are fetched once by huggingface_hub into its cache (HF_HUB_CACHE, default
-        ~/.cache/huggingface/hub), then read from there; HF_HUB_OFFLINE=1 never touches the network;
+        openai-community/, or a copy transformers cached under the legacy id "gpt2"...) are fetched once
+        by huggingface_hub into its cache (HF_HUB_CACHE, default ~/.cache/huggingface/hub), then read
+        from there; HF_HUB_OFFLINE=1 never touches the network;
         HF_TOKEN or `hf auth login` give access to private and gated repos;
       * a Hugging Face GPT-2 folder (config.json with model_type "gpt2", model.safetensors or
         pytorch_model.bin, vocab.json + merges.txt), or "gpt2" with path=FOLDER: converted to zoo's GPT
@@ -126,7 +127,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
         if name not in GPT2_REPOS:
             raise HubError(f"{name!r} is not a GPT-2 size on the Hub; accepted {list(GPT2_REPOS)}, "
                            "'hf:ORG/NAME' for another repo, or path= to a Hugging Face GPT-2 folder")
-        return ready(_from_hub(GPT2_REPOS[name], revision, name, gpt2_pretrained), device, dtype)
+        return ready(_from_hub(_gpt2_repo(name, revision), revision, name, gpt2_pretrained), device, dtype)
     if name.startswith(HF_PREFIX):
         m = _from_hub(name.removeprefix(HF_PREFIX), revision, name, lambda f, n: _load_folder(f, n, device, dtype))
         m.name = name
@@ -147,6 +148,17 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
 
 if load.__doc__:  # None under python -OO
     load.__doc__ = load.__doc__.replace("{registry}", textwrap.indent(describe_models(), " " * 6).strip())
+
+
+def _gpt2_repo(name: str, revision: str | None) -> str:
+    """The Hub repo to read GPT-2 size `name` from: openai-community/NAME, unless only the legacy id NAME is in
+    the cache (where transformers' `from_pretrained("gpt2")` puts it): the same weights, not fetched twice."""
+    from zoo.hub.hf_hub import cached_snapshot
+
+    canonical = GPT2_REPOS[name]
+    if cached_snapshot(canonical, revision) is None and cached_snapshot(name, revision) is not None:
+        return name
+    return canonical
 
 
 def _from_hub(repo_id: str, revision: str | None, name: str, read: Any) -> Pretrained:

@@ -27,6 +27,8 @@ HF_PREFIX = "hf:"  # zoo.load("hf:ORG/NAME"): a Hugging Face Hub repo
 
 # Names for OpenAI's GPT-2 checkpoints on the Hugging Face Hub (weights under a modified MIT licence).
 GPT2_REPOS = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
+# transformers' `from_pretrained("gpt2")` caches the same weights under the legacy id, the bare name
+# (models--gpt2): zoo.hub.loading reads a cached copy there before downloading openai-community/'s.
 
 
 class HubError(ValueError):
