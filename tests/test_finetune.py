@@ -175,3 +175,27 @@ def test_image_data_of_another_geometry_is_refused_naming_both(tmp_path):
                                           r"image_patch codec .*height: 8 vs 28"):
         run(compose_train(["data=mnist5k", *TINY_RUN, "init_from=image-gpt-digits", f"run_dir={tmp_path / 'r'}"]),
             overrides=["data=mnist5k", "init_from=image-gpt-digits"])
+
+
+@pytest.mark.parametrize("unknown", ["skip", "replace"])
+def test_text_outside_the_source_vocabulary_fine_tunes_with_data_unknown(unknown, tmp_path, caplog):
+    """gpt-pydoc's char vocabulary has no '$': the default refuses naming data.unknown; skip drops the 30 '$'
+    and replace writes '?' (U+FFFD is not in it), both counted, and training runs on the rest."""
+    text = tmp_path / "prices.txt"
+    text.write_text("The price is $5 and the total is $10 for each item in the list.\n" * 15)
+    overrides = [*TINY_RUN, "data=text_files", f"data.path={text}", "init_from=gpt-pydoc", "trainer.max_steps=2",
+                 f"run_dir={tmp_path / 'refused'}", f"data.cache_dir={tmp_path / 'cache'}"]
+    with pytest.raises(ConfigError, match=r"30 characters .* \('\$' x30\); set data.unknown=skip"):
+        run(compose_train(overrides), overrides=overrides)
+    overrides = [*overrides[:-2], f"data.unknown={unknown}", f"run_dir={tmp_path / unknown}",
+                 f"data.cache_dir={tmp_path / 'cache'}"]
+    with caplog.at_level("WARNING"):
+        summary = run(compose_train(overrides), overrides=overrides)
+    verb = "dropped" if unknown == "skip" else "replaced with '?'"
+    assert f"30 characters outside the model's vocabulary {verb} (data.unknown={unknown}): '$' x30" in caplog.text
+    assert summary["metrics"]["val/loss"] < 3.0
+    meta = next((tmp_path / "cache" / "tokens").glob("*/meta.json")).read_text()
+    assert '"counts": {' in meta and '"$": 30' in meta and f'"data.unknown": "{unknown}"' in meta
+    line = "The price is $5 and the total is $10 for each item in the list.\n"
+    n = 15 * (len(line) - (2 if unknown == "skip" else 0))
+    assert f'"n_chars": {n}' in meta

@@ -272,3 +272,21 @@ def test_unigram_baseline_matches_a_direct_computation(tmp_path):
     expected = -sum(math.log((counts[t] + 1) / total) for t in targets) / len(targets)
     assert len(targets) == 3 * 16
     assert dm.unigram_nll() == pytest.approx(expected, rel=1e-9)
+
+
+def test_fit_to_vocabulary_drops_replaces_or_refuses_what_a_char_codec_cannot_encode():
+    from zoo.codecs.text import CharCodec, fit_to_vocabulary
+
+    codec = CharCodec(list("ab ?"))
+    docs = ["ab$a", "€€", "ba"]
+    assert fit_to_vocabulary(codec, docs, "skip", "t") == (["aba", "ba"], {"$": 1, "€": 2})  # an emptied doc goes
+    assert fit_to_vocabulary(codec, docs, "replace", "t") == (["ab?a", "??", "ba"], {"$": 1, "€": 2})
+    assert fit_to_vocabulary(codec, ["ab"], "error", "t") == (["ab"], {})  # nothing unknown: unchanged
+    with pytest.raises(ValueError, match=r"t: 3 characters .* char vocabulary of 4 \('€' x2, '\$' x1\); "
+                                         r"set data.unknown=skip"):
+        fit_to_vocabulary(codec, docs, "error", "t")
+    with pytest.raises(ValueError, match="data.unknown=replace needs U\\+FFFD, '\\?' or ' '"):
+        fit_to_vocabulary(CharCodec(list("ab")), docs, "replace", "t")
+    with pytest.raises(ValueError, match="unknown must be one of 'error', 'skip', 'replace', got 'drop'"):
+        from zoo.data.text import PydocDataModule
+        PydocDataModule(block_size=8, batch_size=2, unknown="drop")

@@ -49,6 +49,11 @@ class TextCodec(Codec):
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
 
+    def unknown_chars(self, text: str) -> set[str]:
+        """The characters of `text` this codec cannot encode: none for byte-level codecs (byte, bpe), those
+        outside the vocabulary for a fixed character vocabulary (char)."""
+        return set()
+
     def token_bytes(self, token_id: int) -> bytes:
         """The UTF-8 bytes token `token_id` stands for (possibly part of a character)."""
         raise NotImplementedError
@@ -106,6 +111,9 @@ class CharCodec(TextCodec):
                 f"{self.vocab_size} characters from its training corpus. Use only those characters "
                 f"(see codec.chars) or a byte/bpe codec, which accept any text."
             ) from None
+
+    def unknown_chars(self, text: str) -> set[str]:
+        return set(text) - self._stoi.keys()
 
     def decode(self, ids: Sequence[int]) -> str:
         self._check_ids(ids)
@@ -309,3 +317,38 @@ def build_text_codec(kind: TextCodecKind, text: str | Iterable[str], vocab_size:
     `check_text_codec`; `options` go to the codec (e.g. `eos=True` for bytes)."""
     check_text_codec(kind, vocab_size)
     return TEXT_CODECS[kind].from_corpus([text] if isinstance(text, str) else text, vocab_size, **options)
+
+
+UNKNOWN_CHOICES = ("error", "skip", "replace")  # data.unknown: characters a given codec cannot encode
+
+
+def fit_to_vocabulary(codec: TextCodec, docs: list[str], unknown: str, name: str) -> tuple[list[str], dict[str, int]]:
+    """`docs` (corpus `name`) with the characters `codec` cannot encode dropped or replaced, as `unknown` says
+    (data.unknown: "skip", "replace"), and their counts; with "error" a ValueError naming them and the option."""
+    counts: dict[str, int] = {}
+    for doc in docs:
+        for c in codec.unknown_chars(doc):
+            counts[c] = counts.get(c, 0) + doc.count(c)
+    if not counts:
+        return docs, {}
+    shown = ", ".join(f"{c!r} x{n}" for c, n in sorted(counts.items(), key=lambda cn: -cn[1])[:10])
+    shown += " ..." if len(counts) > 10 else ""
+    total = sum(counts.values())
+    if unknown == "error":
+        raise ValueError(
+            f"{name}: {total} characters of the corpus are not in the model's {codec.type_name} vocabulary "
+            f"of {codec.vocab_size} ({shown}); set data.unknown=skip to drop them or data.unknown=replace to "
+            f"write a known character instead, or train a new codec (no init_from)")
+    table: dict[str, str | None] = dict.fromkeys(counts)
+    if unknown == "replace":
+        known = [c for c in ("\ufffd", "?", " ") if not codec.unknown_chars(c)]
+        if not known:
+            raise ValueError(f"{name}: data.unknown=replace needs U+FFFD, '?' or ' ' in the vocabulary; "
+                             f"this one has none of them: use data.unknown=skip")
+        table = dict.fromkeys(counts, known[0])
+    trans = str.maketrans(table)
+    verb = "dropped" if unknown == "skip" else f"replaced with {known[0]!r}"
+    log.warning("%s: %d characters outside the model's vocabulary %s (data.unknown=%s): %s", name, total,
+                verb, unknown, shown)
+    return [t for t in (d.translate(trans) for d in docs) if t], counts
+

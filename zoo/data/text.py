@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from zoo.codecs.base import load_codec
-from zoo.codecs.text import TEXT_CODECS, TextCodec, TextCodecKind, build_text_codec
+from zoo.codecs.text import TEXT_CODECS, UNKNOWN_CHOICES, TextCodec, TextCodecKind, build_text_codec, fit_to_vocabulary
 from zoo.data.base import Batch, MakeBatch, StreamDataModule, random_crops, sequential_windows
 from zoo.data.download import cache_root, download
 
@@ -54,6 +54,11 @@ class TextDataModule(StreamDataModule):
     `codec` is a kind to build from the corpus ("char", "byte", or "bpe" with `vocab_size`) or a
     ready `TextCodec` (e.g. GPT-2's BPE). After `setup()`: `codec`, `train_tokens`, `val_tokens`
     (1-D arrays) and `sample_prompts` (a few short prompts taken from the validation text).
+
+    `unknown` says what happens to characters a given fixed-vocabulary codec cannot encode (a char model's
+    codec when fine-tuning with `init_from`): "error" (default) stops, naming them and this option;
+    "skip" drops them; "replace" writes one the vocabulary has instead (U+FFFD, else "?", else a space).
+    The count is logged and kept in the token cache's meta.json.
     """
 
     name: ClassVar[str] = "text"
@@ -69,6 +74,7 @@ class TextDataModule(StreamDataModule):
         cache_dir: str | Path | None = None,
         max_val_windows: int | None = None,
         num_workers: int = 0,
+        unknown: Literal["error", "skip", "replace"] = "error",
     ) -> None:
         if block_size < 1 or batch_size < 1:
             raise ValueError(f"block_size and batch_size must be >= 1, got {block_size} and {batch_size}")
@@ -83,9 +89,12 @@ class TextDataModule(StreamDataModule):
                                  f"vocab_size={vocab_size}")
         elif not isinstance(codec, TextCodec) or vocab_size is not None:
             raise ValueError(f"codec must be a kind name or a TextCodec (with vocab_size=None), got {codec!r}")
+        if unknown not in UNKNOWN_CHOICES:
+            raise ValueError(f"unknown must be one of {', '.join(map(repr, UNKNOWN_CHOICES))}, got {unknown!r}")
         super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
         self.block_size, self.codec_spec, self.vocab_size = block_size, codec, vocab_size
         self.val_fraction, self.cache_dir, self.max_val_windows = val_fraction, cache_dir, max_val_windows
+        self.unknown = unknown
         self.codec: TextCodec | None = None
         self.train_tokens: np.ndarray | None = None
         self.val_tokens: np.ndarray | None = None
@@ -114,8 +123,9 @@ class TextDataModule(StreamDataModule):
             data = doc.encode("utf-8", errors="surrogatepass")
             corpus.update(len(data).to_bytes(8, "little") + data)
         codec = self.codec_spec if isinstance(self.codec_spec, str) else self.codec_spec.to_dict()
+        unknown = {"unknown": self.unknown} if self.unknown != "error" else {}  # "error" keeps old caches valid
         key = json.dumps({"format": _CACHE_FORMAT, "corpus": corpus.hexdigest(), "codec": codec,
-                          "vocab_size": self.vocab_size}, sort_keys=True)
+                          "vocab_size": self.vocab_size, **unknown}, sort_keys=True)
         return cache_root(self.cache_dir) / "tokens" / f"{self.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
     def prepare_data(self) -> None:
@@ -125,12 +135,13 @@ class TextDataModule(StreamDataModule):
                 log.info("%s: reusing tokens cached in %s", self.name, path)
                 self._reported_cache = True
             return
-        docs = self.documents()
+        docs, dropped = self.documents(), {}
         if isinstance(self.codec_spec, str):
             text = docs if self.codec_spec == "bpe" else DOC_SEPARATOR.join(docs)
             codec = build_text_codec(self.codec_spec, text, self.vocab_size)
         else:
             codec = self.codec_spec
+            docs, dropped = fit_to_vocabulary(codec, docs, self.unknown, self.name)
         tokens = self._tokenize(codec, docs)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         tmp.mkdir(parents=True)
@@ -138,6 +149,8 @@ class TextDataModule(StreamDataModule):
         codec.save(tmp / _CODEC)
         meta = {"n_tokens": len(tokens), "n_documents": len(docs), "n_chars": sum(map(len, docs)),
                 "codec": codec.type_name, "vocab_size": codec.vocab_size, "dtype": str(tokens.dtype)}
+        if dropped:
+            meta["unknown_chars"] = {"data.unknown": self.unknown, "counts": dropped}
         (tmp / _META).write_text(json.dumps(meta, indent=2))
         try:
             tmp.rename(path)  # atomic: readers see a complete folder or none
