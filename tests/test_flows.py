@@ -198,3 +198,26 @@ def test_lora_finetune_exported_merged_and_separate_give_the_same_logits(work, c
         via_peft = peft.PeftModel.from_pretrained(base.model, str(separate_dir)).eval()(idx)
     torch.testing.assert_close(via_peft, expected, rtol=1e-5, atol=1e-5)
     assert zoo.load(merged_dir).generate("The ", max_new_tokens=8, seed=0).startswith("The ")
+
+
+def test_export_works_whatever_the_data_path_was(work):
+    """Issue 26: a run trained on a relative glob, exported from another folder, exports (no metric, one
+    warning naming the data and +data.path); +data.path= pointing at where the files are measures the card."""
+    trained_in = work / "project"
+    (trained_in / "books").mkdir(parents=True)
+    (trained_in / "books" / "a.txt").write_text("The with statement wraps a block in a context manager. " * 80)
+    run_dir = work / "glob_run"
+    check(run_cli(["zoo-train", "data=text_files", "data.path='books/*.txt'", f"run_dir={run_dir}", *TINY_GPT, *RUN],
+                  cwd=trained_in))
+    elsewhere = work / "elsewhere"
+    elsewhere.mkdir()
+    ckpt = f"checkpoint={run_dir / 'checkpoints' / 'last.ckpt'}"
+    r = check(run_cli(["zoo-export", ckpt, f"out={work / 'exp_a'}", "dtype=float32"], cwd=elsewhere))
+    assert "the card gets no val loss" in r.stderr and "books/*.txt" in r.stderr and "+data.path=" in r.stderr
+    assert "metric_value" not in json.loads((work / "exp_a" / "config.json").read_text())["card"]
+    r = run_cli(["zoo-export", ckpt, f"out={work / 'exp_b'}", "measure=true"], cwd=elsewhere)
+    assert r.returncode != 0 and "books/*.txt" in r.stderr and not (work / "exp_b").exists()
+    check(run_cli(["zoo-export", ckpt, f"out={work / 'exp_c'}", "dtype=float32",
+                   f"+data.path='{trained_in}/books/*.txt'"], cwd=elsewhere))
+    assert_card_reproduces_the_run(work / "exp_c", run_dir)
+    assert zoo.load(work / "exp_a").generate("The ", max_new_tokens=4, seed=0).startswith("The ")

@@ -63,9 +63,10 @@ def test_export_round_trip_gives_identical_logits(tiny_ckpt, tmp_path):
     assert "lm_head.weight" not in stored and "transformer.wte.weight" in stored
 
 
-def test_export_of_own_files_measures_them_writes_no_absolute_path_and_loads_after_moving(tmp_path):
+def test_export_of_own_files_measures_them_writes_no_absolute_path_and_loads_after_moving(tmp_path, caplog):
     """Issue 22: a run on your own files (data.path absolute) exports with its val loss measured on those
-    files; the written config keeps no absolute path; without the files, a clear error and nothing written."""
+    files; the written config keeps no absolute path. Issue 26: without the files the export still works
+    (no metric, a warning), measure=true stops with nothing written, data.path= measures where they are now."""
     from zoo.train import run
 
     corpus = tmp_path / "corpus"
@@ -87,13 +88,23 @@ def test_export_of_own_files_measures_them_writes_no_absolute_path_and_loads_aft
     after = zoo.load(moved)
     assert torch.equal(after(x), before)
     assert after.generate("The ", max_new_tokens=5, seed=0).startswith("The ")
-    # the files are gone: measuring needs them, so the export stops naming the path and the way out
+    # the files are gone: measure=true insists, so the export stops naming the path and the ways out ...
     corpus.rename(tmp_path / "moved_corpus")
-    with pytest.raises(FileNotFoundError, match=rf"(?s){corpus}.*measure=false"):
-        export_checkpoint(summary["checkpoint"], tmp_path / "b", dtype="float32")
+    with pytest.raises(FileNotFoundError, match=rf"(?s){corpus}.*\+data.path=.*measure=false"):
+        export_checkpoint(summary["checkpoint"], tmp_path / "b", dtype="float32", measure=True)
     assert not (tmp_path / "b").exists()
+    # ... the default (auto) exports without the metric, saying why in one warning ...
+    with caplog.at_level("WARNING"):
+        b = export_checkpoint(summary["checkpoint"], tmp_path / "b")
+    card = json.loads((b / "config.json").read_text())["card"]
+    assert "metric_value" not in card and "the card gets no val loss" in caplog.text and str(corpus) in caplog.text
     assert "metric_value" not in json.loads(
-        (export_checkpoint(summary["checkpoint"], tmp_path / "b", measure=False) / "config.json").read_text())["card"]
+        (export_checkpoint(summary["checkpoint"], tmp_path / "c", measure=False) / "config.json").read_text())["card"]
+    # ... and data.path= measures where the data is now: the same loss as before it moved
+    moved_data = export_checkpoint(summary["checkpoint"], tmp_path / "d", dtype="float32",
+                                   data={"path": str(tmp_path / "moved_corpus")})
+    moved_card = json.loads((moved_data / "config.json").read_text())["card"]
+    assert moved_card["metric_value"] == config["card"]["metric_value"]
 
 
 @pytest.mark.slow  # two fresh interpreters (~10 s each on a busy 2-core machine)

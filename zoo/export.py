@@ -2,6 +2,7 @@
 
     zoo-export checkpoint=runs/gpt_pydoc/checkpoints/last.ckpt out=exports/gpt-pydoc
     zoo-export checkpoint=... out=... dtype=bfloat16 name=my-model measure=false
+    zoo-export checkpoint=... out=... +data.path=corpus/   # measure on data that moved since training
     zoo-export checkpoint=runs/NAME/checkpoints/last.ckpt out=NAME-full.ckpt   # sharded folder -> one file
     zoo-export checkpoint=... out=exports/my-gpt push_to=ORG/NAME +card.license=mit  # and upload it
     zoo-export checkpoint=... out=... card_file=stats_card.json   # card fields from a JSON file (sample_stats)
@@ -70,7 +71,7 @@ def export_and_push(opts: dict[str, Any]) -> tuple[Path, str | None]:
         card.setdefault("hub_repo", opts["push_to"])  # the card then says zoo.load("hf:ORG/NAME")
     path = export_checkpoint(opts["checkpoint"], opts["out"], dtype=opts["dtype"], name=opts["name"],
                              measure=opts["measure"], hardware=opts["hardware"], card=card,
-                             adapters=opts["adapters"], generation=generation)
+                             adapters=opts["adapters"], generation=generation, data=dict(opts.get("data") or {}))
     if not opts["push_to"]:
         return path, None
     metric = json.loads((path / CONFIG_FILE).read_text())["card"].get("metric_value")

@@ -246,14 +246,17 @@ def consolidate_checkpoint(folder: str | Path, out: str | Path) -> Path:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "float16", name: str | None = None,
-                      measure: bool = True, hardware: str | None = None, max_batches: int | None = None,
+                      measure: bool | str = "auto", hardware: str | None = None, max_batches: int | None = None,
                       card: dict[str, Any] | None = None, adapters: str = "merge",
-                      generation: dict[str, Any] | None = None) -> Path:
+                      generation: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> Path:
     """Export a zoo-train `.ckpt`; with `measure`, the card's metric is the exported weights' val loss.
 
     The loss is measured on the run's own validation data, rebuilt from its data config as it trained
-    (absolute paths included: only the written config drops them) before anything is written; data that
-    is no longer there stops the export with a FileNotFoundError naming it and `measure=false`.
+    (absolute paths included: only the written config drops them; `data` overrides its options, e.g.
+    {"path": "corpus/"} for data that moved) before anything is written. Data that cannot be rebuilt (moved,
+    deleted, a relative path or glob read from another folder) does not stop the export: with
+    measure="auto" (default) the card has no metric and one warning says why and how to add it; measure=True
+    insists (the error names the data and the way out); measure=False skips measuring.
 
     `generation` overrides sampling defaults the run's `samples` section left (generation_config.json), e.g.
     {"guidance": 4.0} when the best guidance was found after training.
@@ -265,11 +268,14 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "
     `zoo.load(out)` folds the adapters in, `peft.PeftModel.from_pretrained(base, out)` applies them)."""
     if adapters not in ("merge", "separate"):
         raise ValueError(f"adapters={adapters!r} is not accepted; choose one of ['merge', 'separate']")
+    if measure not in (True, False, "auto"):
+        raise ValueError(f"measure={measure!r} is not accepted; choose one of [auto, true, false]")
     if is_sharded_checkpoint(checkpoint):
         with tempfile.TemporaryDirectory() as tmp:
             single = consolidate_checkpoint(checkpoint, Path(tmp) / "consolidated.ckpt")
             return export_checkpoint(single, out, dtype=dtype, name=name, measure=measure, hardware=hardware,
-                                     max_batches=max_batches, card=card, adapters=adapters, generation=generation)
+                                     max_batches=max_batches, card=card, adapters=adapters, generation=generation,
+                                     data=data)
     ckpt = read_checkpoint(checkpoint)
     m = load_checkpoint(checkpoint)
     if generation:
@@ -285,18 +291,22 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "
         adapter_files = {"state": lora_state_dict(wrapped), "config": peft_adapter_config(wrapped)}
         m.model = unload_lora(wrapped)  # the base weights, under the base keys
     train_config = m.config.get("train_config") or {}
-    data = train_config.get("data") or {}
+    run_data = train_config.get("data") or {}
     val_data = None
     if measure:  # the run's own data config, absolute paths intact (the written config drops them: issue 22);
         # built before anything is written, so that data that is gone stops the export with nothing half-made
         try:
-            val_data = validation_data(train_config, m.codec)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(
-                f"cannot measure the card's val loss (measure=true) on the run's validation data: {e}. Put the "
-                "data back where the run read it, or export with measure=false (the card then has no metric)") from e
+            val_data = validation_data(train_config, m.codec, data=data)
+        except (FileNotFoundError, ValueError) as e:
+            if measure is True:
+                raise type(e)(
+                    f"cannot measure the card's val loss (measure=true) on the run's validation data: {e}. Put the "
+                    "data back where the run read it (or give +data.path=...), or export with measure=false "
+                    "(the card then has no metric)") from e
+            log.warning("export: the card gets no val loss: the run's validation data cannot be read (%s); to add "
+                        "it, export again from the folder the run started in or with +data.path=WHERE_IT_IS_NOW", e)
     extra, card = card or {}, {
-        "data": data.get("name"), "data_license": DATA_LICENSES.get(data.get("name"), "see the data module"),
+        "data": run_data.get("name"), "data_license": DATA_LICENSES.get(run_data.get("name"), "see the data module"),
         "steps": int(ckpt.get("global_step", 0)),
         "hardware": hardware or f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)",
     }
