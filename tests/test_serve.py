@@ -63,7 +63,7 @@ def png_size(b64: str) -> tuple[int, int]:
 
 # ---- GET /v1/models -----------------------------------------------------------------------------
 def test_models_lists_member_codec_card_metric_and_option_ranges(client, models):
-    loaded, models = models, {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    loaded, models = models, {m["name"]: m for m in client.get("/v1/models").json()["data"]}
     assert list(models) == NAMES
     assert {n: (m["member"], m["codec"]) for n, m in models.items()} == {
         "gpt-pydoc": ("text", "char"), "image-gpt-digits": ("image", "image_patch"),
