@@ -89,8 +89,11 @@ def test_stop_string_or_list_cuts_before_it_with_finish_reason_stop(client):
 
 
 def test_stream_chunks_reassemble_the_non_stream_text_then_done(client, live_server):  # noqa: F811
-    args = {"model": "gpt-pydoc", "prompt": ["The with", "def "], "max_tokens": 20, "seed": 5, "stop": "ar"}
+    args = {"model": "gpt-pydoc", "prompt": ["The with", "def "], "max_tokens": 20, "seed": 5}
+    stop = client.completions.create(**args).choices[0].text[6:8]  # hit by the first prompt's continuation
+    args["stop"] = [stop]
     plain = client.completions.create(**args)
+    assert plain.choices[0].finish_reason == "stop" and stop not in plain.choices[0].text
     chunks = list(client.completions.create(**args, stream=True, stream_options={"include_usage": True}))
     assert all(c.object == "text_completion" and c.id == chunks[0].id for c in chunks)
     texts, finish = ["", ""], [None, None]
