@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import io
+import re
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +172,13 @@ def test_image_refusals_name_the_parameter_and_what_is_accepted(client, args, pa
     with pytest.raises(openai.BadRequestError) as e:
         client.images.generate(model="image-gpt-digits", **args)
     assert e.value.param == param and words in e.value.message
+
+
+# ---- docs/serving.md ----------------------------------------------------------------------------------------
+def test_the_docs_client_snippet_runs_against_a_live_server(live_server, capsys):  # noqa: F811
+    text = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text()
+    section = text[text.index("## OpenAI-compatible API"):]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S)[1]
+    exec(compile(snippet.replace("http://127.0.0.1:8000", live_server), "docs/serving.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "gpt-pydoc" in out and out.rstrip().endswith("2 PNGs of 8x8 pixels")
