@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,10 @@ openai = pytest.importorskip("openai", reason="needs the official openai client 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
-from test_serve import NAMES, live_server  # noqa: E402, F401 - the module-scoped live zoo-serve fixture
+from test_serve import NAMES, live_app, live_server, wait_until  # noqa: E402, F401 - live zoo-serve fixtures
 
 import zoo  # noqa: E402
+from zoo.serve import ServeSettings, create_app, load_models  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +174,53 @@ def test_image_refusals_name_the_parameter_and_what_is_accepted(client, args, pa
     with pytest.raises(openai.BadRequestError) as e:
         client.images.generate(model="image-gpt-digits", **args)
     assert e.value.param == param and words in e.value.message
+
+
+# ---- the server's time limit and cancellation, through the OpenAI routes ------------------------------------
+def test_an_abandoned_stream_is_cancelled_and_a_late_one_ends_with_an_openai_error():
+    """The client reads one chunk and hangs up: the job is marked abandoned and the generation stops at its next
+    step (the worker's own cancellation). A request past `timeout_s` ends with OpenAI's error, which the client
+    raises: mid-stream, or as a 503."""
+    models = load_models(["gpt-pydoc"])
+    app = create_app(models, ServeSettings(timeout_s=60))
+    adapter, worker = app.state.server.adapters["gpt-pydoc"], app.state.server.workers["gpt-pydoc"]
+    real_run, real_submit, jobs, ended, hung_up = adapter.run, worker.submit, [], [], threading.Event()
+
+    def submit(job):
+        jobs.append(job)
+        return real_submit(job)
+
+    def run(batch, on_text=None):
+        def first_then_wait(text: str) -> None:
+            on_text(text)
+            assert hung_up.wait(30)  # hold the generation until the client is gone: no race with its speed
+
+        try:
+            out = real_run(batch, on_text=first_then_wait)
+        except Exception as e:
+            ended.append(type(e).__name__)
+            raise
+        ended.append("finished")
+        return out
+
+    worker.submit, adapter.run = submit, run
+    with live_app(app) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
+        stream = client.completions.create(model="gpt-pydoc", prompt="The with", max_tokens=512, stream=True)
+        assert next(iter(stream)).choices[0].text
+        stream.close()
+        wait_until(lambda: jobs[0].abandoned.is_set(), timeout=10, what="the server to notice the hang-up")
+        hung_up.set()
+        wait_until(lambda: ended, timeout=30, what="the generation to end")
+        assert ended == ["Cancelled"]  # stopped at the next step, long before 512 tokens or 60 s
+    with live_app(create_app(models, ServeSettings(timeout_s=0.5))) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
+        with pytest.raises(openai.APIError, match="timeout_s"):  # 0.5 s is too short for 512 tokens
+            for _ in client.completions.create(model="gpt-pydoc", prompt="The with", max_tokens=512, stream=True):
+                pass
+        with pytest.raises(openai.InternalServerError) as e:
+            client.completions.create(model="gpt-pydoc", prompt="The with", max_tokens=512)
+        assert e.value.status_code == 503 and e.value.body["type"] == "server_error"
 
 
 # ---- docs/serving.md ----------------------------------------------------------------------------------------
