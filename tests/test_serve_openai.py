@@ -176,6 +176,14 @@ def test_image_refusals_name_the_parameter_and_what_is_accepted(client, args, pa
     assert e.value.param == param and words in e.value.message
 
 
+def test_openapi_describes_the_openai_routes_with_examples_that_work(live_server):  # noqa: F811
+    paths = httpx.get(f"{live_server}/openapi.json").json()["paths"]
+    for route in ["/v1/completions", "/v1/images/generations"]:
+        example = paths[route]["post"]["requestBody"]["content"]["application/json"]["example"]
+        assert httpx.post(f"{live_server}{route}", json=example, timeout=120).status_code == 200, route
+    assert {"/v1/models", "/v1/models/{name}", "/v1/chat/completions"} <= set(paths)
+
+
 # ---- the server's time limit and cancellation, through the OpenAI routes ------------------------------------
 def test_an_abandoned_stream_is_cancelled_and_a_late_one_ends_with_an_openai_error():
     """The client reads one chunk and hangs up: the job is marked abandoned and the generation stops at its next

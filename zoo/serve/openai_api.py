@@ -95,6 +95,12 @@ WHERE = {"text": "POST /v1/completions", "image": "POST /v1/images/generations",
          "other": "zoo's own POST /v1/generate (docs/serving.md)"}
 
 
+def _example(body: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI request body (an example to try in /docs); the parameters are docs/serving.md's table."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "object", "required": ["model", "prompt"]}, "example": body}}}}
+
+
 def add_routes(app: FastAPI, server: Any, grace_s: float) -> None:
     """Register the OpenAI routes on `app` over `server` (zoo.serve.app.Server)."""
     created = int(time.time())
@@ -182,7 +188,11 @@ def add_routes(app: FastAPI, server: Any, grace_s: float) -> None:
         raise bad("messages", f"{name} has no chat template (no zoo model ships one), so it cannot read chat "
                               "messages; send the text to continue to POST /v1/completions", code="no_chat_template")
 
-    @app.post("/v1/completions", summary="OpenAI text completions (text models)")
+    text = next((n for n, a in server.adapters.items() if _kind(a) == "text"), "gpt-pydoc")
+    image = next((n for n, a in server.adapters.items() if _kind(a) == "image"), "image-gpt-digits")
+
+    @app.post("/v1/completions", summary="OpenAI text completions (text models)", openapi_extra=_example(
+        {"model": text, "prompt": "The with statement", "max_tokens": 16, "seed": 0}))
     async def completions(request: Request) -> Any:
         body = await read(request)
         name, adapter = model(body, "/v1/completions", "text")
@@ -292,7 +302,8 @@ def add_routes(app: FastAPI, server: Any, grace_s: float) -> None:
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.post("/v1/images/generations", summary="OpenAI image generation (image and text-to-image models)")
+    @app.post("/v1/images/generations", summary="OpenAI image generation (image and text-to-image models)",
+              openapi_extra=_example({"model": image, "prompt": "3", "n": 2, "response_format": "b64_json"}))
     async def images(request: Request) -> Any:
         body = await read(request)
         name, adapter = model(body, "/v1/images/generations", "image")
