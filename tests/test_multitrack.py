@@ -327,7 +327,7 @@ def test_zoo_serve_serves_a_multitrack_model_through_the_music_member(tmp_path):
     m = Pretrained(model, codec, {"temperature": 1.0, "top_p": 0.95}, name="band")
     primer = band(tmp_path / "primer.mid", beats=2)
     with TestClient(create_app({"band": m}, ServeSettings(timeout_s=120))) as client:
-        entry = client.get("/v1/models").json()["models"][0]
+        entry = client.get("/v1/models").json()["data"][0]
         assert (entry["member"], entry["codec"]) == ("music", "midi_multitrack")
         assert entry["options"]["top_p"]["default"] == 0.95  # the checkpoint's sampling defaults
         r = client.post("/v1/generate", json={"model": "band", "primer": base64.b64encode(

@@ -326,7 +326,7 @@ def test_serve_takes_a_style(styles_run, tmp_path):
 
     models = load_models([f"styles={styles_run / 'checkpoints' / 'last.ckpt'}"])
     with TestClient(create_app(models, ServeSettings(timeout_s=60))) as client:
-        entry = {m["name"]: m for m in client.get("/v1/models").json()["models"]}["styles"]
+        entry = {m["name"]: m for m in client.get("/v1/models").json()["data"]}["styles"]
         assert {"style", "primer"} <= set(entry["inputs"]) and "palestrina" in entry["inputs"]["style"]["description"]
         assert entry["options"]["guidance"]["default"] == 4.0  # the checkpoint's default
         ok = client.post("/v1/generate", json={"model": "styles", "style": "bach", "guidance": 2,

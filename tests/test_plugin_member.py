@@ -82,7 +82,7 @@ def test_zoo_serve_serves_a_plugin_member(plugin_loaded):
         model.table.weight.copy_(10 * torch.eye(10).roll(1, dims=1))  # row i peaks at i + 1: counting
     m = Pretrained(model.eval(), zoo_plug.DigitCodec(), {"max_new_tokens": 5, "temperature": 0.0}, name="digits")
     with TestClient(create_app({"digits": m}, ServeSettings(timeout_s=60))) as client:
-        entry = client.get("/v1/models").json()["models"][0]
+        entry = client.get("/v1/models").json()["data"][0]
         assert (entry["member"], entry["codec"], entry["outputs"]) == ("digits_plug", "plug_digits", ["value", "files"])
         assert set(entry["inputs"]) == {"prompt", "num_samples"}  # no `out`: a client writes no server file
         assert entry["options"]["max_new_tokens"]["default"] == 5 and "guidance" not in entry["options"]

@@ -556,7 +556,7 @@ def check_curl(tokens: list[str]) -> str:
     """A request to zoo-serve: a route the app declares, a JSON body; returns the route."""
     url = next(t for t in tokens if t.startswith("http"))
     route = re.sub(r"^https?://[^/]+", "", url)
-    app_source = (ROOT / "zoo" / "serve" / "app.py").read_text()
+    app_source = "".join(p.read_text() for p in (ROOT / "zoo" / "serve").glob("*.py"))  # app.py, openai_api.py
     assert route in ("/openapi.json", "/docs") or f'"{route}"' in app_source, f"zoo-serve has no route {route}"
     if "-d" in tokens:
         import json

@@ -63,7 +63,7 @@ def png_size(b64: str) -> tuple[int, int]:
 
 # ---- GET /v1/models -----------------------------------------------------------------------------
 def test_models_lists_member_codec_card_metric_and_option_ranges(client, models):
-    loaded, models = models, {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    loaded, models = models, {m["name"]: m for m in client.get("/v1/models").json()["data"]}
     assert list(models) == NAMES
     assert {n: (m["member"], m["codec"]) for n, m in models.items()} == {
         "gpt-pydoc": ("text", "char"), "image-gpt-digits": ("image", "image_patch"),
@@ -421,6 +421,15 @@ def test_a_stream_the_client_abandons_is_cancelled_and_the_worker_moves_on(model
 
 
 # ---- the page, OpenAPI and /docs work offline -----------------------------------------------------
+def test_page_enlarges_pixel_art_by_a_whole_factor_with_nearest_neighbour(client):
+    css, js = client.get("/static/style.css").text, client.get("/static/app.js").text
+    rule = re.search(r"#media-out img\.pixel-art \{([^}]*)\}", css)
+    assert rule and "image-rendering: pixelated" in rule[1]
+    assert re.search(r"MIN_CELL_PX = (\d+)", js)[1] == "128" and '"pixel-art"' in js
+    # the page reads GET /v1/models in its OpenAI list shape (tests/test_serve_browser.py drives it for real)
+    assert ".data;" in js and client.get("/v1/models").json()["data"][0]["member"] == "text"
+
+
 def test_page_openapi_and_docs_use_no_internet_assets(client):
     page = client.get("/")
     assert page.status_code == 200 and "<select id=\"model\"" in page.text

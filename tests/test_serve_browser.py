@@ -101,6 +101,15 @@ def test_choose_a_model_generate_and_see_the_result(browser, live_server, tmp_pa
     assert generate(d) == "done", d.find_element(By.ID, "error").text
     img = d.find_element(By.ID, "result-image")
     assert d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) > 64
+    # shown enlarged by a whole factor, nearest neighbour, each 8x8 digit at least 128 px; the download is the PNG
+    # the server sent (its own size), not the enlarged picture
+    wait(d, lambda d: img.get_attribute("data-scale"), timeout=30)
+    natural, shown = d.execute_script("return [arguments[0].naturalWidth, arguments[0].getBoundingClientRect().width]",
+                                      img)
+    assert shown == natural * int(img.get_attribute("data-scale")) and shown >= 4 * 128, (natural, shown)
+    assert img.value_of_css_property("image-rendering") == "pixelated"
+    link = d.find_element(By.CSS_SELECTOR, "#downloads a[download$='.png']")
+    assert link.get_attribute("href") == img.get_attribute("src")
 
     # music: a piano roll, an audio player that can play, MIDI and WAV downloads
     choose(d, "music-transformer-bach")
@@ -109,6 +118,10 @@ def test_choose_a_model_generate_and_see_the_result(browser, live_server, tmp_pa
     assert generate(d) == "done", d.find_element(By.ID, "error").text
     roll = d.find_element(By.ID, "result-roll")
     assert d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", roll) > 100
+    column = d.execute_script("return document.getElementById('media-out').clientWidth")
+    assert roll.size["width"] == pytest.approx(column, abs=4)  # a plot: fills the column
+    assert d.find_element(By.CSS_SELECTOR, "#downloads a[download$='-roll.png']").get_attribute("href") == \
+        roll.get_attribute("src")
     audio = d.find_element(By.ID, "result-audio")
     wait(d, lambda d: d.execute_script("return arguments[0].readyState", audio) >= 1, timeout=30)
     assert d.execute_script("return arguments[0].duration", audio) > 0
@@ -118,8 +131,8 @@ def test_choose_a_model_generate_and_see_the_result(browser, live_server, tmp_pa
 
     # the picture for the README: the digits grid and the page around it
     choose(d, "image-gpt-digits")
-    set_field(d, "labels", "0, 1, 2, 3, 4, 5, 6, 7, 8, 9")
-    set_field(d, "num_samples", "6")
+    set_field(d, "labels", "0, 1, 2, 3, 4")  # five rows of five: the enlarged grid fits the page
+    set_field(d, "num_samples", "5")
     set_field(d, "seed", "0")
     assert generate(d) == "done", d.find_element(By.ID, "error").text
     d.set_window_size(1280, 1180)

@@ -42,7 +42,8 @@ def _main(cfg: DictConfig) -> None:
     except (ValueError, TypeError, OSError) as e:  # unknown model or limit, bad file, checksum, bad dtype
         raise SystemExit(f"zoo-serve: {e}") from None
     print(f"zoo-serve: {', '.join(app.state.server.adapters)} on http://{opts['host']}:{opts['port']}/ "
-          f"(API: /v1/models, /v1/generate, /docs)", flush=True)
+          f"(API: /v1/models, /v1/generate, /docs; OpenAI-compatible: /v1/completions, /v1/images/generations)",
+          flush=True)
     uvicorn.run(app, host=opts["host"], port=int(opts["port"]), log_level=opts["log_level"])
 
 

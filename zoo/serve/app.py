@@ -1,7 +1,8 @@
 """The HTTP server: FastAPI routes over one `ModelWorker` per loaded model.
 
     GET  /                 the web page (zoo/serve/static: plain HTML + JS + CSS, nothing from the internet)
-    GET  /v1/models        every loaded model: member, codec, card metric, inputs and options with ranges
+    GET  /v1/models        every loaded model in OpenAI's list shape, each entry with zoo's description: member,
+                           codec, card metric, inputs and options with ranges
     POST /v1/generate      {"model": ..., "id": ..., "stream": false, <inputs>, <sampling options>}
     GET  /openapi.json     the OpenAPI description; /docs renders it with a Swagger UI served from the
                            package fastapi-offline (no CDN)
@@ -9,7 +10,8 @@
 
 Every error is `{"error": {"status", "message", "field", "accepted", "received"}}` with a 4xx status
 (503 for a request cancelled at its time limit or refused by a full queue); never a traceback.
-docs/serving.md is the user's guide.
+The OpenAI-compatible routes (/v1/completions, /v1/chat/completions, /v1/images/generations) and their
+errors in OpenAI's shape are zoo.serve.openai_api's. docs/serving.md is the user's guide.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from starlette.exceptions import HTTPException
 
 from zoo.members.serving import Limits
 from zoo.serve.errors import RequestError, bad_field
+from zoo.serve.openai_api import OpenAIError, add_routes, from_zoo, is_openai
 from zoo.serve.options import Adapter, adapter_for
 from zoo.serve.worker import Job, ModelWorker
 
@@ -73,9 +76,6 @@ class Server:
         for w in self.workers.values():
             w.close()
 
-    def describe(self) -> list[dict[str, Any]]:
-        return [{"name": name, **a.describe()} for name, a in self.adapters.items()]
-
     def prepare(self, body: Any) -> tuple[str, str, bool, ModelWorker, Job]:
         """Check a /v1/generate body; (request id, model name, stream, worker, job) or a RequestError."""
         if not isinstance(body, dict):
@@ -112,7 +112,9 @@ def envelope(rid: str, name: str, adapter: Adapter, job: Job, started: float, re
             "elapsed_s": round(time.monotonic() - started, 4), "result": result}
 
 
-def _error(e: RequestError) -> JSONResponse:
+def _error(e: RequestError, request: Request | None = None) -> JSONResponse:
+    if request is not None and is_openai(request.url.path):  # an OpenAI client reads OpenAI's error shape
+        return from_zoo(e).response()
     return JSONResponse(e.body(), status_code=e.status)
 
 
@@ -193,22 +195,26 @@ def create_app(models: Mapping[str, Any], settings: ServeSettings | None = None)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, e: RequestError) -> JSONResponse:
-        return _error(e)
+        return _error(e, request)
+
+    @app.exception_handler(OpenAIError)
+    async def openai_error(request: Request, e: OpenAIError) -> JSONResponse:
+        return e.response()
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
-        return _error(bad_field(where, first.get("msg", "invalid"), received=first.get("input")))
+        return _error(bad_field(where, first.get("msg", "invalid"), received=first.get("input")), request)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
-        return _error(RequestError(e.status_code, str(e.detail)))
+        return _error(RequestError(e.status_code, str(e.detail)), request)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
-        return _error(RequestError(500, f"internal error ({type(e).__name__}); see the server log"))
+        return _error(RequestError(500, f"internal error ({type(e).__name__}); see the server log"), request)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -219,10 +225,6 @@ def create_app(models: Mapping[str, Any], settings: ServeSettings | None = None)
         return {"status": "ok", "models": list(server.adapters),
                 "queued": {n: w.queued() for n, w in server.workers.items()},
                 "served": {n: {"requests": w.requests, "batches": w.batches} for n, w in server.workers.items()}}
-
-    @app.get("/v1/models", summary="the loaded models, their inputs and sampling options")
-    async def list_models() -> dict[str, Any]:
-        return {"models": server.describe()}
 
     @app.post("/v1/generate", summary="generate from one model", openapi_extra=request_schema(server))
     async def generate(request: Request) -> Any:
@@ -245,6 +247,8 @@ def create_app(models: Mapping[str, Any], settings: ServeSettings | None = None)
             job.abandoned.set()
             raise
         return envelope(rid, name, adapter, job, started, result)
+
+    add_routes(app, server, GRACE_S)  # GET /v1/models and the OpenAI-compatible routes
 
     def _stream(rid: str, name: str, adapter: Adapter, worker: ModelWorker, job: Job,
                 started: float) -> StreamingResponse:

@@ -2,10 +2,14 @@
 // the chosen model's form from its inputs and options (types, ranges, defaults), POSTs /v1/generate and
 // shows the result: text streams in (server-sent events over fetch), images and piano rolls appear,
 // audio plays, files download. #output gets data-state="done" or "error" when a request ends.
+// Pixel art (8x8 digits) is shown enlarged by a whole factor with nearest-neighbour scaling (CSS
+// image-rendering: pixelated) so that each image is at least MIN_CELL_PX on screen; downloads are the PNG
+// the server sent, at its own size.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
 let models = {};
+const MIN_CELL_PX = 128;
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -110,13 +114,21 @@ function showResult(env) {
     download("text (.txt)", URL.createObjectURL(blob), `${stem}.txt`);
   }
   if (r.png) {
-    const src = `data:image/png;base64,${r.png}`;
-    $("#media-out").append(el("img", {id: "result-image", src, alt: `${env.model} samples`}));
+    const src = `data:image/png;base64,${r.png}`, img = el("img", {id: "result-image", class: "pixel-art", src,
+                                                                      alt: `${env.model} samples`});
+    const [n, , , width] = r.shape, columns = Math.ceil(n / r.rows);
+    img.addEventListener("load", () => {  // the grid's cells are width * (the server's upscale) pixels wide
+      const cell = width * Math.max(1, Math.floor(img.naturalWidth / columns / width));
+      const scale = Math.max(1, Math.ceil(MIN_CELL_PX / cell));
+      img.dataset.scale = scale;
+      img.style.width = `${img.naturalWidth * scale}px`;
+    });
+    $("#media-out").append(img);
     download("image grid (.png)", src, `${stem}.png`);
   }
   if (r.piano_roll_png) {
     const src = `data:image/png;base64,${r.piano_roll_png}`;
-    $("#media-out").append(el("img", {id: "result-roll", src, alt: "piano roll"}));
+    $("#media-out").append(el("img", {id: "result-roll", class: "plot", src, alt: "piano roll"}));
     download("piano roll (.png)", src, `${stem}-roll.png`);
   }
   if (r.wav) {
@@ -184,7 +196,7 @@ async function generate(ev) {
 
 async function init() {
   const res = await fetch("/v1/models");
-  const list = (await res.json()).models;
+  const list = (await res.json()).data;  // OpenAI's list shape; each entry carries zoo's description
   models = Object.fromEntries(list.map((m) => [m.name, m]));
   const select = $("#model");
   select.replaceChildren(...list.map((m) => el("option", {value: m.name, text: `${m.name} (${m.member})`})));
