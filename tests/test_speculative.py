@@ -61,11 +61,14 @@ PROMPTS = [[1, 2, 3, 4, 1, 2, 3, 4, 1, 2], [5, 6], [7, 8, 9, 7, 8]]  # repeats, 
 @pytest.mark.parametrize("kind", ["text", "music"])
 @pytest.mark.parametrize("draft", ["ngram", "model"])
 @pytest.mark.parametrize("options", [{}, {"repetition_penalty": 1.3, "draft_tokens": 3},
-                                     {"stop_tokens": (4,), "draft_tokens": 6}])
+                                     {"stop_tokens": "the 6th of row 0", "draft_tokens": 6}])
 def test_greedy_equals_plain_decoding(kind, draft, options):
     model = tiny(kind, 0)
+    if "stop_tokens" in options:  # a token that row 0 generates: rows stop at it
+        options = options | {"stop_tokens": (generate(model, PROMPTS[:1], temperature=0, max_new_tokens=6)[0][5],)}
     cfg = SamplingConfig(temperature=0, max_new_tokens=40, **options)
     plain = generate(model, PROMPTS, cfg)
+    assert "stop_tokens" not in options or (len(plain[0]) <= 6 and plain[0][-1] in cfg.stop_tokens)
     extra = {"draft_model": tiny(kind, 1, n_layer=1)} if draft == "model" else {"draft": "ngram"}
     stats = SpeculativeStats()
     spec = generate_speculative(model, PROMPTS, SamplingConfig(**vars(cfg) | extra), stats=stats)
