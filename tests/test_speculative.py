@@ -190,3 +190,19 @@ def test_pretrained_loads_the_draft_and_refuses_another_codec():
         m.generate("x", draft="music-transformer-bach")
     with pytest.raises(ValueError, match="text and music"):
         zoo.load("image-gpt-digits").generate(draft="ngram")
+
+
+def test_training_samples_draft_by_prompt_lookup_only():
+    from helpers import compose_train
+    from omegaconf import OmegaConf
+
+    from zoo.config import ConfigError
+    from zoo.training.preflight import check_train_config
+
+    def check(draft: str) -> None:
+        cfg = compose_train([f"+samples.draft={draft}"])
+        check_train_config(OmegaConf.to_container(cfg, resolve=True))
+
+    check("ngram")
+    with pytest.raises(ConfigError, match="samples.draft='gpt-pydoc-draft'"):
+        check("gpt-pydoc-draft")
