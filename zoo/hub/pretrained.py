@@ -74,10 +74,10 @@ class Pretrained:
     def draft_model(self, source: str) -> torch.nn.Module:
         """The draft model for speculative decoding (`draft=SOURCE`: anything `zoo.load` accepts), loaded once
         onto this model's device and dtype. Refused when its codec differs from this model's."""
+        p = next(self.model.parameters())
         if source not in self.drafts:
             from zoo.hub.loading import load  # loading imports this module
 
-            p = next(self.model.parameters())
             d = load(source, device=p.device, dtype=p.dtype)
             ours, theirs = (None if c is None else c.to_dict() for c in (self.codec, d.codec))
             if ours != theirs:
@@ -86,7 +86,7 @@ class Pretrained:
                                  f"tokens vs {getattr(self.codec, 'type_name', None)!r}, "
                                  f"{getattr(self.codec, 'vocab_size', None)}): a draft must share the codec")
             self.drafts[source] = d.model
-        return self.drafts[source]
+        return self.drafts[source].to(p.device, p.dtype)  # follows this model when `.to` moved it
 
     @property
     def member(self) -> Member:
