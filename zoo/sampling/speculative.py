@@ -42,7 +42,7 @@ from zoo.models.base import GenerativeModel
 from zoo.sampling.config import SamplingConfig
 from zoo.sampling.loop import apply_repetition_penalty, filter_logits
 
-NGRAM_MAX = 3  # prompt lookup tries the last 3 tokens, then 2, then 1 (benchmarks/speculative.md)
+NGRAM_MAX = 3  # prompt lookup tries the last 3 tokens, then 2, then 1 (a common setting; not swept here)
 
 
 @dataclass
