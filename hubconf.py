@@ -31,6 +31,15 @@ def gpt_pydoc(device: str = "cpu", dtype: Any = None) -> Any:
     return _load("gpt-pydoc", device, dtype)
 
 
+def gpt_pydoc_draft(device: str = "cpu", dtype: Any = None) -> Any:
+    """gpt-pydoc's draft for speculative decoding (1 layer, 128 wide; same data and codec).
+
+    `torch.hub.load(REPO, "gpt_pydoc").generate("The with statement", draft="gpt-pydoc-draft")`.
+    Card: zoo/hub/gpt-pydoc-draft/README.md.
+    """
+    return _load("gpt-pydoc-draft", device, dtype)
+
+
 def image_gpt_digits(device: str = "cpu", dtype: Any = None) -> Any:
     """Class-conditional patch image GPT on scikit-learn's 8x8 digits (17 grey levels, 2x2 patches).
 

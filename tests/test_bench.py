@@ -215,6 +215,8 @@ WRITERS: dict[str, tuple[list[str], str, list[list[str]]]] = {
     "serve_load": (["--requests", "200", "--concurrency", "16", "--max-new-tokens", "8"], "serve_load",
                    [["--requests", "50"], ["--concurrency", "4"], ["--max-new-tokens", "32"]]),
     "shipped_checkpoints": ([], "shipped_checkpoints", [["--before", "HEAD~3"], ["--names", "image-gpt-digits"]]),
+    "speculative": ([], "speculative", [["--rounds", "3"], ["--ks", "4"], ["--tokens", "50"],
+                                        ["--music-tokens", "99"]]),
     "streaming": (["--gb", "1.0", "--workers", "2", "--time-limit", "360"], "streaming",
                   [["--gb", "0.03"], ["--workers", "1"], ["--time-limit", "60"]]),
     # rows keyed by run name are merged into one file: a rerun of some rows keeps the others

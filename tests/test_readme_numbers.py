@@ -70,6 +70,8 @@ FIGURES: list[tuple[str, str, list[Src]]] = [
     (README, r"val \*\*([\d.]+)\*\* nats/char", [card("gpt-pydoc", "metric_value")]),
     (README, r"`gpt-pydoc` \(([\d.]+) M params, val ([\d.]+)\)",
      [card("gpt-pydoc", "parameters"), card("gpt-pydoc", "metric_value")]),
+    (README, r"`gpt-pydoc-draft` \(([\d.]+) M, val ([\d.]+)\)",
+     [card("gpt-pydoc-draft", "parameters"), card("gpt-pydoc-draft", "metric_value")]),
     (README, r"test \*\*([\d.]+)\*\* bits/dim \(independent pixels ([\d.]+)\); class accuracy of samples "
              r"([\d.]+), \*\*([\d.]+)\*\* with guidance 2",
      [Src(IMG, ("patch", "scores", "test_bpd")), Src(IMG, ("digits", "independent_pixel_bpd_per_class")),

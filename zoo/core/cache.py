@@ -131,6 +131,20 @@ class KVCache:
         if self.position is not None:
             self.position.add_(t)
 
+    def truncate(self, length: int) -> None:
+        """Forget every position from `length` on (speculative decoding's rollback of rejected draft tokens):
+        the next `update` writes at `length`. The stale keys and values past it stay in the buffers but are
+        never returned (a plain `update` returns the prefix up to `pos`; static mode masks keys past
+        `position`). A rolling cache has dropped positions it cannot get back, so it refuses."""
+        if not 0 <= length <= self.pos:
+            raise ValueError(f"KVCache.truncate: length must be in 0..{self.pos} (the positions held), got {length}")
+        if self.window is not None:
+            raise ValueError("a rolling (sliding-window) KV cache cannot be truncated: it has dropped the "
+                             "positions a rollback would return to")
+        self.pos = length
+        if self.position is not None:
+            self.position.fill_(length)
+
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows `index` (e.g. after duplicating rows for guidance)."""
         self.k = [k.index_select(0, index) for k in self.k]

@@ -5,7 +5,7 @@ run's `samples` section), read under today's option names."""
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -49,6 +49,7 @@ class Pretrained:
     config: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
     card: dict[str, Any] = field(default_factory=dict)
+    drafts: dict[str, torch.nn.Module] = field(default_factory=dict, repr=False)  # draft= models, loaded once
 
     @property
     def model_type(self) -> str:
@@ -70,6 +71,23 @@ class Pretrained:
         with torch.no_grad():
             return self.model(idx, cond=cond)
 
+    def draft_model(self, source: str) -> torch.nn.Module:
+        """The draft model for speculative decoding (`draft=SOURCE`: anything `zoo.load` accepts), loaded once
+        onto this model's device and dtype. Refused when its codec differs from this model's."""
+        p = next(self.model.parameters())
+        if source not in self.drafts:
+            from zoo.hub.loading import load  # loading imports this module
+
+            d = load(source, device=p.device, dtype=p.dtype)
+            ours, theirs = (None if c is None else c.to_dict() for c in (self.codec, d.codec))
+            if ours != theirs:
+                raise ValueError(f"draft={source!r} has another codec than {self.name or 'this model'} "
+                                 f"({getattr(d.codec, 'type_name', None)!r}, {getattr(d.codec, 'vocab_size', None)} "
+                                 f"tokens vs {getattr(self.codec, 'type_name', None)!r}, "
+                                 f"{getattr(self.codec, 'vocab_size', None)}): a draft must share the codec")
+            self.drafts[source] = d.model
+        return self.drafts[source].to(p.device, p.dtype)  # follows this model when `.to` moved it
+
     @property
     def member(self) -> Member:
         """The member (`zoo.members`) that samples this model: asked by its codec, else its model type."""
@@ -81,8 +99,10 @@ class Pretrained:
         Sampling options (`zoo.sampling.SamplingConfig`) override the checkpoint's defaults
         (`.generation`): max_new_tokens, temperature (0 = greedy), top_k, top_p, min_p,
         repetition_penalty, guidance (classifier-free guidance scale; 1 = none), stop, num_samples,
-        seed, use_cache, compile. Each member honours the options that make sense for it; any other
-        option, or an unknown one, raises ValueError naming it and the accepted ones.
+        seed, use_cache, compile, draft (speculative decoding: "ngram" or a smaller model with the same
+        codec, e.g. draft="gpt-pydoc-draft"; text and music), draft_tokens. Each member honours the
+        options that make sense for it; any other option, or an unknown one, raises ValueError naming it
+        and the accepted ones.
 
         text (gpt-pydoc, gpt2):
             generate(prompt="", *, num_samples=1, stop=(), **options) -> str
@@ -122,4 +142,7 @@ class Pretrained:
         and zoo-serve all sample, so that one seed gives one sample whichever is asked."""
         member = self.member
         base = SamplingConfig.from_options({k: v for k, v in self.generation.items() if k in member.sampling})
+        draft = options.get("draft", base.draft)
+        if isinstance(draft, str) and draft != "ngram":  # a model: loaded here, where zoo.load lives
+            base = replace(base, draft_model=self.draft_model(draft))
         return member.sample(self.model, self.codec, options, base=base, explicit=explicit, on_text=on_text)

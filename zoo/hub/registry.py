@@ -98,6 +98,32 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
         },
     ),
     Entry(
+        name="gpt-pydoc-draft",
+        summary="gpt-pydoc's speculative-decoding draft: 1 layer, 0.23 M params, same data and codec "
+                "(zoo-sample checkpoint=gpt-pydoc draft=gpt-pydoc-draft)",
+        model_type="gpt",
+        location="gpt-pydoc-draft",
+        files={
+            "README.md": "67aa2bd97e9a76b3bee7c3a2bb47bd42a5977d687c96f6f972bd8f2d1b637057",
+            "codec.json": "9a813a40bec2bac84cb336e4678954ac6fec6fc35b7cf11f3480e60e102a3e62",
+            "config.json": "a9b0b33afe868c9f4aa1f671b6dca081785a783c0ee431c143bfb01b08a8b50a",
+            "generation_config.json": "34fa0ab8b76b7ff37041b36fd9c1a7174608f0fe90b02349a548cae6469e1c4e",
+            "model.safetensors": "6ee6f0b12edf1fdb4bb956f1c37938faae0d498d314e6e0a4c2f33ed790fa92c",
+        },
+        card={
+            "data": "pydoc",
+            "data_license": "Python Software Foundation License 2.0 (Python's documentation, module "
+                            "pydoc_data.topics)",
+            "steps": 1200,
+            "hardware": "CPU, 1 thread of a shared 2-core x86_64 VM (AMD EPYC Zen 4), 273 s of training wall time",
+            "train_command": "zoo-train experiment=gpt_pydoc_fast name=gpt_pydoc_draft model.n_layer=1 "
+                             "model.n_embd=128 model.n_head=4 trainer.max_steps=1200 trainer.val_check_interval=100 "
+                             "data.max_val_windows=null samples.every_n_steps=0 threads=1",
+            "metric": "val loss (nats/token, validation split of the training data)",
+            "metric_value": 1.259,
+        },
+    ),
+    Entry(
         name="image-gpt-digits",
         summary="class-conditional patch image GPT (0.47 M) on 8x8 digits, 17 grey levels",
         model_type="image_gpt",

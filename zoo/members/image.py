@@ -152,9 +152,10 @@ class ImageMember(Member):
     model_types = ("image_gpt",)
     inputs = {"labels": None, "primer": None, "rows": None, "out": None}
     primary = "labels"
-    sampling = frozenset(OPTIONS) - {"stop", "max_new_tokens"}
+    sampling = frozenset(OPTIONS) - {"stop", "max_new_tokens", "draft", "draft_tokens"}
     rejected = {"stop": "an image ends after its fixed number of tokens (use labels=, primer=)",
-                "max_new_tokens": "an image is always generated whole (its number of tokens is fixed)"}
+                "max_new_tokens": "an image is always generated whole (its number of tokens is fixed)",
+                **dict.fromkeys(("draft", "draft_tokens"), "speculative decoding serves text and music models")}
     outputs = ("png",)
 
     def generate(self, model: GenerativeModel, codec: ImagePatchCodec, inputs: dict[str, Any],

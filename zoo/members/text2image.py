@@ -81,9 +81,10 @@ class Text2ImageMember(Member):
     model_types = ("text2image",)
     inputs = {"prompt": None, "prompts": [], "out": None}
     primary = "prompt"
-    sampling = frozenset(OPTIONS) - {"stop", "max_new_tokens"}
+    sampling = frozenset(OPTIONS) - {"stop", "max_new_tokens", "draft", "draft_tokens"}
     rejected = {"stop": "an image ends after its fixed number of tokens",
-                "max_new_tokens": "an image is always generated whole (its number of tokens is fixed)"}
+                "max_new_tokens": "an image is always generated whole (its number of tokens is fixed)",
+                **dict.fromkeys(("draft", "draft_tokens"), "speculative decoding serves text and music models")}
     outputs = ("png",)
 
     def generate(self, model: GenerativeModel, codec: TextImageCodec, inputs: dict[str, Any],

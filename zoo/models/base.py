@@ -148,6 +148,11 @@ class GenerativeModel(nn.Module):
         `cond`: the rows' condition, the same as at prefill (`zoo.sampling.generate` passes it every step)."""
         return self(idx, cond=cond, cache=cache, last_only=True)[:, -1]
 
+    def decode_tokens(self, idx: Tensor, *, cache: KVCache, cond: Tensor | None = None) -> Tensor:
+        """Feed T new tokens per row (B, T) on top of a non-empty cache; return the logits after each (B, T, V).
+        Speculative decoding's verification pass (`zoo.sampling.speculative`): one pass checks T drafted tokens."""
+        return self(idx, cond=cond, cache=cache)
+
     @property
     def max_len(self) -> int:
         """Longest token stream the model can decode (prompt + generated)."""

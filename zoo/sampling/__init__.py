@@ -12,6 +12,9 @@ Logits are processed in this order: guidance, repetition penalty, temperature, t
 (nucleus, Holtzman et al. 2020: the smallest set of most probable tokens whose mass reaches p) and
 min-p (keep tokens with p >= min_p · p_max), each filter seeing the previous one's output.
 
+`generate(..., draft="ngram")` or `draft_model=SMALL_MODEL` decodes speculatively (`zoo.sampling.speculative`:
+the same greedy tokens, the same sampled distribution, fewer model passes).
+
 `sample_tokens` (images from class ids, or completions of a prefix) and `sample_images` (images from
 captions) are the conditional calls of this loop that the members, the hub and `zoo.eval` share.
 """
@@ -19,6 +22,8 @@ captions) are the conditional calls of this loop that the members, the hub and `
 from zoo.sampling.config import OPTIONS, RENAMED, SamplingConfig
 from zoo.sampling.images import sample_images, sample_tokens
 from zoo.sampling.loop import COMPILE_LENGTH_STEP, apply_repetition_penalty, filter_logits, generate, generate_sliding
+from zoo.sampling.speculative import SpeculativeStats, generate_speculative
 
 __all__ = ["COMPILE_LENGTH_STEP", "OPTIONS", "RENAMED", "SamplingConfig", "apply_repetition_penalty",
-           "filter_logits", "generate", "generate_sliding", "sample_images", "sample_tokens"]
+           "SpeculativeStats", "filter_logits", "generate", "generate_sliding", "generate_speculative", "sample_images",
+           "sample_tokens"]

@@ -36,6 +36,14 @@ class SamplingConfig:
     # it gained ~5% over the default for a small GPT (benchmarks/gpt_cpu.md: each token is dominated by
     # the matrix products); it pays off where per-token dispatch dominates.
     compile: bool = False
+    # Speculative decoding (zoo/sampling/speculative.py): a cheap drafter proposes `draft_tokens` tokens, the
+    # model checks them in one pass; greedy tokens equal plain decoding's, samples follow the same distribution.
+    # "ngram" drafts by prompt lookup (the tokens that followed the last match of the context's tail); any
+    # other value names a draft model with the same codec (what zoo.load accepts), which `zoo.load`'s
+    # Pretrained loads into `draft_model` (zoo.sampling sits below zoo.hub and loads nothing itself).
+    draft: str | None = None
+    draft_tokens: int = 4  # tokens proposed per model pass (benchmarks/speculative.md chose it)
+    draft_model: Any = None  # the loaded draft (a GenerativeModel); set by its loader, not one of OPTIONS
     stop_tokens: tuple[int, ...] = ()  # set by members (the codec's EOS); not one of OPTIONS
 
     def __post_init__(self) -> None:
@@ -62,6 +70,17 @@ class SamplingConfig:
             v = getattr(self, name)
             if v is not None and not 0.0 < v <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1] or None, got {v}")
+        if self.draft_model is not None and self.draft is None:
+            self.draft = "model"  # a loaded draft given directly (Python)
+        if self.draft is not None:
+            if not isinstance(self.draft, str) or not self.draft:
+                raise ValueError(f"draft must be 'ngram' or a model name/folder/.ckpt with the same codec, "
+                                 f"got {self.draft!r}")
+            if self.compile or not self.use_cache:
+                raise ValueError(f"draft={self.draft!r} (speculative decoding) runs its own cached passes; it "
+                                 "needs compile=False and use_cache=True")
+        if self.draft_tokens < 1:
+            raise ValueError(f"draft_tokens must be >= 1 (tokens proposed per model pass), got {self.draft_tokens}")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
 
@@ -76,8 +95,8 @@ class SamplingConfig:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ValueError(f"unknown sampling option {name!r}{hint} Accepted: {', '.join(OPTIONS)}")
             hint = str(_HINTS[name])
-            kind = (str, list, tuple) if name == "stop" else bool if hint == "bool" else int if "float" not in hint \
-                else (int, float)
+            kind = (str, list, tuple) if name == "stop" else str if hint.startswith("str") else bool \
+                if hint == "bool" else int if "float" not in hint else (int, float)
             if not (value is None and "None" in hint) and (not isinstance(value, kind) or
                                                             (kind is not bool and isinstance(value, bool))):
                 raise ValueError(f"{name}={value!r} is not accepted: expected {hint.replace(' | None', ' or null')}")
@@ -85,5 +104,5 @@ class SamplingConfig:
 
 
 _HINTS = {f.name: f.type for f in fields(SamplingConfig)}
-OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(SamplingConfig) if f.name != "stop_tokens")  # user options
+OPTIONS: tuple[str, ...] = tuple(f.name for f in fields(SamplingConfig) if f.name not in ("stop_tokens", "draft_model"))
 RENAMED = {"guidance_scale": "guidance"}  # old name -> today's (saved configs may still hold the old one)

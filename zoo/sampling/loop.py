@@ -81,6 +81,8 @@ def generate(
     should_stop says so; the other rows go on.
     overrides: any SamplingConfig field, e.g. `generate(model, prompts, temperature=0, compile=True)`
         (compile: decode through a compiled fixed-shape step, GPT-family models; see SamplingConfig).
+        draft="ngram" or draft_model=MODEL: speculative decoding (zoo.sampling.speculative), same tokens
+        when greedy, same distribution when sampling.
     """
     cfg = replace(cfg or SamplingConfig(), **overrides)
     rows = [list(map(int, p)) for p in (prompts.tolist() if isinstance(prompts, Tensor) else prompts)]
@@ -113,6 +115,12 @@ def generate(
     layout = linear_weights_in_out(model, keep=cfg.compile) if cpu else contextlib.nullcontext()
     try:
         with layout:
+            if cfg.draft is not None:
+                if guided:
+                    raise ValueError(f"draft={cfg.draft!r} (speculative decoding) does not combine with guidance: "
+                                     "leave one of them out")
+                from zoo.sampling.speculative import generate_speculative  # it imports this module's filters
+                return generate_speculative(model, rows, cfg, cond=cond, on_token=on_token, should_stop=should_stop)
             return _decode(model, rows, cfg, cond, guided, on_token, should_stop)
     finally:
         model.train(was_training)

@@ -133,4 +133,7 @@ def _check_samples(samples: Mapping[str, Any]) -> None:
     for key, low in (("every_n_steps", 0), ("num_samples", 1)):
         if isinstance(samples.get(key), int) and samples[key] < low:
             raise ConfigError(f"samples.{key}={samples[key]} must be >= {low}")
+    if samples.get("draft") not in (None, "ngram"):  # zoo.load lives above training: no model is loaded here
+        raise ConfigError(f"samples.draft={samples['draft']!r}: training's samples draft by prompt lookup only "
+                          "(samples.draft=ngram, or null); a draft model is for zoo-sample and zoo.load(...).generate")
     build(SamplingConfig, {k: v for k, v in samples.items() if k not in own}, section="samples")
