@@ -74,7 +74,7 @@ def kernels(rounds: int) -> dict[str, float]:
             model = nn.Sequential(*copy.deepcopy(lins)).to(dtype)
             tq.quantize_(model, tq.Int8WeightOnlyConfig())
             xs = x if dtype == torch.float32 else xb
-            fns[f"int8 torchao {tq.__name__.split('.')[0]} Int8WeightOnlyConfig, {label} activations"] = (
+            fns[f"int8 torchao Int8WeightOnlyConfig, {label} activations"] = (
                 lambda model=model, xs=xs: [m(xs[m.in_features]) for m in model])
     except Exception as e:  # noqa: BLE001 - not installed, or its CPU path failed: say so in the table
         print(f"torchao: {type(e).__name__}: {e}", flush=True)

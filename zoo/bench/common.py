@@ -73,7 +73,7 @@ def sizes(mode: str, device: str = "cpu", rounds: int | None = None) -> Sizes:
         s = Sizes()
     elif mode == "quick":
         s = Sizes(mode="quick", rounds=3, lightning_precisions=("fp32",), attn_lengths=(256, 1024),
-                  attn_naive_max_t=256, hf_compile=False, zoo_compile_batches=(1,), roofline_new=24,
+                  attn_naive_max_t=256, hf_compile=False, zoo_compile_batches=(1,), roofline_new=16,
                   roofline_batches=(1,), roofline_shipped=("gpt-pydoc",))
     elif mode == "tiny":  # tests: seconds, not meaningful figures
         s = Sizes(mode="tiny", rounds=2, n_layer=1, n_head=2, n_embd=32, block_size=16, batch=2, vocab_size=64,

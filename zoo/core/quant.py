@@ -4,21 +4,24 @@ Decoding one token reads every weight once and does two flops per weight: at bat
 traffic, so storing weights in 1 byte (int8) or half a byte (int4) instead of 4 is the lever, provided the
 product reads the small weights directly instead of first writing a float copy.
 
-Which kernels, and why (measured at GPT-2-124M's 49 Linear shapes, batch 1, one thread, AMD EPYC Zen 4,
-torch 2.14, torchao 0.18; the milliseconds for one token's products, fp32 x @ W over (in, out) copies as in
-zoo.sampling: 49 ms; the table is reproduced by benchmarks/decode_roofline.py):
-- torchao `Int8WeightOnlyConfig`: 255 ms on fp32 activations, 169 ms on bf16 (its CPU path dequantises
-  first), slower than fp32; torchao 0.18's CPU int4 layout was not available under its documented name.
-  So zoo does not depend on torchao.
-- torch's own `_weight_int8pack_mm`: 164-183 ms on fp32 activations (no fast path), 31-38 ms on bf16.
-- int8: a dequantise-and-reduce written in plain torch ops and compiled by `torch.compile` (inductor fuses
-  the int8 -> float conversion into the dot products, so weights are read once, as int8): 11-22 ms. This is
-  what `Int8Linear` uses for few-row products (decoding, at most `FUSED_ROWS` rows); many-row products
-  (prefill, scoring) dequantise the weight once and call one matmul, where the conversion is amortised.
-  Where torch.compile is unavailable or gives up (its recompile limit), the eager fallback computes the
-  same product by dequantising: right, only slower.
-- int4: torch's own `_weight_int4pack_mm_for_cpu` (bf16 activations, groups of 32-128 input features,
-  asymmetric, the format gpt-fast uses): 12 ms. `Int4Linear` uses it for every product.
+Which kernels, and why. Measured before choosing, and again in benchmarks/decode_roofline.md (kernel table):
+the products one decoded token needs at GPT-2-124M's shapes (49 Linears, batch 1, one thread, AMD EPYC Zen 4
+with native bf16, torch 2.14, torchao 0.18), against zoo's fp32 decoding (x @ W over (in, out) copies,
+zoo.sampling) at 74 ms:
+- torchao `Int8WeightOnlyConfig`: 228 ms on fp32 activations, 99 ms on bf16: slower than fp32 on this CPU;
+  its int4 CPU layout ('opaque') was refused by 0.18's Int4WeightOnlyConfig. So zoo does not depend on torchao.
+- torch's own `_weight_int8pack_mm`: 260 ms on fp32 activations (no fast path), 45 ms on bf16 (1.7x, but the
+  activations lose precision).
+- int8, chosen: a dequantise-and-reduce written in plain torch ops and compiled by `torch.compile` (inductor
+  fuses the int8 -> float conversion into the dot products, so each weight is read once, as int8): 37 ms
+  (2.0x), fp32 activations. `Int8Linear` uses it for few-row products (decoding: at most `FUSED_ROWS` rows);
+  many-row products (prefill, scoring) dequantise the weight once and call one matmul, where the conversion
+  is amortised. Where torch.compile gives up (its recompile limit), the eager fallback computes the same
+  product by dequantising: right, only slower. At batch 8 the fused kernel is no faster than fp32's GEMM
+  (decode_roofline.md: 0.88x): int8 pays at batch 1.
+- int4, chosen: torch's own `_weight_int4pack_mm_for_cpu` (bf16 activations, groups of 32-128 input features,
+  asymmetric): 21 ms (3.5x). `Int4Linear` uses it for every product. Its quality
+  cost is larger (validation loss +0.2 % to +1.8 % on the shipped checkpoints; int8: within 0.02 %).
 
 Scales are per output row (int8, symmetric) or per (group, output row) (int4, with a zero point). Only
 exact `nn.Linear` modules are replaced (a subclass, e.g. a LoRA adapter, is left as it is); a head tied to
