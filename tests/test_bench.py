@@ -165,7 +165,7 @@ def test_each_zoo_bench_command_writes_its_own_files():
     assert len(set(stems.values())) == len(stems), stems
     assert stems["zoo-bench"] == "suite_cpu" and stems["zoo-bench --quick"] == "suite_cpu_quick"
     assert stems["zoo-bench --device cuda"] == "suite_cuda"
-    assert suite_stem("cuda", only=("gpt", "attention", "image", "decode")) == "suite_cuda"  # gpu.sh's order
+    assert suite_stem("cuda", only=("gpt", "attention", "image", "roofline", "decode")) == "suite_cuda"  # gpu.sh order
     assert stems["zoo-bench --only decode,gpt --rounds 9"] == "suite_cpu_only-decode-gpt_rounds-9"
     root = Path(__file__).resolve().parents[1] / "benchmarks"
     for stem, command in (("suite_cpu", "zoo-bench"), ("suite_cpu_quick", "zoo-bench --quick")):
@@ -195,6 +195,9 @@ def script_stem(name: str, argv: list[str]) -> str:
 WRITERS: dict[str, tuple[list[str], str, list[list[str]]]] = {
     "alibi_extrapolation": (["--steps", "600", "--T", "64"], "alibi_extrapolation",
                             [["--steps", "300"], ["--T", "128"], ["--batch", "16"], ["--T", "128", "--steps", "300"]]),
+    # committed with --jsb (an input path, not in the name)
+    "decode_roofline": (["--jsb", "../shared/data/jsb/Jsb16thSeparated.json"], "decode_roofline",
+                        [["--rounds", "5"], ["--new", "64"]]),
     "finetune": ([], "finetune", []),  # no options: every setting is fixed in the script
     "flex_attention": (["--rounds", "5"], "flex_attention", [["--rounds", "3"], ["--T", "2048"], ["--window", "128"]]),
     "gpt_cpu": ([], "gpt_cpu", [["--quick"], ["--rounds", "9"], ["--vocab", "50257"], ["--quick", "--rounds", "9"]]),

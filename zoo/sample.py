@@ -2,6 +2,7 @@
 
     zoo-sample checkpoint=runs/gpt_pydoc/checkpoints/last.ckpt prompt="The assert statement" top_p=0.9
     zoo-sample checkpoint=PATH prompts='["def ", "import"]' num_samples=2 stop='["\\n\\n"]' seed=0
+    zoo-sample checkpoint=gpt-pydoc quantize=int8 prompt="The assert statement"   # int8 weights (CPU)
 
 The checkpoint's member (`zoo.members.member_for`) parses the options, draws the samples and writes the
 files; this entry point prints what it reports. conf/sample.yaml holds the defaults of every member's
@@ -23,7 +24,7 @@ from zoo.cli import CONF_DIR, quiet_console, resolve, run_checked
 from zoo.hub import load
 from zoo.sampling import OPTIONS
 
-SETUP_KEYS = ("checkpoint", "device")  # how to load the model; everything else goes to its member
+SETUP_KEYS = ("checkpoint", "device", "quantize")  # how to load the model; everything else goes to its member
 
 
 def given_on_command_line() -> set[str]:
@@ -36,7 +37,7 @@ def _main(cfg: DictConfig) -> None:
     quiet_console()
     opts = resolve(cfg, "zoo-sample")
     try:
-        m = load(opts.pop("checkpoint"), device=opts.pop("device"))
+        m = load(opts.pop("checkpoint"), device=opts.pop("device"), quantize=opts.pop("quantize"))
         given = given_on_command_line()
         opts = {k: v for k, v in opts.items() if k in given or k not in OPTIONS}  # the rest: the checkpoint's
 

@@ -1,4 +1,5 @@
-"""zoo-bench: zoo side by side with peer libraries — training, decoding, relative attention, image sampling.
+"""zoo-bench: zoo side by side with peer libraries — training, decoding, relative attention, image sampling,
+decoding against the memory roofline (benchmarks/decode_roofline.md).
 
     zoo-bench                      # full suite on CPU (python -m zoo.bench works too)
     zoo-bench --quick              # fewer rounds and sizes: a few minutes
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from zoo.bench import attention, decode, gpt, image, lightning_loop
+from zoo.bench import attention, decode, gpt, image, lightning_loop, roofline
 from zoo.bench.common import SECTIONS, Row, Sizes, cpu_name, load_average, output_stem, sizes
 from zoo.bench.peers import import_litgpt_model
 from zoo.bench.report import goals, table, write
@@ -82,6 +83,8 @@ def run_section(name: str, s: Sizes, device: torch.device) -> tuple[list[Row], d
         return attention.run(s, device)
     if name == "image":
         return image.run(s, device)
+    if name == "roofline":
+        return roofline.run(s, device)
     raise ValueError(f"unknown section {name!r}; accepted: {', '.join(SECTIONS)}")
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-SECTIONS = ("gpt", "decode", "attention", "image")
+SECTIONS = ("gpt", "decode", "attention", "image", "roofline")
 
 
 @dataclass(kw_only=True)
@@ -56,6 +56,12 @@ class Sizes:
     image_batches: tuple[int, ...] = (1, 16)
     image_model: str = "image-gpt-digits"  # zoo.load name; a same-size random model if unavailable
     gpt2_124m: bool = False  # CUDA only: GPT-2-124M training MFU, bf16, compiled
+    roofline_gpt2: bool = True  # roofline section: GPT-2-124M's shapes (False: the n_layer/n_embd above)
+    roofline_prompt: int = 8
+    roofline_new: int = 64
+    roofline_batches: tuple[int, ...] = (1, 8)
+    roofline_gib: float = 1.0  # the streaming read that measures memory bandwidth
+    roofline_shipped: tuple[str, ...] | None = None  # checkpoints timed against their products; None = all
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,12 +73,15 @@ def sizes(mode: str, device: str = "cpu", rounds: int | None = None) -> Sizes:
         s = Sizes()
     elif mode == "quick":
         s = Sizes(mode="quick", rounds=3, lightning_precisions=("fp32",), attn_lengths=(256, 1024),
-                  attn_naive_max_t=256, hf_compile=False, zoo_compile_batches=(1,))
+                  attn_naive_max_t=256, hf_compile=False, zoo_compile_batches=(1,), roofline_new=16,
+                  roofline_batches=(1,), roofline_shipped=("gpt-pydoc",))
     elif mode == "tiny":  # tests: seconds, not meaningful figures
         s = Sizes(mode="tiny", rounds=2, n_layer=1, n_head=2, n_embd=32, block_size=16, batch=2, vocab_size=64,
                   lightning_precisions=("fp32",), matmul_sizes=(32, 64), gate_tokens=6, decode_prompt=4, decode_new=8,
                   decode_batches=(1, 2), hf_compile=False, zoo_compile_batches=(), attn_lengths=(32, 64),
-                  attn_naive_max_t=32, attn_heads=2, attn_head_dim=8, image_batches=(2,), image_model="random")
+                  attn_naive_max_t=32, attn_heads=2, attn_head_dim=8, image_batches=(2,), image_model="random",
+                  roofline_gpt2=False, roofline_prompt=2, roofline_new=4, roofline_batches=(1, 2), roofline_gib=0.03,
+                  roofline_shipped=("image-gpt-digits",))
     else:
         raise ValueError(f"unknown benchmark mode {mode!r}; accepted: 'full', 'quick', 'tiny'")
     if device == "cuda":

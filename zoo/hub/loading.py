@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from zoo.codecs.base import Codec
+from zoo.core.quant import check_scheme, quantize_
 from zoo.hub.build import gpt2_pretrained, load_checkpoint, load_export, ready
 from zoo.hub.pretrained import _SAMPLING_KEYS, Pretrained, generation_defaults, upgrade_options
 from zoo.hub.registry import (
@@ -54,7 +55,7 @@ __all__ = ["_SAMPLING_KEYS", "Pretrained", "generation_defaults", "load", "load_
 
 
 def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None,
-         path: str | Path | None = None, revision: str | None = None) -> Pretrained:
+         path: str | Path | None = None, revision: str | None = None, quantize: str | None = None) -> Pretrained:
     """Load a pretrained zoo model, ready to sample: `m = zoo.load(name_or_path); m.generate(...)`.
 
     Names (`zoo.list_models()`):
@@ -111,7 +112,17 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
       CheckpointError (zoo.checkpoints) a .ckpt that is empty, truncated or not a zoo checkpoint; a
                       pickle that would run code is refused (HubError for GPT-2 .bin files)
     """
-    name = str(name_or_path)
+    scheme = check_scheme(quantize)  # before any work: a bad value fails at once
+    m = _load(str(name_or_path), device, dtype, path, revision)
+    if scheme is not None:
+        quantize_(m.model, scheme)
+        m.quantize = scheme
+    return m
+
+
+def _load(name: str, device: str | torch.device, dtype: torch.dtype | str | None, path: str | Path | None,
+          revision: str | None) -> Pretrained:
+    """`load` without quantisation: which source `name` is, and the model read from it."""
     is_hub = name.startswith(HF_PREFIX) or (name in GPT2_REPOS and path is None)
     if revision is not None and not is_hub:
         raise HubError(f"revision={revision!r} applies to Hugging Face Hub sources ('hf:ORG/NAME', "

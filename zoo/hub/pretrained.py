@@ -38,7 +38,8 @@ class Pretrained:
     Attributes: `model` (the `nn.Module`, eval mode), `codec` (tokens <-> text / images / MIDI; None
     for a GPT-2 folder without vocab files), `generation` (the checkpoint's sampling defaults, from
     generation_config.json), `config` (model type, model config and, for zoo runs, the resolved
-    training config), `name` and `card` (the model card: data, licence, steps, hardware, metric).
+    training config), `name` and `card` (the model card: data, licence, steps, hardware, metric), and
+    `quantize` (None, "int8" or "int4": how zoo.load stored the Linear weights, zoo.core.quant).
     `m(idx, cond=None)` gives logits (B, T, V) for token ids (B, T) without gradients;
     `m.to(device, dtype)` moves it; `m.generate(...)` samples (see its help).
     """
@@ -50,6 +51,7 @@ class Pretrained:
     name: str | None = None
     card: dict[str, Any] = field(default_factory=dict)
     drafts: dict[str, torch.nn.Module] = field(default_factory=dict, repr=False)  # draft= models, loaded once
+    quantize: str | None = None  # weight-only quantisation applied by zoo.load (zoo.core.quant), None = float
 
     @property
     def model_type(self) -> str:
@@ -60,7 +62,9 @@ class Pretrained:
         n = sum(q.numel() for q in self.model.parameters())
         where = f", device={p.device}, dtype={str(p.dtype).removeprefix('torch.')}" if p is not None else ""
         codec = getattr(self.codec, "type_name", None)
-        return f"Pretrained(name={self.name!r}, model_type={self.model_type!r}, params={n:,}, codec={codec!r}{where})"
+        quant = f", quantize={self.quantize!r}" if self.quantize else ""
+        return (f"Pretrained(name={self.name!r}, model_type={self.model_type!r}, params={n:,}, codec={codec!r}"
+                f"{where}{quant})")
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Pretrained:
         self.model.to(device=device, dtype=dtype)

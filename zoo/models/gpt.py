@@ -224,7 +224,7 @@ class GPT(GenerativeModel):
     def null_condition(self, batch: int, device: torch.device | str | None = None) -> Tensor | None:
         """(B,) the "no condition" id `num_classes`; None for an unconditional model."""
         k = self.config.num_classes
-        return check_class_ids(None, k, batch, device or self.lm_head.weight.device) if k else None
+        return check_class_ids(None, k, batch, device or self.transformer.wte.weight.device) if k else None
 
     def class_ids(self, cond: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
         """Validated class ids (B,) of a conditional model (None -> the "no condition" id `num_classes`);

@@ -3,6 +3,7 @@
     zoo-serve                                                 # every registered model on 127.0.0.1:8000
     zoo-serve port=8000 host=127.0.0.1 models='[gpt-pydoc,image-gpt-digits]'
     zoo-serve models='[runs/gpt_pydoc/checkpoints/last.ckpt]' device=cuda dtype=bfloat16 timeout_s=30
+    zoo-serve models='[gpt-pydoc]' quantize=int8                # int8 weights (CPU; zoo.core.quant)
     python -m zoo.serve ...                                   # the same
 
 The only module of zoo.serve that imports Hydra/OmegaConf (conf/serve.yaml).
@@ -38,7 +39,8 @@ def _main(cfg: DictConfig) -> None:
     try:
         settings = ServeSettings(timeout_s=float(opts["timeout_s"]), max_batch=int(opts["max_batch"]),
                                  max_queue=int(opts["max_queue"]), limits=Limits(**opts["limits"]))
-        app = create_app(load_models(models, device=opts["device"], dtype=opts["dtype"]), settings)
+        app = create_app(load_models(models, device=opts["device"], dtype=opts["dtype"],
+                                            quantize=opts["quantize"]), settings)
     except (ValueError, TypeError, OSError) as e:  # unknown model or limit, bad file, checksum, bad dtype
         raise SystemExit(f"zoo-serve: {e}") from None
     print(f"zoo-serve: {', '.join(app.state.server.adapters)} on http://{opts['host']}:{opts['port']}/ "

@@ -154,10 +154,12 @@ def _default(adapter: Adapter, name: str, otherwise: Any) -> Any:
     return otherwise if option is None else option.default
 
 
-def load_models(specs: list[str] | None = None, *, device: str = "cpu", dtype: str | None = None) -> dict[str, Any]:
+def load_models(specs: list[str] | None = None, *, device: str = "cpu", dtype: str | None = None,
+                quantize: str | None = None) -> dict[str, Any]:
     """{name: Pretrained} for zoo-serve's `models`: registered names, exported folders or .ckpt files, or
     NAME=PATH (a registered name read from PATH, e.g. gpt2=~/models/gpt2; or PATH served as NAME).
-    None: every registered model that loads without a path (gpt2 needs its weights: give gpt2=PATH)."""
+    None: every registered model that loads without a path (gpt2 needs its weights: give gpt2=PATH).
+    quantize: None, "int8" or "int4" for every model (zoo.load's quantize)."""
     import zoo
 
     if specs is None:
@@ -166,9 +168,9 @@ def load_models(specs: list[str] | None = None, *, device: str = "cpu", dtype: s
     for spec in specs:
         name, _, path = str(spec).partition("=")
         if path and (name in zoo.list_models() or name.startswith("gpt2")):
-            m = zoo.load(name, device=device, dtype=dtype, path=path)
+            m = zoo.load(name, device=device, dtype=dtype, path=path, quantize=quantize)
         else:
-            m = zoo.load(path or name, device=device, dtype=dtype)
+            m = zoo.load(path or name, device=device, dtype=dtype, quantize=quantize)
         if name in models:
             raise ValueError(f"models: {name!r} is listed twice; give NAME=PATH to serve a second copy")
         models[name] = m

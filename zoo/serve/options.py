@@ -41,6 +41,7 @@ class Adapter:
                 "parameters": sum(q.numel() for q in self.model.parameters()),
                 "device": str(p.device) if p is not None else None,
                 "dtype": str(p.dtype).removeprefix("torch.") if p is not None else None,
+                "quantize": getattr(self.m, "quantize", None),
                 "card": {k: card[k] for k in ("metric", "metric_value", "perplexity", "data", "data_license", "steps")
                          if k in card},
                 "streams": self.streams, "outputs": list(self.member.outputs),
