@@ -58,6 +58,12 @@ IMG = "benchmarks/image_gpt.json"
 T2I = "benchmarks/text2image.json"
 STY = "benchmarks/music_styles.json"
 REL = "benchmarks/relative_attention_rounds-7.json"
+ROOF = "benchmarks/decode_roofline.json"
+
+
+def roof(name: str, scale: float = 1.0) -> Src:
+    """A batch-1 row of the decode roofline benchmark: its median ratio."""
+    return Src(ROOF, ("roofline", "rows", {"section": "roofline batch 1", "name": name}, "ratio", "median"), scale)
 TTL = "benchmarks/time_to_loss.json"
 TTLM = "benchmarks/time_to_loss_members.json"
 SHIP = "benchmarks/shipped_checkpoints.json"
@@ -168,6 +174,8 @@ FIGURES: list[tuple[str, str, list[Src]]] = [
     (README, r"batch 1 / 8 \(256 tokens, same tokens\) \| \*\*([\d.]+)×\*\* / ([\d.]+)×",
      [ratio("decode batch 1", "zoo vs transformers dynamic cache"),
       ratio("decode batch 8", "zoo vs transformers dynamic cache")]),
+    (README, r"memory roofline \(`benchmarks/decode_roofline.md`\) \| \*\*([\d.]+)×\*\* / ([\d.]+)×; (\d+)%",
+     [roof(f"zoo {q} vs zoo fp32") for q in ("int8", "int4")] + [roof("zoo fp32: achieved / roofline", 100.0)]),
     (README, r"T=1024: forward / forward\+backward \| ([\d.]+)× / ([\d.]+)×",
      [ratio("attention T=1024", "fwd: zoo relative vs causal SDPA"),
       ratio("attention T=1024", "fwd+bwd: zoo relative vs causal SDPA")]),
@@ -200,7 +208,8 @@ FIGURES: list[tuple[str, str, list[Src]]] = [
 # Figures with a source that is not a committed file: re-measured by the test named.
 REMEASURED = {"unigram baseline 3.24": "test_gpt_unigram_baseline_is_remeasured"}
 # Numbers in the covered table cells that are settings or the paper's, not measurements.
-NOT_FIGURES = [r"guidance \d", r"[\d,]+ steps", r"paper: [\d.]+", r"\d+ tokens", r"batch 1 / \d+", r"T=\d+( / \d+)?"]
+NOT_FIGURES = [r"GPT-2-124M", r"batch \d+:",
+               r"guidance \d", r"[\d,]+ steps", r"paper: [\d.]+", r"\d+ tokens", r"batch 1 / \d+", r"T=\d+( / \d+)?"]
 
 
 def text(path: str) -> str:
