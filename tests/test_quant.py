@@ -117,7 +117,7 @@ def test_zoo_serve_quantize_int8_shows_in_models():
 
     models = load_models(["gpt-pydoc"], quantize="int8")
     with TestClient(create_app(models, ServeSettings(timeout_s=60))) as c:
-        listed = c.get("/v1/models").json()["models"]
+        listed = c.get("/v1/models").json()["data"]  # OpenAI's list shape, zoo's fields in each entry
         assert [m["quantize"] for m in listed] == ["int8"]
         r = c.post("/v1/generate", json={"model": "gpt-pydoc", "prompt": "def ", "max_new_tokens": 6, "seed": 0})
         assert r.status_code == 200, r.text
