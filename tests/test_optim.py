@@ -274,3 +274,15 @@ def test_muon_on_two_processes_follows_the_one_process_curve(strategy, tmp_path)
     two_process_cli("gpt", strategy, tmp_path, tmp_path / "two", *muon)
     print(f"muon {strategy} vs one process: max relative loss difference "
           f"{assert_same_curve(tmp_path / 'one', tmp_path / 'two'):.2e}")
+
+
+def test_logged_learning_rates_name_each_side_under_muon():
+    """`lr` alone under optim=muon showed Muon's rate only; lr_muon and lr_adamw name both sides."""
+    from zoo.training.optim import learning_rates
+
+    w, b = torch.nn.Parameter(torch.zeros(4, 4)), torch.nn.Parameter(torch.zeros(4))
+    both = MuonWithAdamW([{"params": [w]}], [{"params": [b]}], muon={"lr": 0.02}, adamw={"lr": 3e-3})
+    assert learning_rates(both) == {"lr": 0.02, "lr_muon": 0.02, "lr_adamw": 3e-3}
+    adamw_only = MuonWithAdamW([], [{"params": [b]}], muon={"lr": 0.02}, adamw={"lr": 3e-3})  # LoRA: adapters only
+    assert learning_rates(adamw_only) == {"lr": 3e-3, "lr_adamw": 3e-3}
+    assert learning_rates(torch.optim.AdamW([w], lr=1e-3)) == {"lr": 1e-3}  # optim=adamw: as before

@@ -28,7 +28,7 @@ from zoo.models.base import GenerativeModel
 from zoo.training.checkpoint import CHECKPOINT_VERSION, CheckpointError, check_metadata
 from zoo.training.config import AdamWConfig, ModuleConfig, MuonConfig
 from zoo.training.lora import lora_settings
-from zoo.training.optim import build_optimizer
+from zoo.training.optim import build_optimizer, learning_rates
 
 log = logging.getLogger(__name__)
 CPU_PRECISIONS = ("32-true", "bf16-mixed", "bf16-true")
@@ -175,7 +175,9 @@ class GenerativeModule(L.LightningModule):
         if self._t_last is not None and getattr(self, "_tokens", 0):
             self.log("tokens_per_s", self._tokens / (now - self._t_last), prog_bar=True, batch_size=1)
         self._t_last = now
-        self.log("lr", self.optimizers().param_groups[0]["lr"], batch_size=1)
+        opt = self.optimizers()
+        for name, rate in learning_rates(getattr(opt, "optimizer", opt)).items():
+            self.log(name, rate, batch_size=1)
 
     def on_validation_start(self) -> None:
         self._t_last = None  # validation time is not training throughput

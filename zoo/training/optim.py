@@ -208,3 +208,17 @@ def build_optimizer(model: GenerativeModel, optim: Any, *, lr: float, betas: tup
         muon={"lr": optim.lr, "momentum": optim.momentum, "nesterov": optim.nesterov, "ns_steps": optim.ns_steps,
               "weight_decay": optim.weight_decay, "adjust_lr_fn": optim.adjust_lr_fn, "ns_dtype": optim.ns_dtype},
         adamw={"lr": adamw_lr, "betas": tuple(optim.adamw_betas or betas)})
+
+
+def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """What training logs as its learning rates: `lr` is the first group's (AdamW's for optim=adamw; Muon's
+    under optim=muon, where Muon has groups), and under optim=muon `lr_muon` and `lr_adamw` name each side's
+    (the AdamW side runs at its own rate: a single `lr` would show only Muon's)."""
+    groups = optimizer.param_groups
+    rates = {"lr": float(groups[0]["lr"])}
+    if any("muon" in g for g in groups):
+        for name, is_muon in (("lr_muon", True), ("lr_adamw", False)):
+            side = [g for g in groups if g.get("muon") is is_muon]
+            if side:
+                rates[name] = float(side[0]["lr"])
+    return rates
