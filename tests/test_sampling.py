@@ -176,6 +176,22 @@ def test_greedy_equals_reference_and_cached_equals_uncached() -> None:
     assert generate(model, [prompt], temperature=0, max_new_tokens=30, repetition_penalty=1.5) == [penalised]
 
 
+@pytest.mark.parametrize("options", [{}, {"temperature": 0.8, "top_k": 5}, {"top_p": 0.9}, {"min_p": 0.1}])
+def test_pick_draws_what_multinomial_draws(options: dict) -> None:
+    """The loop draws by argmax(p / Exp(1)) instead of calling torch.multinomial: the same tokens from the same
+    generator state (what multinomial itself computes, without its checks), so seeded samples do not change."""
+    from zoo.sampling.loop import _pick
+
+    cfg = SamplingConfig(**options)
+    logits = torch.randn(6, 30, generator=torch.Generator().manual_seed(1)) * 2
+    probs = filter_logits(logits, cfg).softmax(-1)
+    ours, theirs = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    drawn = torch.stack([_pick(logits, cfg, ours) for _ in range(50)])  # (50, 6)
+    expected = torch.stack([torch.multinomial(probs, 1, generator=theirs).squeeze(-1) for _ in range(50)])
+    assert torch.equal(drawn, expected)
+    assert len(set(drawn.flatten().tolist())) > 6  # real draws, not one token per row
+
+
 def test_seed_determinism() -> None:
     model = tiny_gpt()
     prompts = [[1, 2, 3], [4, 5, 6]]
