@@ -152,8 +152,8 @@ def worker(names: list[str], tokens: int, side: str, repeats: int) -> dict[str, 
 # ---- the driver --------------------------------------------------------------------------------------------------
 def _run_worker(tree: Path, side: str, args: argparse.Namespace) -> dict[str, Any]:
     env = os.environ | {"PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--tokens", str(args.tokens), "--repeats", str(args.repeats),
-           "--names", *args.names]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--tokens", str(args.tokens),
+           "--repeats", str(args.repeats), "--names", *args.names]
     done = subprocess.run(cmd, env=env, cwd=tree, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
