@@ -87,6 +87,41 @@ def sizes(mode: str, device: str = "cpu", rounds: int | None = None) -> Sizes:
     return s
 
 
+# Issue 25: on a CPU without native bfloat16 (no AVX512-BF16 / AMX: bf16 products are emulated) `zoo-bench --quick`
+# ran past 10 minutes in its bf16-mixed training rows. Above this many times the float32 time of the probe's product,
+# --quick skips those rows (printing why); on CPUs with native bf16 the product is faster in bf16 than in float32.
+BF16_SLOW = 3.0
+
+
+def bf16_slowdown(device: torch.device | str = "cpu", n: int = 256, calls: int = 5) -> float:
+    """How many times longer an (n, n) @ (n, n) product takes in bfloat16 than in float32 on `device`: the best of
+    `calls` interleaved calls each, after one warm-up (a few ms in all where bf16 is native)."""
+    g = torch.Generator().manual_seed(0)
+    pairs = {dt: (torch.randn(n, n, generator=g).to(device, dt), torch.randn(n, n, generator=g).to(device, dt))
+             for dt in (torch.float32, torch.bfloat16)}
+    best = dict.fromkeys(pairs, float("inf"))
+    for i in range(calls + 1):
+        for dt, (a, b) in pairs.items():
+            t = timed(lambda a=a, b=b: torch.mm(a, b), device)
+            if i:  # the first call of each is the warm-up
+                best[dt] = min(best[dt], t)
+    return best[torch.bfloat16] / best[torch.float32]
+
+
+def skip_slow_bf16(s: Sizes, device: torch.device) -> str | None:
+    """The --quick plan on a CPU: drop the bf16-mixed rows from `s` when `bf16_slowdown` exceeds BF16_SLOW; return
+    the one-line reason (None when nothing is skipped). The full suite keeps every row (it is asked to be complete)."""
+    if s.mode != "quick" or device.type != "cpu" or s.precisions == ("fp32",):
+        return None
+    slow = bf16_slowdown(device)
+    if slow <= BF16_SLOW:
+        return None
+    s.precisions = tuple(p for p in s.precisions if p == "fp32")
+    s.lightning_precisions = tuple(p for p in s.lightning_precisions if p == "fp32")
+    return (f"bf16-mixed rows skipped: a 256x256 bfloat16 matmul took {slow:.1f}x the float32 one on this CPU "
+            f"(> {BF16_SLOW:g}x: no native bf16, it would take minutes); the full `zoo-bench` still times them")
+
+
 # ---- timing ------------------------------------------------------------------------------------
 def sync(device: torch.device | str) -> None:
     if torch.device(device).type == "cuda":
