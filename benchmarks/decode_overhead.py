@@ -15,12 +15,11 @@ work around the products, not memory bandwidth. For each checkpoint and batch 1 
   scale: conditional and unconditional rows in one batched step; issue 25's goal <= 1.3x).
 
 Before / after: the zoo package of git revision `--before` (default: the commit this work started from) is
-extracted with `git archive` into a temporary folder; every round runs one worker process on that tree and one on
-this one (PYTHONPATH), in alternating order, each timing every row `--repeats` times after an untimed warm-up
-call and keeping the fastest (the least disturbed by other processes). The
-before / after ratio is taken per round (adjacent processes) and the median over rounds is reported with its
-min-max. One thread (OMP_NUM_THREADS=1, torch.set_num_threads(1)); the machine is shared: its load average is
-recorded before and after.
+extracted with `git archive` into a temporary folder; one worker process imports it, another this tree (PYTHONPATH),
+both kept alive for the whole run. Each round asks both for every row, one call each, back to back (the order
+alternating), after one untimed warm-up call per row. The before / after ratio is taken per round, from calls
+made seconds apart, and the median over rounds is reported with its min-max. One thread (OMP_NUM_THREADS=1,
+torch.set_num_threads(1)); the machine is shared: its load average is recorded before and after.
 """
 
 from __future__ import annotations
@@ -47,12 +46,11 @@ BATCHES = (1, 8)
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--before", default=BEFORE, help="git revision whose zoo package is the 'before' side")
-    ap.add_argument("--rounds", type=int, default=5, help="rounds; each runs one worker process per side")
-    ap.add_argument("--repeats", type=int, default=3, help="calls per row in a worker; the fastest is kept")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds: every row once per side in each")
     ap.add_argument("--tokens", type=int, default=96, help="new tokens per row (fewer where the context is shorter)")
     ap.add_argument("--names", nargs="*", default=NAMES, help="registered checkpoint names")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks")
-    ap.add_argument("--worker", choices=["before", "after"], help=argparse.SUPPRESS)  # one side's measurements
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one side's process (stdin protocol)
     return ap
 
 
@@ -117,45 +115,69 @@ def matmul_seconds(m: Any, prompts: list[list[int]], cond: Any, cfg: Any, repeat
     return best
 
 
-def worker(names: list[str], tokens: int, side: str, repeats: int) -> dict[str, Any]:
-    """{row: seconds per generated token (per row), the best of `repeats` calls} for every row, plus matmul-only
-    figures on the 'after' side."""
-    import torch
+class Rows:
+    """One side's rows, built once: `time(row)` is seconds per generated token (per row) of one call."""
 
-    from zoo.sampling import generate
+    def __init__(self, tokens: int) -> None:
+        import torch
 
-    torch.set_num_threads(1)
-    out: dict[str, Any] = {}
-    for name in names:
-        for b in BATCHES:
-            m, prompts, cond, cfg = _setup(name, b, tokens)
+        torch.set_num_threads(1)
+        self.tokens, self.built = tokens, {}
+
+    def _get(self, name: str, b: int) -> tuple[Any, list[list[int]], Any, dict[str, Any]]:
+        if (name, b) not in self.built:
+            import zoo
+            from zoo.sampling import generate
+
+            m, prompts, cond, cfg = _setup(name, b, self.tokens)
             runs = {"unguided": cfg}
             if name in GUIDED:
-                import zoo
-
                 runs["guided"] = type(cfg)(**(vars(cfg) | {"guidance": zoo.load(name).generation["guidance"]}))
             for c in runs.values():
                 generate(m, prompts, c, cond=cond)  # warm-up
-            best = dict.fromkeys(runs, float("inf"))
-            for r in range(repeats):  # guided and unguided interleaved, the order alternating
-                for kind, c in (runs.items() if r % 2 == 0 else reversed(runs.items())):
-                    t0 = time.perf_counter()
-                    generate(m, prompts, c, cond=cond)
-                    best[kind] = min(best[kind], time.perf_counter() - t0)
-            out |= {f"{name}|{b}|{kind}": t / cfg.max_new_tokens for kind, t in best.items()}
-            if side == "after":
-                out[f"{name}|{b}|matmul"] = matmul_seconds(m, prompts, cond, cfg) / cfg.max_new_tokens
-            out[f"{name}|{b}|tokens"] = cfg.max_new_tokens
-    return out
+            self.built[(name, b)] = (m, prompts, cond, runs)
+        return self.built[(name, b)]
+
+    def time(self, row: str) -> float:
+        from zoo.sampling import generate
+
+        name, b, kind = row.split("|")
+        m, prompts, cond, runs = self._get(name, int(b))
+        n = runs["unguided"].max_new_tokens
+        if kind == "matmul":
+            return matmul_seconds(m, prompts, cond, runs["unguided"]) / n
+        t0 = time.perf_counter()
+        generate(m, prompts, runs[kind], cond=cond)
+        return (time.perf_counter() - t0) / n
+
+
+def worker(tokens: int) -> None:
+    """Answer row names read from stdin, one per line, with one timing each (a JSON number per line)."""
+    rows = Rows(tokens)
+    for line in sys.stdin:
+        print(json.dumps(rows.time(line.strip())), flush=True)
 
 
 # ---- the driver --------------------------------------------------------------------------------------------------
-def _run_worker(tree: Path, side: str, args: argparse.Namespace) -> dict[str, Any]:
-    env = os.environ | {"PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--tokens", str(args.tokens),
-           "--repeats", str(args.repeats), "--names", *args.names]
-    done = subprocess.run(cmd, env=env, cwd=tree, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+class Worker:
+    """A worker process of one side (zoo from `tree`), kept alive for the whole run and asked row by row."""
+
+    def __init__(self, tree: Path, tokens: int) -> None:
+        env = os.environ | {"PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--tokens", str(tokens)]
+        self.proc = subprocess.Popen(cmd, env=env, cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def time(self, row: str) -> float:
+        self.proc.stdin.write(row + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the worker died measuring {row!r} (its error is above)")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def _stats(xs: list[float]) -> dict[str, float]:
@@ -165,22 +187,34 @@ def _stats(xs: list[float]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.names, args.tokens, args.worker, args.repeats)), flush=True)
+        worker(args.tokens)
         return {}
     from zoo.bench.common import cpu_name, load_average
 
     load_before, started = load_average(), time.perf_counter()
-    rounds: list[dict[str, dict[str, Any]]] = []
+    plan = [f"{name}|{b}|{kind}" for name in args.names for b in BATCHES
+            for kind in (("unguided", "guided") if name in GUIDED else ("unguided",))]
+    rounds: list[dict[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp)
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "zoo"], check=True,
                                  capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-        for r in range(args.rounds):
-            sides = [("before", old), ("after", ROOT)]
-            got = {side: _run_worker(tree, side, args) for side, tree in (sides if r % 2 == 0 else sides[::-1])}
-            rounds.append(got)
-            print(f"round {r + 1}/{args.rounds} done", flush=True)
+        workers = {"before": Worker(old, args.tokens), "after": Worker(ROOT, args.tokens)}
+        try:
+            for r in range(args.rounds):
+                got: dict[str, dict[str, float]] = {"before": {}, "after": {}}
+                for i, row in enumerate(plan):  # the two sides back to back per row, the order alternating
+                    for side in ("before", "after") if (r + i) % 2 == 0 else ("after", "before"):
+                        got[side][row] = workers[side].time(row)
+                for name in args.names:
+                    for b in BATCHES:
+                        got["after"][f"{name}|{b}|matmul"] = workers["after"].time(f"{name}|{b}|matmul")
+                rounds.append(got)
+                print(f"round {r + 1}/{args.rounds} done", flush=True)
+        finally:
+            for w in workers.values():
+                w.close()
     rows = []
     for name in args.names:
         for b in BATCHES:
@@ -188,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             before = [x["before"][f"{key}|unguided"] * 1e3 for x in rounds]
             after = [x["after"][f"{key}|unguided"] * 1e3 for x in rounds]
             matmul = [x["after"][f"{key}|matmul"] * 1e3 for x in rounds]
-            row = {"name": name, "batch": b, "tokens": rounds[0]["after"][f"{key}|tokens"],
+            row = {"name": name, "batch": b, "tokens": _setup_tokens(name, b, args.tokens),
                    "before_ms": statistics.median(before), "after_ms": statistics.median(after),
                    "matmul_ms": statistics.median(matmul),
                    "before_over_after": _stats([x / y for x, y in zip(before, after)]),
@@ -213,6 +247,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     Path(f"{out}.md").write_text(markdown(report))
     print(f"wrote {out}.json and {out}.md")
     return report
+
+
+def _setup_tokens(name: str, b: int, tokens: int) -> int:
+    return _setup(name, b, tokens)[3].max_new_tokens
 
 
 def _head() -> str:
