@@ -321,6 +321,31 @@ def test_guidance_one_is_conditional_and_zero_is_unconditional() -> None:
                     max_new_tokens=12, seed=5) == sampled
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_guidance_runs_the_model_once_per_step(monkeypatch, use_cache: bool) -> None:
+    """Issue 25: guidance costs one pass, not two: conditional and unconditional rows go through the model together,
+    one call per step on a doubled batch, as many calls as unguided decoding makes."""
+    model = ClassConditionalGPT().eval()
+    calls: list[tuple[str, int]] = []
+    def counting(name: str):  # noqa: ANN202
+        fn = getattr(model, name)
+
+        def counted(idx: Tensor, **kw) -> Tensor:
+            calls.append((name, idx.shape[0]))
+            return fn(idx, **kw)
+        return counted
+
+    for name in ("prefill", "decode_step"):
+        monkeypatch.setattr(model, name, counting(name))
+    kw = dict(temperature=0, max_new_tokens=7, use_cache=use_cache)
+    generate(model, [[4, 2], [9, 1]], cond=torch.tensor([0, 1]), **kw)
+    unguided = list(calls)
+    calls.clear()
+    generate(model, [[4, 2], [9, 1]], cond=torch.tensor([0, 1]), guidance=3.0, **kw)
+    assert len(calls) == len(unguided) == 7  # one call per generated token (the first from the prompt's pass)
+    assert [n for n, _ in calls] == [n for n, _ in unguided] and {b for _, b in calls} == {4}  # 2 rows, doubled
+
+
 def test_every_model_knows_its_null_condition() -> None:
     """The one place that decides about guidance: a model's `null_condition` (None: it takes none)."""
     from zoo.models.image_gpt import ImageGPT, ImageGPTConfig
