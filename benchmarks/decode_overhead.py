@@ -40,6 +40,7 @@ BEFORE = "060456d"  # main when issue 25's overhead work started
 NAMES = ["gpt-pydoc", "image-gpt-digits", "music-transformer-bach", "music-transformer-jsb",
          "music-transformer-styles", "text2image-digits"]
 GUIDED = ["image-gpt-digits", "music-transformer-styles", "text2image-digits"]
+COMPILED = ["gpt-pydoc", "music-transformer-bach"]  # compile=True (the GPT family's), on the 'after' side only
 BATCHES = (1, 8)
 
 
@@ -133,17 +134,35 @@ class Rows:
             runs = {"unguided": cfg}
             if name in GUIDED:
                 runs["guided"] = type(cfg)(**(vars(cfg) | {"guidance": zoo.load(name).generation["guidance"]}))
-            for c in runs.values():
+            first = {}
+            for kind, c in runs.items():
+                t0 = time.perf_counter()
                 generate(m, prompts, c, cond=cond)  # warm-up
-            self.built[(name, b)] = (m, prompts, cond, runs)
+                first[kind] = time.perf_counter() - t0
+            self.built[(name, b)] = (m, prompts, cond, runs, first)
         return self.built[(name, b)]
+
+    def _compiled(self, name: str, b: int) -> None:
+        """Add compile=True's config to the row's runs, compiled (its first call timed), when first asked for."""
+        from zoo.sampling import generate
+
+        m, prompts, cond, runs, first = self._get(name, b)
+        if "compiled" not in runs:
+            runs["compiled"] = type(runs["unguided"])(**(vars(runs["unguided"]) | {"compile": True}))
+            t0 = time.perf_counter()
+            generate(m, prompts, runs["compiled"], cond=cond)
+            first["compiled"] = time.perf_counter() - t0
 
     def time(self, row: str) -> float:
         from zoo.sampling import generate
 
         name, b, kind = row.split("|")
-        m, prompts, cond, runs = self._get(name, int(b))
+        if kind in ("compiled", "compile_s"):
+            self._compiled(name, int(b))
+        m, prompts, cond, runs, first = self._get(name, int(b))
         n = runs["unguided"].max_new_tokens
+        if kind == "compile_s":
+            return first["compiled"]  # compiling and the first call
         if kind == "matmul":
             return matmul_seconds(m, prompts, cond, runs["unguided"]) / n
         t0 = time.perf_counter()
@@ -209,7 +228,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         got[side][row] = workers[side].time(row)
                 for name in args.names:
                     for b in BATCHES:
-                        got["after"][f"{name}|{b}|matmul"] = workers["after"].time(f"{name}|{b}|matmul")
+                        for kind in ("matmul", "compiled", "compile_s") if name in COMPILED else ("matmul",):
+                            got["after"][f"{name}|{b}|{kind}"] = workers["after"].time(f"{name}|{b}|{kind}")
                 rounds.append(got)
                 print(f"round {r + 1}/{args.rounds} done", flush=True)
         finally:
@@ -228,6 +248,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "before_over_after": _stats([x / y for x, y in zip(before, after)]),
                    "after_over_matmul": _stats([x / y for x, y in zip(after, matmul)]),
                    "before_over_matmul": _stats([x / y for x, y in zip(before, matmul)])}
+            if name in COMPILED:
+                compiled = [x["after"][f"{key}|compiled"] * 1e3 for x in rounds]
+                row |= {"compiled_ms": statistics.median(compiled),
+                        "after_over_compiled": _stats([x / y for x, y in zip(after, compiled)]),
+                        "compiled_over_matmul": _stats([x / y for x, y in zip(compiled, matmul)]),
+                        "compile_s": rounds[0]["after"][f"{key}|compile_s"]}
             if name in GUIDED:
                 for side in ("before", "after"):
                     ratios = [x[side][f"{key}|guided"] / x[side][f"{key}|unguided"] for x in rounds]
@@ -278,6 +304,14 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| `{x['name']}` | {x['batch']} | {x['tokens']} | {x['before_ms']:.2f} | {x['after_ms']:.2f} | "
                      f"**{_r(x['before_over_after'])}** | {x['matmul_ms']:.2f} | {_r(x['before_over_matmul'])} | "
                      f"**{_r(x['after_over_matmul'])}** |")
+    lines += ["", "## compile=True (after only): the torch.compile'd fixed-shape step of the GPT family", "",
+              "| checkpoint | batch | compile + first call s | compiled ms/token | eager / compiled "
+              "| compiled / matmul |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for x in r["rows"]:
+        if "compiled_ms" in x:
+            lines.append(f"| `{x['name']}` | {x['batch']} | {x['compile_s']:.0f} | {x['compiled_ms']:.2f} | "
+                         f"**{_r(x['after_over_compiled'])}** | {_r(x['compiled_over_matmul'])} |")
     lines += ["", "## Guidance: guided / unguided wall time (goal <= 1.3x)", "",
               "| checkpoint | batch | before | after |", "|---|---:|---:|---:|"]
     for x in r["rows"]:

@@ -274,7 +274,9 @@ def _kept_table(attn: nn.Module, dtype: torch.dtype, s: int) -> Tensor:
     pointer or version counter, as `zoo.core.layers.linear_weights_in_out`) or a longer one is needed (then
     twice as long: a growing cache rebuilds it O(log S) times)."""
     er = attn.er
-    stamp = (er.data_ptr(), er._version, dtype, er.device)
+    # inference_mode too: a table built there is an inference tensor, which autograd may not save later (LoRA on
+    # a frozen er trains through the kept table)
+    stamp = (er.data_ptr(), er._version, dtype, er.device, torch.is_inference_mode_enabled())
     kept = attn.__dict__.get("_kept_relative_table")
     if kept is not None and kept[0] == stamp and kept[1].shape[1] > s:
         return kept[1]

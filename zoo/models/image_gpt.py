@@ -209,7 +209,9 @@ class ImageGPT(GenerativeModel):
         """Global inputs (B, n, C) at positions offset .. offset + n − 1 -> outputs h (B, n, C)."""
         g = self.global_model
         offset = cache.pos if cache is not None else 0
-        x = g.drop(x + g.wpe(torch.arange(offset, offset + x.shape[1], device=x.device)))
+        x = x + g.wpe.weight[offset:offset + x.shape[1]]  # rows offset .. offset+n of the table: no index tensor
+        if self.config.dropout > 0:  # the no-op module call costs per decoded token
+            x = g.drop(x)
         for block in g.h:
             x = block(x, cache=cache)
         if cache is not None:
@@ -219,7 +221,8 @@ class ImageGPT(GenerativeModel):
     def _local(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
         """Local inputs (B', m, L) -> logits (B', m, V)."""
         lm = self.local_model
-        x = lm.drop(x)
+        if self.config.dropout > 0:
+            x = lm.drop(x)
         for block in lm.h:
             x = block(x, cache=cache)
         if cache is not None:
