@@ -223,6 +223,11 @@ class RelativeBias(BlockwiseBias):
         return self._table
 
     def dense(self) -> Tensor:
+        b, h, t, d = self.q.shape
+        if t == 1:  # decoding: the one query, at position S - 1, sees every key j at distance S - 1 - j: no skew
+            rows = self._scaled_table()[:, -self.s:]  # (H, S, D): distances S - 1 .. 0
+            rel = torch.bmm(self.q[:, :, 0].transpose(0, 1), rows.transpose(1, 2))  # (H, B, S): batched over H
+            return rel.transpose(0, 1).unsqueeze(2)  # (B, H, 1, S), a view
         return _skewed_logits(self.q, self._scaled_table(), self.s)  # (B, H, T, S)
 
     def rows(self, a: int, b: int) -> Tensor:
