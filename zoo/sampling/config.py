@@ -29,12 +29,13 @@ class SamplingConfig:
     num_samples: int = 1  # samples per prompt / label / caption / primer (members)
     seed: int | None = None
     use_cache: bool = True
-    # Decode through a torch.compile'd fixed-shape step (`GPT.decode_step_static`; GPT-family models;
-    # other models raise). Compiling takes seconds to a minute once per batch size and cache length
-    # (rounded up to COMPILE_LENGTH_STEP positions; the cache then attends over that many masked slots).
-    # Greedy tokens equal the default path's (tested), sampled ones up to floating-point rounding. On CPU
-    # it gained ~5% over the default for a small GPT (benchmarks/gpt_cpu.md: each token is dominated by
-    # the matrix products); it pays off where per-token dispatch dominates.
+    # Decode through a torch.compile'd fixed-shape step (`GPT.decode_step_static`; GPT-family models: gpt and
+    # music_transformer, the relative bias included; other models raise). Compiling takes seconds to a minute once
+    # per batch size and cache length (rounded up to COMPILE_LENGTH_STEP positions; the cache then attends over
+    # that many masked slots). Greedy tokens equal the default path's (tested), sampled ones up to floating-point
+    # rounding. On CPU it gained ~5% over the default for a GPT whose tokens are dominated by the matrix products
+    # (benchmarks/gpt_cpu.md); it pays off where per-token dispatch dominates: medians 1.5x for music-transformer-bach
+    # and 1.2x for gpt-pydoc at batch 1, ~1x at batch 8 (benchmarks/decode_overhead_rounds-7.md).
     compile: bool = False
     stop_tokens: tuple[int, ...] = ()  # set by members (the codec's EOS); not one of OPTIONS
 
