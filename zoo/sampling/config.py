@@ -29,8 +29,9 @@ class SamplingConfig:
     num_samples: int = 1  # samples per prompt / label / caption / primer (members)
     seed: int | None = None
     use_cache: bool = True
-    # Decode through a torch.compile'd fixed-shape step (`GPT.decode_step_static`; GPT-family models: gpt and
-    # music_transformer, the relative bias included; other models raise). Compiling takes seconds to a minute once
+    # Decode through a torch.compile'd fixed-shape step (`decode_step_static`: gpt and music_transformer, the
+    # relative bias included; image_gpt and text2image, their global and local steps compiled apart; other models
+    # raise). Compiling takes seconds to a minute once
     # per batch size and cache length (rounded up to COMPILE_LENGTH_STEP positions; the cache then attends over
     # that many masked slots). Greedy tokens equal the default path's (tested), sampled ones up to floating-point
     # rounding. On CPU it gained ~5% over the default for a GPT whose tokens are dominated by the matrix products

@@ -85,7 +85,7 @@ def generate(
     A row stops at a stop token (which is kept in its output), after `max_new_tokens`, or when
     should_stop says so; the other rows go on.
     overrides: any SamplingConfig field, e.g. `generate(model, prompts, temperature=0, compile=True)`
-        (compile: decode through a compiled fixed-shape step, GPT-family models; see SamplingConfig).
+        (compile: decode through a compiled fixed-shape step, GPT-family and image models; see SamplingConfig).
     """
     cfg = replace(cfg or SamplingConfig(), **overrides)
     rows = [list(map(int, p)) for p in (prompts.tolist() if isinstance(prompts, Tensor) else prompts)]
@@ -157,8 +157,8 @@ def _decode(model: GenerativeModel, rows: list[list[int]], cfg: SamplingConfig, 
     if cfg.compile:
         static_step = getattr(model, "decode_step_static", None)
         if static_step is None:
-            raise ValueError(f"compile=True needs a model with a fixed-shape decode step (decode_step_static, "
-                             f"the GPT family); {type(model).__name__} has none: use compile=False")
+            raise ValueError(f"compile=True needs a model with a fixed-shape decode step (decode_step_static: the GPT "
+                             f"family, ImageGPT, Text2Image); {type(model).__name__} has none: use compile=False")
         step_fn = functools.partial(static_step, compile=True)
         # A few cache lengths only, so that prompts of other lengths reuse the compiled graph.
         cache_len = min(model.max_len, -(-cache_len // COMPILE_LENGTH_STEP) * COMPILE_LENGTH_STEP)
