@@ -31,12 +31,12 @@ class SamplingConfig:
     use_cache: bool = True
     # Decode through a torch.compile'd fixed-shape step (`decode_step_static`: gpt and music_transformer, the
     # relative bias included; image_gpt and text2image, their global and local steps compiled apart; other models
-    # raise). Compiling takes seconds to a minute once
-    # per batch size and cache length (rounded up to COMPILE_LENGTH_STEP positions; the cache then attends over
-    # that many masked slots). Greedy tokens equal the default path's (tested), sampled ones up to floating-point
-    # rounding. On CPU it gained ~5% over the default for a GPT whose tokens are dominated by the matrix products
-    # (benchmarks/gpt_cpu.md); it pays off where per-token dispatch dominates: medians 1.5x for music-transformer-bach
-    # and 1.2x for gpt-pydoc at batch 1, ~1x at batch 8 (benchmarks/decode_overhead_rounds-7.md).
+    # raise). Compiling takes seconds to a minute once per batch size and cache length (rounded up to
+    # COMPILE_LENGTH_STEP positions; the cache then attends over that many masked slots). Greedy tokens equal the
+    # default path's (tested), sampled ones up to floating-point rounding. On CPU it gained ~5% over the default for
+    # a GPT whose tokens are dominated by the matrix products (benchmarks/gpt_cpu.md); it pays off where per-token
+    # dispatch dominates: medians 1.4-1.7x at batch 1 for gpt-pydoc, music-transformer-bach and image-gpt-digits
+    # (1.1x text2image-digits), 0.9-1.2x at batch 8 (shared 2-core CPU, wide spreads: decode_overhead_rounds-7.md).
     compile: bool = False
     stop_tokens: tuple[int, ...] = ()  # set by members (the codec's EOS); not one of OPTIONS
 
