@@ -131,6 +131,38 @@ def test_cuda_without_a_gpu_fails_with_a_clear_message():
         run_suite(mode="tiny", only=("gpt", "speed"))
 
 
+@pytest.mark.parametrize("slowdown", [12.0, 0.6])
+def test_quick_plan_skips_bf16_rows_where_the_probe_finds_bf16_slow(monkeypatch, capsys, slowdown):
+    """Issue 25: `zoo-bench --quick` on a CPU without native bf16 drops the bf16-mixed rows and prints why."""
+    import zoo.bench
+
+    ran: list[tuple[str, tuple[str, ...]]] = []
+
+    def section(name, s, device):  # the sections themselves are not under test: record what they were asked
+        ran.append((name, s.precisions + s.lightning_precisions))
+        return [], {}
+
+    monkeypatch.setattr(common, "bf16_slowdown", lambda device: slowdown)
+    monkeypatch.setattr(zoo.bench, "run_section", section)
+    monkeypatch.setattr(zoo.bench, "import_litgpt_model", lambda: (None, "not needed"))
+    report = run_suite(mode="quick", only=("gpt",))
+    out = capsys.readouterr().out
+    if slowdown > common.BF16_SLOW:
+        assert ran == [("gpt", ("fp32", "fp32"))]
+        assert "bf16-mixed rows skipped: a 256x256 bfloat16 matmul took 12.0x the float32 one" in out
+        row = next(r for r in report["rows"] if r["section"] == "train bf16-mixed")
+        assert row["status"] == "skipped" and "12.0x" in row["reason"]
+    else:
+        assert ran == [("gpt", ("fp32", "bf16-mixed", "fp32"))] and "skipped" not in out
+    full = common.sizes("full")  # the full suite keeps every row
+    assert common.skip_slow_bf16(full, torch.device("cpu")) is None and "bf16-mixed" in full.precisions
+
+
+def test_bf16_probe_measures_a_ratio():
+    x = common.bf16_slowdown("cpu", n=32, calls=2)
+    assert math.isfinite(x) and x > 0
+
+
 def test_goals_read_met_and_not_met_off_the_rows():
     def row(section, name, median, figures):
         return common.Row(section, name, "x", {"median": median, "min": median * 0.9, "max": median * 1.1,
@@ -198,6 +230,9 @@ WRITERS: dict[str, tuple[list[str], str, list[list[str]]]] = {
     # committed with --jsb (an input path, not in the name)
     "decode_roofline": (["--jsb", "../shared/data/jsb/Jsb16thSeparated.json"], "decode_roofline",
                         [["--rounds", "5"], ["--new", "64"]]),
+    # committed with --rounds 7 (the default is 5): the file keeps that name
+    "decode_overhead": (["--rounds", "7"], "decode_overhead_rounds-7",
+                        [[], ["--tokens", "32"], ["--before", "HEAD~1"], ["--names", "gpt-pydoc"]]),
     "finetune": ([], "finetune", []),  # no options: every setting is fixed in the script
     "flex_attention": (["--rounds", "5"], "flex_attention", [["--rounds", "3"], ["--T", "2048"], ["--window", "128"]]),
     "gpt_cpu": ([], "gpt_cpu", [["--quick"], ["--rounds", "9"], ["--vocab", "50257"], ["--quick", "--rounds", "9"]]),

@@ -78,9 +78,11 @@ def test_causal_across_and_within_patches(p, n, local):
         assert not torch.allclose(other[:, 0], ref[:, 0], atol=1e-4)  # the class reaches token 0
 
 
+@pytest.mark.parametrize("static", [False, True])  # decode_step_static: the fixed-shape step compile=True compiles
 @pytest.mark.parametrize("p,n,local", SHAPES)
-def test_cached_decoding_equals_recomputation(p, n, local):
+def test_cached_decoding_equals_recomputation(p, n, local, static):
     model = tiny_model(p, n, local)
+    decode_step = model.decode_step_static if static else model.decode_step
     t_len = n * p
     x, cond = torch.randint(0, LEVELS, (2, t_len)), torch.tensor([1, 3])  # 3 = no condition
     with torch.no_grad():
@@ -91,10 +93,20 @@ def test_cached_decoding_equals_recomputation(p, n, local):
             torch.testing.assert_close(logits, model.prefill(x[:, :start], cond=cond), atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(logits, full[:, start], atol=1e-5, rtol=1e-5)
             for t in range(start, t_len - 1):
-                logits = model.decode_step(x[:, t:t + 1], cache=cache)
+                logits = decode_step(x[:, t:t + 1], cache=cache)
                 torch.testing.assert_close(logits, full[:, t + 1], atol=1e-4, rtol=1e-4, msg=f"{start}, {t}")
+            assert cache.global_kv.static == cache.local_kv.static == (static and start < t_len - 1)
             with pytest.raises(ValueError, match="complete"):
-                model.decode_step(x[:, -1:], cache=cache)
+                decode_step(x[:, -1:], cache=cache)
+
+
+@pytest.mark.slow
+def test_compiled_generate_gives_the_same_tokens():
+    """generate(compile=True) on an image model: its two compiled steps (global, local), guided and not."""
+    model = tiny_model(4, 6, 1)
+    kw = dict(cond=torch.tensor([0, 2]), max_new_tokens=20)
+    for options in ({"temperature": 0}, {"temperature": 0, "guidance": 2.0}):
+        assert generate(model, [[], [3]], compile=True, **kw, **options) == generate(model, [[], [3]], **kw, **options)
 
 
 @pytest.mark.parametrize("p,n,local", SHAPES[:2])

@@ -211,6 +211,30 @@ def test_cached_decoding_with_default_chunking(monkeypatch):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, rtol=1e-10, atol=1e-10)
 
 
+def test_inference_keeps_the_distance_table_until_er_changes():
+    """Without gradients the scaled distance table is kept on the module between calls (decoding); it must follow
+    an in-place change of er (an optimizer step) and grow for longer caches, never serve stale distances. The
+    references run with gradients on, which never use a kept table."""
+    m = mha(n=6, seed=3)
+    x = randn(2, 30, 32)
+
+    def decoded(length: int) -> torch.Tensor:
+        cache = KVCache(1, 2, 4, length, 8, device="cpu", dtype=F64)
+        parts = []
+        with torch.no_grad():
+            for start in range(length):
+                parts.append(m(x[:, start:start + 1], cache=cache))
+                cache.advance(1)
+        return torch.cat(parts, dim=1)
+
+    torch.testing.assert_close(decoded(10), m(x[:, :10]).detach(), rtol=1e-10, atol=1e-10)
+    assert 10 <= m.__dict__["_kept_relative_table"][1].shape[1] < 20  # kept; grown by doubling past 9 keys + 1
+    torch.testing.assert_close(decoded(30), m(x).detach(), rtol=1e-10, atol=1e-10)  # longer: rebuilt longer
+    with torch.no_grad():
+        m.er.mul_(-2.0)  # an in-place update, as an optimizer step makes
+    torch.testing.assert_close(decoded(30), m(x).detach(), rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("step", [1, 3])
 def test_static_cache_decoding_equals_full_recomputation(step):
     """The fixed-shape (compilable) path: relative logits gathered by distance over the whole buffers."""

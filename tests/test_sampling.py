@@ -176,6 +176,22 @@ def test_greedy_equals_reference_and_cached_equals_uncached() -> None:
     assert generate(model, [prompt], temperature=0, max_new_tokens=30, repetition_penalty=1.5) == [penalised]
 
 
+@pytest.mark.parametrize("options", [{}, {"temperature": 0.8, "top_k": 5}, {"top_p": 0.9}, {"min_p": 0.1}])
+def test_pick_draws_what_multinomial_draws(options: dict) -> None:
+    """The loop draws by argmax(p / Exp(1)) instead of calling torch.multinomial: the same tokens from the same
+    generator state (what multinomial itself computes, without its checks), so seeded samples do not change."""
+    from zoo.sampling.loop import _pick
+
+    cfg = SamplingConfig(**options)
+    logits = torch.randn(6, 30, generator=torch.Generator().manual_seed(1)) * 2
+    probs = filter_logits(logits, cfg).softmax(-1)
+    ours, theirs = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    drawn = torch.stack([_pick(logits, cfg, ours) for _ in range(50)])  # (50, 6)
+    expected = torch.stack([torch.multinomial(probs, 1, generator=theirs).squeeze(-1) for _ in range(50)])
+    assert torch.equal(drawn, expected)
+    assert len(set(drawn.flatten().tolist())) > 6  # real draws, not one token per row
+
+
 def test_seed_determinism() -> None:
     model = tiny_gpt()
     prompts = [[1, 2, 3], [4, 5, 6]]
@@ -303,6 +319,31 @@ def test_guidance_one_is_conditional_and_zero_is_unconditional() -> None:
     sampled = generate(model, prompts, cond=cond, temperature=1.0, max_new_tokens=12, seed=5)
     assert generate(model, prompts, cond=cond, guidance=1.0, temperature=1.0,
                     max_new_tokens=12, seed=5) == sampled
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_guidance_runs_the_model_once_per_step(monkeypatch, use_cache: bool) -> None:
+    """Issue 25: guidance costs one pass, not two: conditional and unconditional rows go through the model together,
+    one call per step on a doubled batch, as many calls as unguided decoding makes."""
+    model = ClassConditionalGPT().eval()
+    calls: list[tuple[str, int]] = []
+    def counting(name: str):  # noqa: ANN202
+        fn = getattr(model, name)
+
+        def counted(idx: Tensor, **kw) -> Tensor:
+            calls.append((name, idx.shape[0]))
+            return fn(idx, **kw)
+        return counted
+
+    for name in ("prefill", "decode_step"):
+        monkeypatch.setattr(model, name, counting(name))
+    kw = dict(temperature=0, max_new_tokens=7, use_cache=use_cache)
+    generate(model, [[4, 2], [9, 1]], cond=torch.tensor([0, 1]), **kw)
+    unguided = list(calls)
+    calls.clear()
+    generate(model, [[4, 2], [9, 1]], cond=torch.tensor([0, 1]), guidance=3.0, **kw)
+    assert len(calls) == len(unguided) == 7  # one call per generated token (the first from the prompt's pass)
+    assert [n for n, _ in calls] == [n for n, _ in unguided] and {b for _, b in calls} == {4}  # 2 rows, doubled
 
 
 def test_every_model_knows_its_null_condition() -> None:

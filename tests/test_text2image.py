@@ -162,6 +162,22 @@ def test_generation_is_deterministic_under_a_seed_and_cache_exact(digits):
     assert torch.equal(uncached, first)
 
 
+def test_static_decode_step_equals_the_image_logits(digits):
+    """decode_step_static (what compile=True compiles), eager here: behind the caption prefix it gives the logits of
+    recomputing the whole image, as decode_step does."""
+    model, codec = tiny_model(digits.codec, seed=2), digits.codec
+    cond = codec.caption_ids(["a 5 on the right", "a 2 on the left and a 8 on the right"])
+    x = torch.randint(0, codec.vocab_size, (2, codec.tokens_per_image), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = model.image_logits(x, cond)  # (B, T, V)
+        cache = model.new_cache(2)
+        got = [model.prefill(x[:, :5], cond=cond, cache=cache)]
+        for t in range(5, x.shape[1] - 1):
+            got.append(model.decode_step_static(x[:, t:t + 1], cache=cache, cond=cond))
+    assert cache.global_kv.static
+    torch.testing.assert_close(torch.stack(got, 1), full[:, 5:], atol=1e-4, rtol=1e-4)
+
+
 def test_config_rejects_bad_values(digits):
     with pytest.raises(ValueError, match="num_classes must be 0"):
         Text2ImageConfig.for_codec(digits.codec, num_classes=3)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from zoo.bench import attention, decode, gpt, image, lightning_loop, roofline
-from zoo.bench.common import SECTIONS, Row, Sizes, cpu_name, load_average, output_stem, sizes
+from zoo.bench.common import SECTIONS, Row, Sizes, cpu_name, load_average, output_stem, sizes, skip_slow_bf16
 from zoo.bench.peers import import_litgpt_model
 from zoo.bench.report import goals, table, write
 
@@ -113,6 +113,12 @@ def run_suite(*, mode: str = "full", device: str = "cpu", only: tuple[str, ...] 
     started, load_before = time.perf_counter(), load_average()
     rows: list[Row] = []
     context: dict[str, Any] = {}
+    skipped_bf16 = skip_slow_bf16(s, dev)
+    if skipped_bf16:
+        print(f"zoo-bench: {skipped_bf16}", flush=True)
+        context["plan"] = {"skipped": skipped_bf16}
+        if "gpt" in only:
+            rows.append(Row("train bf16-mixed", "zoo vs peers, MFU", status="skipped", reason=skipped_bf16))
     report: dict[str, Any] = {}
     for name in dict.fromkeys(only):  # in the order asked for (benchmarks/gpu.sh puts decode, the slowest, last)
         print(f"[{name}]", flush=True)

@@ -36,7 +36,7 @@ class KVCache:
         shape = (batch, n_head, size, head_dim)  # n_head: the key/value heads
         self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.max_len = max_len
+        self.max_len, self.device = max_len, torch.device(device)
         self.pos = 0
         self.begin = self.fill = 0  # rolling mode: buffer slots begin .. fill - 1 hold the kept positions
         self.position: Tensor | None = None  # 0-d int64 copy of `pos`, in static mode only
@@ -71,7 +71,7 @@ class KVCache:
                              "compile=False, or allocate a cache of at most 2 * window positions")
         for buf in self.k + self.v:
             buf[:, :, self.pos:].zero_()
-        self.position = torch.tensor(self.pos, dtype=torch.long, device=self.k[0].device)
+        self.position = torch.tensor(self.pos, dtype=torch.long, device=self.device)  # n_layer may be 0
 
     def positions(self, t: int) -> Tensor:
         """Static mode: (T,) absolute positions of the T new tokens, position .. position + T - 1."""
@@ -121,6 +121,13 @@ class KVCache:
         vs = torch.cat([vb[:, :, begin:fill], v], 2)
         kb[:, :, :end], vb[:, :, :end] = ks[:, :, ks.shape[2] - end:], vs[:, :, vs.shape[2] - end:]
         return ks, vs
+
+    def restart(self) -> None:
+        """Start again at position 0 (ImageGPT's local cache at every patch): the old entries stay and are overwritten
+        or, in static mode, masked."""
+        self.pos = self.begin = self.fill = 0
+        if self.position is not None:
+            self.position.zero_()
 
     def advance(self, t: int) -> None:
         """Called once per forward pass after every layer has written its `t` new positions."""

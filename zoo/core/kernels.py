@@ -163,7 +163,9 @@ def chunked_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Bias = None, cau
         raise ValueError(f"chunked_attention: path must be 'auto', 'matmul' or 'kernel', got {path!r}")
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunked_attention: chunk must be a positive number of rows, got {chunk}")
-    if bias is None or not causal:
+    if bias is None or not causal or (t == 1 and path != "matmul"):
+        # t == 1 (decoding): one query row sees every key, nothing to chunk or skip; the bias row goes to SDPA
+        # in one call for all rows and heads, where the fused path loops over batch rows (per-call overhead).
         return sdpa_attention(q, k, v, bias=bias, causal=causal, dropout_p=dropout_p, scale=scale)
     bias = bias if isinstance(bias, AttentionBias) else TensorBias(bias, t, s)
     k, v = repeat_kv(k, h), repeat_kv(v, h)  # (B, H, S, D): the block loops index heads of q, k, v alike

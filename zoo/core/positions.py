@@ -89,7 +89,8 @@ class RelativePositionBias(PositionBias):
         attn.er = nn.Parameter(torch.randn(attn.n_head, self.max_distance, attn.head_dim) * attn.head_dim**-0.5)
 
     def bias(self, attn: nn.Module, q: Tensor, s: int) -> RelativeBias:
-        return RelativeBias(q, attn.er, s)
+        inference = not (torch.is_grad_enabled() and attn.er.requires_grad)
+        return RelativeBias(q, attn.er, s, table=_kept_table(attn, q.dtype, s) if inference else None)
 
     def bias_at(self, attn: nn.Module, q: Tensor, positions: Tensor, n_keys: int) -> Tensor:
         # Gathered by distance (q · er over the L + 1 distances, then one gather) instead of the skew,
@@ -197,7 +198,10 @@ class RelativeBias(BlockwiseBias):
 
     masks_future = True
 
-    def __init__(self, q: Tensor, er: Tensor, s: int, scale: float | None = None) -> None:
+    def __init__(self, q: Tensor, er: Tensor, s: int, scale: float | None = None, *,
+                 table: Tensor | None = None) -> None:
+        """`table`: a ready `_distance_table` of er · scale in q's dtype, of any length >= s + 1 (inference only:
+        no gradient reaches er through it); None builds one per call."""
         b, h, t, d = q.shape
         if s < t:
             raise ValueError(f"relative_logits: s_len={s} keys for {t} queries; need s_len >= T "
@@ -207,7 +211,7 @@ class RelativeBias(BlockwiseBias):
         self.q, self.er, self.s = q, er, s
         self.scale = d**-0.5 if scale is None else scale
         self._er_q = er.to(q.dtype)  # the fused path's input: its gradient flows back through the cast
-        self._table: Tensor | None = None
+        self._table = table
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -219,6 +223,11 @@ class RelativeBias(BlockwiseBias):
         return self._table
 
     def dense(self) -> Tensor:
+        b, h, t, d = self.q.shape
+        if t == 1:  # decoding: the one query, at position S - 1, sees every key j at distance S - 1 - j: no skew
+            rows = self._scaled_table()[:, -self.s:]  # (H, S, D): distances S - 1 .. 0
+            rel = torch.bmm(self.q[:, :, 0].transpose(0, 1), rows.transpose(1, 2))  # (H, B, S): batched over H
+            return rel.transpose(0, 1).unsqueeze(2)  # (B, H, 1, S), a view
         return _skewed_logits(self.q, self._scaled_table(), self.s)  # (B, H, T, S)
 
     def rows(self, a: int, b: int) -> Tensor:
@@ -229,7 +238,8 @@ class RelativeBias(BlockwiseBias):
         return (self._er_q,)
 
     def prepare(self, s: int, heads: int, rows: int, *, grad: bool) -> _RelativeState:
-        table = _distance_table(self._er_q * self.scale, s)  # (H, S + 1, D)
+        # (H, S + 1, D); a kept table's last S + 1 rows are the same distances S .. 0
+        table = _distance_table(self._er_q * self.scale, s) if grad or self._table is None else self._table[:, -s - 1:]
         return _RelativeState(s, table, self.q.new_empty(heads * rows * (s + 1)),
                               torch.zeros_like(table) if grad else None)
 
@@ -259,6 +269,27 @@ class RelativeBias(BlockwiseBias):
         rows = torch.arange(state.s, state.s - lc, -1, device=der.device)  # table row s - r holds distance r
         der[:, :lc] = state.dtable.index_select(1, rows) * self.scale
         return (der,)
+
+
+def _kept_table(attn: nn.Module, dtype: torch.dtype, s: int) -> Tensor:
+    """The scaled `_distance_table` of `attn.er` for inference, kept on the module between calls.
+
+    Why: decoding asks for the bias once per layer and token, and rebuilding the (H, S + 1, D) table each time
+    (scale, reverse, pad) cost about as much as the product it feeds. It is rebuilt when er changes (data
+    pointer or version counter, as `zoo.core.layers.linear_weights_in_out`) or a longer one is needed (then
+    twice as long: a growing cache rebuilds it O(log S) times)."""
+    er = attn.er
+    # inference_mode too: a table built there is an inference tensor, which autograd may not save later (LoRA on
+    # a frozen er trains through the kept table)
+    stamp = (er.data_ptr(), er._version, dtype, er.device, torch.is_inference_mode_enabled())
+    kept = attn.__dict__.get("_kept_relative_table")
+    if kept is not None and kept[0] == stamp and kept[1].shape[1] > s:
+        return kept[1]
+    n = s if kept is None or kept[0] != stamp else max(s, 2 * (kept[1].shape[1] - 1))
+    with torch.no_grad():
+        table = _distance_table((er * er.shape[-1] ** -0.5).to(dtype), n)  # (H, n + 1, D)
+    attn.__dict__["_kept_relative_table"] = (stamp, table)
+    return table
 
 
 def relative_logits(q: Tensor, er: Tensor, s_len: int) -> Tensor:

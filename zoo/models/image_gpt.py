@@ -209,7 +209,9 @@ class ImageGPT(GenerativeModel):
         """Global inputs (B, n, C) at positions offset .. offset + n − 1 -> outputs h (B, n, C)."""
         g = self.global_model
         offset = cache.pos if cache is not None else 0
-        x = g.drop(x + g.wpe(torch.arange(offset, offset + x.shape[1], device=x.device)))
+        x = x + g.wpe.weight[offset:offset + x.shape[1]]  # rows offset .. offset+n of the table: no index tensor
+        if self.config.dropout > 0:  # the no-op module call costs per decoded token
+            x = g.drop(x)
         for block in g.h:
             x = block(x, cache=cache)
         if cache is not None:
@@ -219,7 +221,8 @@ class ImageGPT(GenerativeModel):
     def _local(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
         """Local inputs (B', m, L) -> logits (B', m, V)."""
         lm = self.local_model
-        x = lm.drop(x)
+        if self.config.dropout > 0:
+            x = lm.drop(x)
         for block in lm.h:
             x = block(x, cache=cache)
         if cache is not None:
@@ -299,6 +302,36 @@ class ImageGPT(GenerativeModel):
     def decode_step(self, idx: Tensor, *, cache: ImageGPTCache, cond: Tensor | None = None) -> Tensor:
         """Feed token `cache.pos` (B, 1); return logits (B, V) of the token after it. `cond` is not read: the
         condition entered the global KV cache at prefill (the prefix every later position attends to)."""
+        return self._step(idx, cache, lambda patch: self._slices(self._global(self._embed_patches(patch),
+                                                                              cache.global_kv))[:, 0],
+                          lambda x: self._local(x, cache.local_kv)[:, -1])
+
+    def decode_step_static(self, idx: Tensor, *, cache: ImageGPTCache, cond: Tensor | None = None,
+                           compile: bool = False) -> Tensor:
+        """`decode_step` with fixed tensor shapes in its two parts, as `zoo.models.gpt.GPT.decode_step_static`:
+        the global step of a completed patch and the local step of a sub-pixel run on static caches
+        (`KVCache.make_static`) and, with `compile=True`, through one `torch.compile`d graph each (compiled once
+        per batch size and model); picking the patch and the slot by Python position stays eager, between
+        them. Results equal `decode_step`'s up to floating-point rounding. Inference only."""
+        g, loc = cache.global_kv, cache.local_kv
+        g.make_static()
+        loc.make_static()
+        global_fn, local_fn = _compiled_steps() if compile else (_static_global, _static_local)
+
+        def global_step(patch: Tensor) -> Tensor:
+            slices = global_fn(self, patch, g)
+            g.advance(1)
+            return slices
+
+        def local_step(x: Tensor) -> Tensor:
+            logits = local_fn(self, x, loc)
+            loc.advance(1)
+            return logits
+        return self._step(idx, cache, global_step, local_step)
+
+    def _step(self, idx: Tensor, cache: ImageGPTCache, global_step: Any, local_step: Any) -> Tensor:
+        """A decode step: global_step(patch (B, 1, P)) -> the next patch's slices (B, P, L), local_step(x (B, 1, L))
+        -> logits (B, V), each advancing its own cache."""
         t = cache.pos
         if t + 1 >= self.max_len:
             raise ValueError(f"the image is complete after token {t}: nothing left to predict")
@@ -307,10 +340,36 @@ class ImageGPT(GenerativeModel):
         p = self.config.patch_tokens
         k, s = divmod(t + 1, p)
         if s == 0:  # patch k − 1 is complete: one global step, then slot 0 of patch k on a fresh local cache
-            patch = cache.tokens[:, (k - 1) * p:k * p].view(-1, 1, p)
-            cache.slices = self._slices(self._global(self._embed_patches(patch), cache.global_kv))[:, 0]
-            cache.local_kv.pos = 0
+            cache.slices = global_step(cache.tokens[:, (k - 1) * p:k * p].view(-1, 1, p))
+            cache.local_kv.restart()
             x = cache.slices[:, :1]
         else:
             x = cache.slices[:, s:s + 1] + self.local_model.wte(idx)
-        return self._local(x, cache.local_kv)[:, -1]
+        return local_step(x)
+
+
+def _static_global(model: ImageGPT, patch: Tensor, cache: KVCache) -> Tensor:
+    """`ImageGPT._global` of one completed patch (B, 1, P) on a static cache (not advanced here): the next patch's
+    local inputs (B, P, L). A plain function, so that one compiled graph serves every model of the class."""
+    g = model.global_model
+    x = model._embed_patches(patch) + g.wpe(cache.positions(1))  # (B, 1, C)
+    for block in g.h:
+        x = block(x, cache=cache)
+    return model._slices(g.ln_f(x))[:, 0]
+
+
+def _static_local(model: ImageGPT, x: Tensor, cache: KVCache) -> Tensor:
+    """`ImageGPT._local` of one sub-pixel's input (B, 1, L) on a static cache (not advanced here): logits (B, V)."""
+    lm = model.local_model
+    for block in lm.h:
+        x = block(x, cache=cache)
+    return softcap(lm.lm_head(lm.ln_f(x[:, -1])), model.config.logit_softcap)
+
+
+_COMPILED_STEPS: list = []  # the lazily built torch.compile of (_static_global, _static_local)
+
+
+def _compiled_steps() -> tuple[Any, Any]:
+    if not _COMPILED_STEPS:  # dynamic=False: fixed shapes by construction (see zoo.models.gpt._compiled_static_step)
+        _COMPILED_STEPS.extend(torch.compile(f, dynamic=False) for f in (_static_global, _static_local))
+    return _COMPILED_STEPS[0], _COMPILED_STEPS[1]

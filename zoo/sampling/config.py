@@ -29,12 +29,14 @@ class SamplingConfig:
     num_samples: int = 1  # samples per prompt / label / caption / primer (members)
     seed: int | None = None
     use_cache: bool = True
-    # Decode through a torch.compile'd fixed-shape step (`GPT.decode_step_static`; GPT-family models;
-    # other models raise). Compiling takes seconds to a minute once per batch size and cache length
-    # (rounded up to COMPILE_LENGTH_STEP positions; the cache then attends over that many masked slots).
-    # Greedy tokens equal the default path's (tested), sampled ones up to floating-point rounding. On CPU
-    # it gained ~5% over the default for a small GPT (benchmarks/gpt_cpu.md: each token is dominated by
-    # the matrix products); it pays off where per-token dispatch dominates.
+    # Decode through a torch.compile'd fixed-shape step (`decode_step_static`: gpt and music_transformer, the
+    # relative bias included; image_gpt and text2image, their global and local steps compiled apart; other models
+    # raise). Compiling takes seconds to a minute once per batch size and cache length (rounded up to
+    # COMPILE_LENGTH_STEP positions; the cache then attends over that many masked slots). Greedy tokens equal the
+    # default path's (tested), sampled ones up to floating-point rounding. On CPU it gained ~5% over the default for
+    # a GPT whose tokens are dominated by the matrix products (benchmarks/gpt_cpu.md); it pays off where per-token
+    # dispatch dominates: medians 1.4-1.7x at batch 1 for gpt-pydoc, music-transformer-bach and image-gpt-digits
+    # (1.1x text2image-digits), 0.9-1.2x at batch 8 (shared 2-core CPU, wide spreads: decode_overhead_rounds-7.md).
     compile: bool = False
     # Speculative decoding (zoo/sampling/speculative.py): a cheap drafter proposes `draft_tokens` tokens, the
     # model checks them in one pass; greedy tokens equal plain decoding's, samples follow the same distribution.
