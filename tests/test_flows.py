@@ -217,7 +217,8 @@ def test_export_works_whatever_the_data_path_was(work):
     assert "metric_value" not in json.loads((work / "exp_a" / "config.json").read_text())["card"]
     r = run_cli(["zoo-export", ckpt, f"out={work / 'exp_b'}", "measure=true"], cwd=elsewhere)
     assert r.returncode != 0 and "books/*.txt" in r.stderr and not (work / "exp_b").exists()
-    check(run_cli(["zoo-export", ckpt, f"out={work / 'exp_c'}", "dtype=float32",
-                   f"+data.path='{trained_in}/books/*.txt'"], cwd=elsewhere))
+    r = check(run_cli(["zoo-export", ckpt, f"out={work / 'exp_c'}", "dtype=float32",
+                       f"+data.path='{trained_in}/books/*.txt'"], cwd=elsewhere))
+    assert r.stderr.count(f"dropping the absolute path train_config.run_dir='{run_dir}'") == 1  # not per rewrite
     assert_card_reproduces_the_run(work / "exp_c", run_dir)
     assert zoo.load(work / "exp_a").generate("The ", max_new_tokens=4, seed=0).startswith("The ")

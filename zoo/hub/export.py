@@ -56,14 +56,16 @@ DATA_LICENSES = {  # data.name -> what the training data may be used under
 }
 
 
-def sanitize(value: Any, where: str = "config") -> Any:
-    """A copy of `value` with absolute filesystem paths replaced by None (they mean nothing elsewhere)."""
+def sanitize(value: Any, where: str = "config", *, report: bool = True) -> Any:
+    """A copy of `value` with absolute filesystem paths replaced by None (they mean nothing elsewhere), each
+    named in one log line when `report`."""
     if isinstance(value, dict):
-        return {k: sanitize(v, f"{where}.{k}") for k, v in value.items()}
+        return {k: sanitize(v, f"{where}.{k}", report=report) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [sanitize(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [sanitize(v, f"{where}[{i}]", report=report) for i, v in enumerate(value)]
     if isinstance(value, str) and (value.startswith(("/", "~")) or (len(value) > 2 and value[1:3] == ":\\")):
-        log.info("export: dropping the absolute path %s=%r", where, value)
+        if report:
+            log.info("export: dropping the absolute path %s=%r", where, value)
         return None
     return value
 
@@ -186,14 +188,15 @@ def sample_stats_section(stats: dict[str, Any] | None) -> list[str]:
 
 
 def export(m: Pretrained, out: str | Path, *, dtype: str = "float16", name: str | None = None,
-           card: dict[str, Any] | None = None) -> Path:
-    """Write `m` as an exported folder at `out` (created; existing files of the same names replaced)."""
+           card: dict[str, Any] | None = None, report: bool = True) -> Path:
+    """Write `m` as an exported folder at `out` (created; existing files of the same names replaced); `report`:
+    log each absolute path the written config drops (once per export: a rewrite passes False)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not accepted; choose one of {sorted(DTYPES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     name = name or out.name
-    train_config = sanitize(m.config.get("train_config") or {}, "train_config")
+    train_config = sanitize(m.config.get("train_config") or {}, "train_config", report=report)
     config = {
         "format": EXPORT_FORMAT, "version": 1, "name": name, "model_type": m.model_type,
         "model_config": upgrade_config(m.config["model_config"]), "dtype": dtype, "train_config": train_config,
@@ -323,5 +326,5 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, dtype: str = "
                  "python -c \"import zoo; from zoo.hub.export import measure_loss; "
                  f"print(measure_loss(zoo.load('{name or Path(out).name}')))\"",
                  "perplexity": round(math.exp(loss), 3)}
-        path = export(m, out, dtype=dtype, name=name, card=card)  # the adapter files are left as they are
+        path = export(m, out, dtype=dtype, name=name, card=card, report=False)  # the adapter files are left as they are
     return path
