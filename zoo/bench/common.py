@@ -74,10 +74,10 @@ def sizes(mode: str, device: str = "cpu", rounds: int | None = None) -> Sizes:
     elif mode == "quick":
         # Issue 25: within 3 minutes on a shared 2-core CPU under load (a full `zoo-bench` keeps the larger sizes):
         # half the training batch and decoded tokens, no compiled decoding (compiling took 5-50 s), and the
-        # roofline at batch 1 on 16 new tokens with one shipped checkpoint.
+        # roofline at batch 1 on 8 new tokens with one shipped checkpoint.
         s = Sizes(mode="quick", rounds=3, batch=4, decode_new=128, lightning_precisions=("fp32",),
                   attn_lengths=(256, 1024), attn_naive_max_t=256, hf_compile=False, zoo_compile_batches=(),
-                  roofline_new=16, roofline_batches=(1,), roofline_shipped=("gpt-pydoc",))
+                  roofline_new=8, roofline_batches=(1,), roofline_shipped=("gpt-pydoc",))
     elif mode == "tiny":  # tests: seconds, not meaningful figures
         s = Sizes(mode="tiny", rounds=2, n_layer=1, n_head=2, n_embd=32, block_size=16, batch=2, vocab_size=64,
                   lightning_precisions=("fp32",), matmul_sizes=(32, 64), gate_tokens=6, decode_prompt=4, decode_new=8,
