@@ -96,6 +96,7 @@ def test_codec_matches_the_processor_and_round_trips(hf_folders):
     ids = torch.randint(0, CLUSTERS, (SIDE * SIDE,), generator=torch.Generator().manual_seed(4))
     image = codec.decode(ids)  # (3, 8, 8) in [0, 1]: every pixel a cluster colour
     assert codec.encode(image) == ids.tolist()
+    assert codec.prefix_length(3) == 3 * SIDE  # one token per pixel: 3 rows
     assert codec_from_dict(codec.to_dict()).to_dict() == codec.to_dict()
 
 

@@ -147,8 +147,6 @@ def load_primer(codec: ImagePatchCodec | ColourClusterCodec, path: str | Path) -
             pixels = np.array(img, dtype=np.uint8)  # a writable copy (torch.from_numpy warns otherwise)
     except OSError as e:
         raise ValueError(f"cannot read primer image {path}: {e}") from e
-    if note:
-        log.info(note)
     return torch.tensor(codec.encode(pixels if pixels.ndim == 2 else pixels.transpose(2, 0, 1))), note
 
 
