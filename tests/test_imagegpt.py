@@ -137,3 +137,28 @@ def test_start_token_config_and_refusals(tmp_path):
         transformers.ImageGPTForCausalImageModeling(transformers.ImageGPTConfig(
             vocab_size=5, n_positions=4, n_embd=8, n_layer=1, n_head=2)).save_pretrained(folder)
         zoo.load(str(folder))
+
+
+def test_fine_tunes_on_an_image_folder_with_lora_and_exports(cached, tmp_path):
+    """zoo-train init_from=imagegpt-small data=image_folder (LoRA): the data is encoded with the source's clusters;
+    the export re-measures the run's val loss and reloads with the colour-cluster codec."""
+    from helpers import TINY_RUN, compose_train
+
+    from zoo.hub.export import export_checkpoint
+    from zoo.train import run
+    from zoo.training.checkpoint import read_checkpoint
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    rs = np.random.RandomState(6)
+    for i in range(24):  # any size: brought to the model's 8×8
+        Image.fromarray(rs.randint(0, 256, (12, 10, 3), dtype=np.uint8)).save(pics / f"{i}.png")
+    overrides = [*TINY_RUN, "init_from=imagegpt-small", "data=image_folder", f"data.root={pics}", "data.height=8",
+                 "data.width=8", "data.batch_size=4", f"run_dir={tmp_path / 'ft'}", "lora.rank=2"]
+    summary = run(compose_train(overrides), overrides=overrides)
+    meta = read_checkpoint(summary["checkpoint"])["zoo"]
+    assert meta["codec"]["type"] == "colour_clusters" and meta["lora"]["rank"] == 2
+    out = export_checkpoint(summary["checkpoint"], tmp_path / "exp", dtype="float32")
+    back = zoo.load(str(out))
+    assert isinstance(back.codec, ColourClusterCodec) and back.card["metric_value"] > 0
+    assert back.generate(num_samples=2, seed=0).shape == (2, 3, SIDE, SIDE)
