@@ -162,3 +162,18 @@ def test_fine_tunes_on_an_image_folder_with_lora_and_exports(cached, tmp_path):
     back = zoo.load(str(out))
     assert isinstance(back.codec, ColourClusterCodec) and back.card["metric_value"] > 0
     assert back.generate(num_samples=2, seed=0).shape == (2, 3, SIDE, SIDE)
+
+
+def test_zoo_serve_offers_an_unconditional_image_model_without_labels_or_guidance(cached):
+    pytest.importorskip("fastapi", reason="zoo-serve needs the [serve] extra")
+    from fastapi.testclient import TestClient
+
+    from zoo.serve import ServeSettings, create_app, load_models
+
+    with TestClient(create_app(load_models(["imagegpt-small"]), ServeSettings(timeout_s=60))) as client:
+        listed = client.get("/v1/models").json()["data"][0]
+        assert listed["member"] == "image" and list(listed["inputs"]) == ["num_samples"]
+        assert "guidance" not in listed["options"] and "top_k" in listed["options"]
+        r = client.post("/v1/generate", json={"model": "imagegpt-small", "num_samples": 2, "seed": 0, "top_p": 0.9})
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["shape"] == [2, 3, SIDE, SIDE]

@@ -206,20 +206,24 @@ class ImageMember(Member):
 
     # ---- zoo-serve: labels -> one PNG grid ----
     def request_options(self, m: Any, limits: Limits) -> list[Option]:
+        """labels and guidance for a class-conditional model only (an unconditional one, such as ImageGPT, takes
+        neither: `parse_labels` and the sampling loop would refuse them)."""
         names = m.codec.class_names or list(range(m.codec.num_classes))
-        return [Option(name="labels", kind="labels", nullable=True, default=None, sampling=False,
-                       max_length=limits.max_images,
-                       help=f"class ids or names, one grid row each (null = every class): {names}"),
+        conditional = m.codec.num_classes > 0
+        labels = [Option(name="labels", kind="labels", nullable=True, default=None, sampling=False,
+                         max_length=limits.max_images,
+                         help=f"class ids or names, one grid row each (null = every class): {names}")]
+        return [*(labels if conditional else []),
                 Option(name="num_samples", kind="integer", minimum=1, maximum=limits.max_num_samples,
-                       default=4, sampling=False, help="images per label"),
-                guidance_option(m), *sampling_options(m, max_tokens=None, repetition=False)]
+                       default=4, sampling=False, help="images per label" if conditional else "images"),
+                *([guidance_option(m)] if conditional else []), *sampling_options(m, max_tokens=None, repetition=False)]
 
     @staticmethod
     def _rows(m: Any, opts: dict[str, Any]) -> int:
         try:
-            ids = parse_labels(m.codec, opts["labels"])
+            ids = parse_labels(m.codec, opts.get("labels"))
         except ValueError as e:  # accepted: the field's own (Option.accepted)
-            raise OptionError("labels", str(e), received=opts["labels"]) from None
+            raise OptionError("labels", str(e), received=opts.get("labels")) from None
         return 1 if ids is None else len(ids)
 
     def check_request(self, m: Any, opts: dict[str, Any], limits: Limits) -> None:
