@@ -83,6 +83,10 @@ def test_cached_decoding_equals_full_forward(hf_folders):
         steps = [m.model.prefill(x[:, :0], cache=cache)]  # the start token alone
         steps += [m.model.decode_step(x[:, t:t + 1], cache=cache) for t in range(SIDE * SIDE - 1)]
         torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=0)
+        cache = m.model.new_cache(2)  # the fixed-shape step (compile=True's) after the same prefill
+        steps = [m.model.prefill(x[:, :0], cache=cache)]
+        steps += [m.model.decode_step_static(x[:, t:t + 1], cache=cache) for t in range(SIDE * SIDE - 1)]
+        torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=0)
         torch.testing.assert_close(m.model.prefill(x[:, :10]), full[:, 10], atol=1e-5, rtol=0)  # no cache
 
 
