@@ -1,4 +1,4 @@
-"""torch.hub entry points, one per pretrained zoo checkpoint (weights ship inside the package), and gpt2.
+"""torch.hub entry points, one per pretrained zoo checkpoint (weights ship inside the package), gpt2 and imagegpt.
 
     import torch
     m = torch.hub.load("/path/to/zoo", "gpt_pydoc", source="local")
@@ -84,6 +84,17 @@ def gpt2(path: str | None = None, device: str = "cpu", dtype: Any = None, size: 
     at `revision`) into its cache (HF_HUB_CACHE; HF_HUB_OFFLINE=1 reads only the cache); or `path`, a
     Hugging Face GPT-2 folder you already have (config.json, model.safetensors or pytorch_model.bin,
     vocab.json, merges.txt)."""
+    from zoo.hub import load
+
+    return load(size, device=device, dtype=dtype, path=path, revision=revision)
+
+
+def imagegpt(size: str = "imagegpt-small", path: str | None = None, device: str = "cpu", dtype: Any = None,
+             revision: str | None = None) -> Any:
+    """OpenAI's Image GPT converted to zoo's GPT and a colour-cluster codec (logits equal transformers'): `size`
+    "imagegpt-small", "imagegpt-medium" or "imagegpt-large", fetched once from the Hugging Face Hub (openai/, at
+    `revision`), or `path`, a Hugging Face ImageGPT folder you already have. `m.generate(num_samples=8,
+    out="samples/")` writes 32x32 samples; primer="photo.jpg" completes a picture from its top rows."""
     from zoo.hub import load
 
     return load(size, device=device, dtype=dtype, path=path, revision=revision)

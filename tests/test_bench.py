@@ -237,6 +237,8 @@ WRITERS: dict[str, tuple[list[str], str, list[list[str]]]] = {
     "flex_attention": (["--rounds", "5"], "flex_attention", [["--rounds", "3"], ["--T", "2048"], ["--window", "128"]]),
     "gpt_cpu": ([], "gpt_cpu", [["--quick"], ["--rounds", "9"], ["--vocab", "50257"], ["--quick", "--rounds", "9"]]),
     "image_gpt": ([], "image_gpt", [["--threads", "2"], ["--mnist-steps", "300"]]),
+    "imagegpt": ([], "imagegpt", [["--rounds", "3"], ["--model", "imagegpt-small", "--images", "pics"],
+                                  ["--batch", "8"]]),
     "load_time": ([], "load_time", [["--rounds", "3"], ["--threads", "2"]]),
     # committed with --jsb (not the default: without it the JSB part is skipped, music_ablation_no-jsb)
     "music_ablation": (["--cache-dir", "/tmp/zoo_music_cache", "--jsb", "../shared/data/jsb/Jsb16thSeparated.json"],

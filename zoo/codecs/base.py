@@ -81,7 +81,7 @@ def codec_from_dict(state: dict[str, Any], source: str = "codec state") -> Codec
 def _import_all() -> list[str]:
     """Import the codec modules so their classes register; return the import errors (missing extras)."""
     errors = []
-    for mod in ("text", "midi", "multitrack", "jsb", "image", "text_image"):
+    for mod in ("text", "midi", "multitrack", "jsb", "image", "text_image", "clusters"):
         try:
             importlib.import_module(f"zoo.codecs.{mod}")
         except ImportError as e:

@@ -25,7 +25,7 @@ from zoo.core.positions import PositionBias, RotaryEmbedding
 # RotaryEmbedding lives in zoo.core.positions, RMSNorm and make_norm in zoo.core.norms; older imports find them here.
 __all__ = ["MLP", "Block", "NormKind", "RMSNorm", "RotaryEmbedding", "linear_weights_in_out", "make_norm", "softcap"]
 
-Activation = Literal["gelu", "gelu_tanh", "relu2", "swiglu"]
+Activation = Literal["gelu", "gelu_tanh", "quick_gelu", "relu2", "swiglu"]
 
 
 def softcap(logits: Tensor, cap: float | None) -> Tensor:
@@ -35,7 +35,10 @@ def softcap(logits: Tensor, cap: float | None) -> Tensor:
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward: GELU (exact or GPT-2's tanh approximation), ReLU² or SwiGLU.
+    """Position-wise feed-forward: GELU (exact, GPT-2's tanh approximation or ImageGPT's sigmoid one), ReLU² or SwiGLU.
+
+    `quick_gelu` is x · sigmoid(1.702 x), the sigmoid approximation of GELU (Hendrycks & Gimpel 2016, §2) that
+    OpenAI's ImageGPT was trained with; it keeps GELU's shapes and parameter names.
 
     ReLU² (`relu2`: relu(x)², So et al. 2021 "Primer", the modded-nanogpt speedrun's MLP) keeps the 4C hidden
     width and GELU's parameter names, so only what the weights compute changes.
@@ -52,8 +55,9 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(n_embd, hidden, bias=bias)
         if activation == "swiglu":
             self.c_gate = nn.Linear(n_embd, hidden, bias=bias)
-        elif activation not in ("gelu", "gelu_tanh", "relu2"):
-            raise ValueError(f"unknown activation {activation!r}; accepted: 'gelu', 'gelu_tanh', 'relu2', 'swiglu'")
+        elif activation not in ("gelu", "gelu_tanh", "quick_gelu", "relu2"):
+            raise ValueError(f"unknown activation {activation!r}; accepted: 'gelu', 'gelu_tanh', 'quick_gelu', "
+                             "'relu2', 'swiglu'")
         self.c_proj = nn.Linear(hidden, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
@@ -62,6 +66,9 @@ class MLP(nn.Module):
             h = F.silu(self.c_gate(x)) * self.c_fc(x)
         elif self.activation == "relu2":
             h = F.relu(self.c_fc(x)).square()
+        elif self.activation == "quick_gelu":
+            h = self.c_fc(x)
+            h = h * torch.sigmoid(1.702 * h)
         else:
             h = F.gelu(self.c_fc(x), approximate="tanh" if self.activation == "gelu_tanh" else "none")
         h = self.c_proj(h)

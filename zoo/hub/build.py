@@ -1,6 +1,6 @@
 """From files on disk to a `Pretrained` ready to sample: a folder written by zoo-export (safetensors, no
 pickle), a zoo-train `.ckpt` (weights_only=True, through zoo.checkpoints: no Lightning) or a Hugging Face
-GPT-2 folder (converted); then the device and dtype the caller asked for."""
+GPT-2 or ImageGPT folder (converted); then the device and dtype the caller asked for."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from zoo.checkpoints.reading import model_from_checkpoint
 from zoo.codecs.base import CODEC_FILE, load_codec
 from zoo.hub.adapters import fold_adapters
 from zoo.hub.gpt2 import load_gpt2
+from zoo.hub.imagegpt import imagegpt_config, load_imagegpt
 from zoo.hub.pretrained import Pretrained, generation_defaults, upgrade_options
 from zoo.hub.registry import ADAPTER_WEIGHTS, CONFIG_FILE, EXPORT_FORMAT, GENERATION_FILE, WEIGHTS_FILE, HubError
 from zoo.models.base import build_model
@@ -64,6 +65,13 @@ def gpt2_pretrained(path: Path, name: str) -> Pretrained:
     model, codec = load_gpt2(path)
     config = {"model_type": "gpt", "model_config": dataclasses.asdict(model.config)}
     return Pretrained(model, codec, {"temperature": 0.8, "top_k": 40}, config=config, name=name)
+
+
+def imagegpt_pretrained(path: Path, name: str) -> Pretrained:
+    """A Hugging Face ImageGPT folder as zoo's GPT and a colour-cluster codec (zoo.hub.imagegpt); sampled as
+    the paper did: temperature 1, no top-k."""
+    model, codec = load_imagegpt(path)
+    return Pretrained(model, codec, {"temperature": 1.0}, config=imagegpt_config(model), name=name)
 
 
 def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -44,6 +44,7 @@ from zoo.hub.registry import (
 )
 from zoo.models.base import upgrade_config
 from zoo.training.builders import build_data, is_sharded_checkpoint
+from zoo.training.init_from import data_section
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,9 @@ def validation_data(train_config: dict[str, Any], codec: Any = None, *, cache_di
     data_cfg = dict(train_config.get("data") or {})
     if not data_cfg:
         raise ValueError("this model has no training data config to measure on")
-    if train_config.get("init_from"):  # fine-tuned: the data was encoded with the source's codec, not a new one
-        data_cfg["codec"] = codec
-        if "vocab_size" in data_cfg:
-            data_cfg["vocab_size"] = None
+    if train_config.get("init_from") and codec is not None:  # fine-tuned: the data was encoded with the source's
+        # codec: handed to a text module, its keys (patch size, levels, colour clusters) to an image module
+        data_cfg = data_section(str(train_config["init_from"]), codec, data_cfg, ())
     if cache_dir is not None:
         data_cfg["cache_dir"] = str(cache_dir)
     data_cfg.update(data or {})

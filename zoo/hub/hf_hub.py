@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # What a model needs, for a Hugging Face GPT-2 repo and for a zoo export pushed by `push`: a GPT-2 repo's
 # other weights (TF, Flax, ONNX, rust) are never fetched; pytorch_model.bin only when there is no safetensors.
 MODEL_FILES = ["config.json", "model.safetensors", "generation_config.json", "vocab.json", "merges.txt",
-               "codec.json", "tokenizer.json"]
+               "codec.json", "tokenizer.json", "preprocessor_config.json"]  # the last: an ImageGPT's colour clusters
 PICKLED_WEIGHTS = "pytorch_model.bin"
 TOKEN_HELP = "(HF_TOKEN or `hf auth login`)"
 

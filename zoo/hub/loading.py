@@ -35,19 +35,20 @@ import torch
 
 from zoo.codecs.base import Codec
 from zoo.core.quant import check_scheme, quantize_
-from zoo.hub.build import gpt2_pretrained, load_checkpoint, load_export, ready
+from zoo.hub.build import gpt2_pretrained, imagegpt_pretrained, load_checkpoint, load_export, ready
 from zoo.hub.pretrained import _SAMPLING_KEYS, Pretrained, generation_defaults, upgrade_options
 from zoo.hub.registry import (
     CONFIG_FILE,
     GPT2_REPOS,
     HF_PREFIX,
+    IMAGEGPT_REPOS,
     REGISTRY,
     WEIGHTS_FILE,
     HubError,
     describe_models,
     list_models,
 )
-from zoo.hub.sources import is_hf_gpt2, resolve_entry
+from zoo.hub.sources import hf_model_type, is_hf_gpt2, resolve_entry
 
 # the names this module has always offered (zoo.hub, zoo.hub.export, zoo.export and tests import them from here)
 __all__ = ["_SAMPLING_KEYS", "Pretrained", "generation_defaults", "load", "load_any", "load_checkpoint", "load_export",
@@ -64,7 +65,10 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
     name_or_path may also be
       * a zoo-train checkpoint, e.g. "runs/gpt_pydoc/checkpoints/last.ckpt" (read with weights_only=True);
       * a folder written by zoo-export (model.safetensors, config.json, codec.json, generation_config.json);
-      * "hf:ORG/NAME": a Hugging Face Hub repo of the GPT-2 architecture (converted, as below) or a zoo
+      * "imagegpt-small", "imagegpt-medium", "imagegpt-large": OpenAI's Image GPT (openai/imagegpt-*, from
+        the Hub as GPT-2 is; path= for a folder you have), converted to zoo's GPT and a colour-cluster codec:
+        zoo.load("imagegpt-small").generate(num_samples=8, out="samples/"), primer="photo.jpg" completes it;
+      * "hf:ORG/NAME": a Hugging Face Hub repo of the GPT-2 or ImageGPT architecture (converted) or a zoo
         export pushed with `zoo-export ... push_to=ORG/NAME`; `revision` picks a branch, tag or commit
         (default main). Hub files (and "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", from
         openai-community/, or a copy transformers cached under the legacy id "gpt2"...) are fetched once
@@ -123,10 +127,10 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: to
 def _load(name: str, device: str | torch.device, dtype: torch.dtype | str | None, path: str | Path | None,
           revision: str | None) -> Pretrained:
     """`load` without quantisation: which source `name` is, and the model read from it."""
-    is_hub = name.startswith(HF_PREFIX) or (name in GPT2_REPOS and path is None)
+    is_hub = name.startswith(HF_PREFIX) or (name in GPT2_REPOS | IMAGEGPT_REPOS and path is None)
     if revision is not None and not is_hub:
         raise HubError(f"revision={revision!r} applies to Hugging Face Hub sources ('hf:ORG/NAME', "
-                       f"{sorted(GPT2_REPOS)}), not to {name!r}")
+                       f"{sorted(GPT2_REPOS | IMAGEGPT_REPOS)}), not to {name!r}")
     if name in REGISTRY:
         entry = REGISTRY[name]
         m = _load_folder(resolve_entry(entry, path), entry.name, device, dtype)
@@ -139,6 +143,10 @@ def _load(name: str, device: str | torch.device, dtype: torch.dtype | str | None
             raise HubError(f"{name!r} is not a GPT-2 size on the Hub; accepted {list(GPT2_REPOS)}, "
                            "'hf:ORG/NAME' for another repo, or path= to a Hugging Face GPT-2 folder")
         return ready(_from_hub(_gpt2_repo(name, revision), revision, name, gpt2_pretrained), device, dtype)
+    if name in IMAGEGPT_REPOS:
+        if path is not None:
+            return ready(imagegpt_pretrained(Path(path).expanduser(), name), device, dtype)
+        return ready(_from_hub(IMAGEGPT_REPOS[name], revision, name, imagegpt_pretrained), device, dtype)
     if name.startswith(HF_PREFIX):
         m = _from_hub(name.removeprefix(HF_PREFIX), revision, name, lambda f, n: _load_folder(f, n, device, dtype))
         m.name = name
@@ -147,6 +155,8 @@ def _load(name: str, device: str | torch.device, dtype: torch.dtype | str | None
     hf_config = (p if p.is_dir() else p.parent) / CONFIG_FILE
     if p.exists() and hf_config.is_file() and is_hf_gpt2(hf_config):
         return ready(gpt2_pretrained(p, p.name), device, dtype)
+    if p.exists() and hf_model_type(hf_config) == "imagegpt":
+        return ready(imagegpt_pretrained(p, p.name), device, dtype)
     if p.is_dir():
         return load_export(p, device=device, dtype=dtype)
     if p.is_file():
@@ -185,9 +195,11 @@ def _from_hub(repo_id: str, revision: str | None, name: str, read: Any) -> Pretr
 
 
 def _load_folder(folder: Path, name: str, device: str | torch.device, dtype: torch.dtype | str | None) -> Pretrained:
-    """A verified folder (registry entry or Hub snapshot): a zoo export, or a Hugging Face GPT-2 folder."""
+    """A verified folder (registry entry or Hub snapshot): a zoo export, or a Hugging Face GPT-2 or ImageGPT folder."""
     if is_hf_gpt2(folder / CONFIG_FILE):
         return ready(gpt2_pretrained(folder, name), device, dtype)
+    if hf_model_type(folder / CONFIG_FILE) == "imagegpt":
+        return ready(imagegpt_pretrained(folder, name), device, dtype)
     return load_export(folder, device=device, dtype=dtype)
 
 

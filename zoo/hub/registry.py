@@ -27,6 +27,8 @@ HF_PREFIX = "hf:"  # zoo.load("hf:ORG/NAME"): a Hugging Face Hub repo
 
 # Names for OpenAI's GPT-2 checkpoints on the Hugging Face Hub (weights under a modified MIT licence).
 GPT2_REPOS = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
+# OpenAI's Image GPT (Chen et al. 2020): 32×32 images of 512 colour clusters (zoo.hub.imagegpt converts them).
+IMAGEGPT_REPOS = {name: f"openai/{name}" for name in ("imagegpt-small", "imagegpt-medium", "imagegpt-large")}
 # transformers' `from_pretrained("gpt2")` caches the same weights under the legacy id, the bare name
 # (models--gpt2): zoo.hub.loading reads a cached copy there before downloading openai-community/'s.
 
@@ -267,5 +269,7 @@ def describe_models() -> str:
         lines.append(f"{name:<24}{e.summary or e.model_type}" + (f"; val {metric:.3f} nats/token" if metric else ""))
     for name, repo in GPT2_REPOS.items():
         lines.append(f"{name:<24}OpenAI's GPT-2 from the Hugging Face Hub ({repo}), fetched once into the HF cache")
-    lines.append(f"{'hf:ORG/NAME':<24}any Hub repo of the GPT-2 architecture, or a zoo export pushed there")
+    for name, repo in IMAGEGPT_REPOS.items():
+        lines.append(f"{name:<24}OpenAI's Image GPT from the Hugging Face Hub ({repo}): 32x32 images, 512 colours")
+    lines.append(f"{'hf:ORG/NAME':<24}any Hub repo of the GPT-2 or ImageGPT architecture, or a zoo export pushed there")
     return "\n".join(lines)

@@ -45,7 +45,13 @@ def resolve_entry(entry: Entry, path: str | Path | None = None) -> Path:
 
 def is_hf_gpt2(config_path: Path) -> bool:
     """Whether `config_path` is a Hugging Face GPT-2 config.json (rather than a zoo export's)."""
+    return hf_model_type(config_path) == "gpt2"
+
+
+def hf_model_type(config_path: Path) -> str | None:
+    """The `model_type` of a Hugging Face config.json ("gpt2", "imagegpt"); None for a zoo export's or no file."""
     try:
-        return json.loads(config_path.read_text()).get("model_type") == "gpt2"
+        kind = json.loads(config_path.read_text()).get("model_type")
     except (json.JSONDecodeError, AttributeError, FileNotFoundError):
-        return False
+        return None
+    return kind if isinstance(kind, str) else None

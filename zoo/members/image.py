@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from zoo.codecs.clusters import ColourClusterCodec
 from zoo.codecs.image import ImagePatchCodec
 from zoo.members.base import Member, Samples, SampleSet, output_path, register_member
 from zoo.members.image_io import save_grid_png
@@ -121,24 +122,32 @@ def parse_labels(codec: ImagePatchCodec, labels: Any) -> Tensor | None:
     return codec.check_class_ids(ids)
 
 
-def load_primer(codec: ImagePatchCodec, path: str | Path) -> Tensor:
-    """An image file -> its T tokens (converted to the codec's channels, resized if needed, quantised)."""
-    from PIL import Image
+def load_primer(codec: ImagePatchCodec | ColourClusterCodec, path: str | Path) -> tuple[Tensor, str | None]:
+    """An image file -> (its T tokens, a one-line note when it had to be converted, else None).
+
+    Any size and mode is accepted: the picture is converted to the codec's channels and, when its size differs,
+    scaled so that its short side fits (bicubic) and centre-cropped to the codec's height × width (what
+    ImageGPT's paper did with ImageNet photos), then quantised."""
+    from PIL import Image, ImageOps
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"primer image not found: {path}")
+    note = None
     try:
         with Image.open(path) as img:
+            mode, size = img.mode, img.size
             img = img.convert("L" if codec.channels == 1 else "RGB")
             if img.size != (codec.width, codec.height):
-                log.warning("primer %s is %dx%d; resized to the model's %dx%d", path, *img.size, codec.width,
-                            codec.height)
-                img = img.resize((codec.width, codec.height), Image.Resampling.BILINEAR)
+                img = ImageOps.fit(img, (codec.width, codec.height), Image.Resampling.BICUBIC)
+                note = (f"primer {path.name} ({size[0]}x{size[1]} {mode}) resized and centre-cropped to the model's "
+                        f"{codec.width}x{codec.height}")
+            elif img.mode != mode:
+                note = f"primer {path.name} converted from {mode} to {img.mode}"
             pixels = np.array(img, dtype=np.uint8)  # a writable copy (torch.from_numpy warns otherwise)
     except OSError as e:
         raise ValueError(f"cannot read primer image {path}: {e}") from e
-    return torch.tensor(codec.encode(pixels if pixels.ndim == 2 else pixels.transpose(2, 0, 1)))
+    return torch.tensor(codec.encode(pixels if pixels.ndim == 2 else pixels.transpose(2, 0, 1))), note
 
 
 class ImageMember(Member):
@@ -148,7 +157,7 @@ class ImageMember(Member):
     `out`: a .png file or a folder (samples.png, or completion.png with a primer)."""
 
     name = "image"
-    codec_types = ("image_patch",)
+    codec_types = ("image_patch", "colour_clusters")
     model_types = ("image_gpt",)
     inputs = {"labels": None, "primer": None, "rows": None, "out": None}
     primary = "labels"
@@ -162,19 +171,19 @@ class ImageMember(Member):
                  sampling: SamplingConfig, *, on_text: Any = None) -> Samples:
         labels = parse_labels(codec, inputs["labels"])
         n = sampling.num_samples
-        prefix = rows = primer = None
+        prefix = rows = primer = note = None
         if inputs["primer"]:
             rows = half_rows(codec) if inputs["rows"] is None else int(inputs["rows"])
             if not 0 < rows < codec.height:
                 raise ValueError(f"rows={rows}: keep between 1 and {codec.height - 1} pixel rows of the primer")
-            primer = load_primer(codec, inputs["primer"])
+            primer, note = load_primer(codec, inputs["primer"])
             prefix = primer[:codec.prefix_length(rows)]
         elif inputs["rows"] is not None:
             raise ValueError(f"rows={inputs['rows']} needs primer= (an image whose top rows are kept)")
         row_labels = labels.repeat_interleave(n) if labels is not None else None
         tokens = sample_tokens(model, codec, row_labels, num=n, prefix=prefix, cfg=sampling)
         images = codec.decode_batch(tokens.cpu())  # (rows·n, C, H, W)
-        out = Samples(images)
+        out = Samples(images, lines=[note] if note else [])
         path = output_path(inputs["out"], "samples.png" if prefix is None else "completion.png")
         if path is None:
             return out
@@ -197,20 +206,24 @@ class ImageMember(Member):
 
     # ---- zoo-serve: labels -> one PNG grid ----
     def request_options(self, m: Any, limits: Limits) -> list[Option]:
+        """labels and guidance for a class-conditional model only (an unconditional one, such as ImageGPT, takes
+        neither: `parse_labels` and the sampling loop would refuse them)."""
         names = m.codec.class_names or list(range(m.codec.num_classes))
-        return [Option(name="labels", kind="labels", nullable=True, default=None, sampling=False,
-                       max_length=limits.max_images,
-                       help=f"class ids or names, one grid row each (null = every class): {names}"),
+        conditional = m.codec.num_classes > 0
+        labels = [Option(name="labels", kind="labels", nullable=True, default=None, sampling=False,
+                         max_length=limits.max_images,
+                         help=f"class ids or names, one grid row each (null = every class): {names}")]
+        return [*(labels if conditional else []),
                 Option(name="num_samples", kind="integer", minimum=1, maximum=limits.max_num_samples,
-                       default=4, sampling=False, help="images per label"),
-                guidance_option(m), *sampling_options(m, max_tokens=None, repetition=False)]
+                       default=4, sampling=False, help="images per label" if conditional else "images"),
+                *([guidance_option(m)] if conditional else []), *sampling_options(m, max_tokens=None, repetition=False)]
 
     @staticmethod
     def _rows(m: Any, opts: dict[str, Any]) -> int:
         try:
-            ids = parse_labels(m.codec, opts["labels"])
+            ids = parse_labels(m.codec, opts.get("labels"))
         except ValueError as e:  # accepted: the field's own (Option.accepted)
-            raise OptionError("labels", str(e), received=opts["labels"]) from None
+            raise OptionError("labels", str(e), received=opts.get("labels")) from None
         return 1 if ids is None else len(ids)
 
     def check_request(self, m: Any, opts: dict[str, Any], limits: Limits) -> None:

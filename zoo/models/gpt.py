@@ -75,6 +75,12 @@ class GPTConfig:
     (`zoo.core.attention`), `activation="relu2"` is the ReLU² MLP, `zero_init_proj` initialises every block's
     output projections (`attn.c_proj`, `mlp.c_proj`) to zero so that each block starts as the identity, and
     `logit_softcap` bounds the output logits to (-cap, cap) by cap · tanh(logits / cap).
+
+    `start_token` gives the model its own start-of-sequence token, as OpenAI's ImageGPT (Chen et al. 2020) has:
+    `wte` gains one row past the vocabulary (id `vocab_size`, never predicted: `lm_head` keeps `vocab_size`
+    rows, so the head cannot be tied) and the model puts that token in front of every sequence itself. The
+    training convention is then the image models' (zoo.models.image_gpt): `logits[:, t]` predicts `idx[:, t]`
+    from the start token and idx[:, :t], the datamodule gives idx == targets, and an empty prompt can be decoded.
     """
 
     vocab_size: int = 256  # training sets this from the data's codec
@@ -98,6 +104,7 @@ class GPTConfig:
     logit_softcap: float | None = None  # cap · tanh(logits / cap); None = raw logits
     num_classes: int | None = None  # class/style conditions; None or 0 = unconditional
     cond_dropout: float = 0.1  # with num_classes: fraction of training rows given "no condition"
+    start_token: bool = False  # the model begins every sequence with its own token (wte row vocab_size), as ImageGPT
 
     def __post_init__(self) -> None:
         refuse_old_spellings(self)
@@ -136,6 +143,9 @@ class GPTConfig:
                                  "decoding goes past block_size, where a learned position table ends; use position="
                                  "'rotary', or 'none' with a bias ('relative', 'alibi'): they depend on distances only")
         check_softcap(self)
+        if self.start_token and self.tie_weights:
+            raise ValueError(f"{type(self).__name__}.start_token=True gives wte one row more than lm_head (the start "
+                             "token is read, never predicted), so the head cannot be tied: set tie_weights=False")
 
 
 def position_bias(c: GPTConfig) -> PositionBias | None:
@@ -155,7 +165,7 @@ class GPT(GenerativeModel):
         self.config = c = config
         bias = position_bias(c)
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(c.vocab_size, c.n_embd),
+            wte=nn.Embedding(c.vocab_size + c.start_token, c.n_embd),  # + the start token's row
             drop=nn.Dropout(c.dropout),
             h=nn.ModuleList(
                 Block(c.n_embd, c.n_head, layer_idx=i, kernel=c.kernel, position_bias=bias, dropout=c.dropout,
@@ -194,7 +204,12 @@ class GPT(GenerativeModel):
 
         `cond`: class ids (B,) of a conditional model (None = no condition); must be None for an unconditional
         one. It is added at every position, so each call needs it: prefill and every decode step alike.
+        With `start_token` the model reads its start token, then idx[:, :-1] (logits[:, t] predicts idx[:, t]);
+        on an empty cache it reads the start token, then all of idx (T + 1 logits: the last predicts the next
+        token), so that decoding can begin from nothing.
         """
+        if self.config.start_token and (cache is None or cache.pos == 0):
+            idx = self._behind_start(idx, whole=cache is not None)
         b, t = idx.shape
         ids = self.class_ids(cond, b, idx.device)
         if t == 0:
@@ -220,6 +235,18 @@ class GPT(GenerativeModel):
         if last_only:
             x = x[:, -1:]
         return softcap(self.lm_head(self.transformer.ln_f(x)), self.config.logit_softcap)  # (B, T, V)
+
+    def _behind_start(self, idx: Tensor, *, whole: bool) -> Tensor:
+        """(B, T) -> the start token, then idx (whole) or idx without its last token: (B, T + 1) or (B, T)."""
+        start = torch.full((idx.shape[0], 1), self.config.vocab_size, dtype=idx.dtype, device=idx.device)
+        return torch.cat([start, idx if whole else idx[:, :-1]], dim=1)
+
+    def prefill(self, idx: Tensor, *, cond: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        """Feed the prompt (B, T); return next-token logits (B, V). Without a cache, a `start_token` model reads
+        the whole prompt behind its start token (forward would leave the last token out)."""
+        if self.config.start_token and cache is None:
+            cache = self.new_cache(idx.shape[0], idx.shape[1] + 1)
+        return self(idx, cond=cond, cache=cache, last_only=True)[:, -1]
 
     def null_condition(self, batch: int, device: torch.device | str | None = None) -> Tensor | None:
         """(B,) the "no condition" id `num_classes`; None for an unconditional model."""
@@ -269,6 +296,9 @@ class GPT(GenerativeModel):
         if end > min(self.config.block_size, cache.max_len):
             raise ValueError(f"sequence of {end} tokens exceeds block_size={self.config.block_size} or the "
                              f"cache's {cache.max_len} positions")
+        if self.config.start_token and cache.pos == 0:
+            raise ValueError("a start_token GPT reads its start token at prefill: call prefill before the first "
+                             "decode_step_static")
         cache.make_static()
         ids = self.class_ids(cond, idx.shape[0], idx.device)
         logits = (_compiled_static_step() if compile else _static_step)(self, idx, cache, ids)

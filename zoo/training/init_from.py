@@ -119,7 +119,8 @@ def data_section(source: str, codec: Codec | None, section: Mapping[str, Any],
     else:  # image data: the codec follows from the data's own keys; `check_codec` compares after setup
         state = codec.to_dict()
         state = {**state, **state.get("image", {})}  # a caption + image codec: the image part's keys too
-        values |= {k: state[k] for k in ("patch_size", "levels", "text_len", "on_long") if k in state and k in accepted}
+        keys = ("patch_size", "levels", "text_len", "on_long", "clusters")  # clusters: an ImageGPT's palette
+        values |= {k: state[k] for k in keys if k in state and k in accepted}
     kwargs = {k: v for k, v in values.items() if k not in ("_target_", "name")}
     try:
         cls(**kwargs)  # the data modules' constructors check their codec (and read no data)

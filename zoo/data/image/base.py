@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from zoo.codecs.clusters import ColourClusterCodec
 from zoo.codecs.image import ImagePatchCodec
 from zoo.data.base import Batch, StreamDataModule
 
@@ -120,7 +121,11 @@ class ImageDataModule(StreamDataModule):
         root: str | Path | None = None,
         conditional: bool = True,
         eval_batch_size: int | None = None,
+        clusters: list[list[float]] | None = None,
     ) -> None:
+        """`clusters`: (k, 3) RGB colours in [-1, 1] (an ImageGPT's palette, which `zoo-train init_from=` fills in):
+        each pixel becomes the id of its nearest cluster (`ColourClusterCodec`) instead of a level; the images are
+        kept 8-bit (levels=256), and `patch_size` and classes do not apply."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if eval_batch_size is not None and eval_batch_size < 1:
@@ -134,16 +139,22 @@ class ImageDataModule(StreamDataModule):
         self.levels, self.patch_size, self.split_seed = levels, patch_size, split_seed
         self.val_fraction, self.test_fraction, self.conditional = val_fraction, test_fraction, conditional
         self.root = Path(root).expanduser() if root is not None else None
-        # fail before any work: bad patch size / levels / channels raise here, naming the values
+        # fail before any work: bad patch size / levels / channels / clusters raise here, naming the values
         ImagePatchCodec(
             height=self.height, width=self.width, channels=self.channels, levels=levels, patch_size=patch_size
         )
+        self.clusters = clusters
+        if clusters is not None:
+            ColourClusterCodec(height=self.height, width=self.width, clusters=clusters)
+            if self.channels != 3 or levels != 256:
+                raise ValueError(f"{self.name}: clusters (colour-cluster tokens) need RGB images kept 8-bit: "
+                                 f"channels=3 and levels=256, got channels={self.channels}, levels={levels}")
         if self.native_levels is not None and levels > self.native_levels:
             log.warning(
                 "%s has %d grey levels but levels=%d: some levels never occur and bits/dim is not "
                 "comparable with the native quantisation", self.name, self.native_levels, levels,
             )
-        self.codec: ImagePatchCodec | None = None
+        self.codec: ImagePatchCodec | ColourClusterCodec | None = None
         self.num_classes = 0
         self.class_names: list[str] = []
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
@@ -175,13 +186,15 @@ class ImageDataModule(StreamDataModule):
 
         self.class_names = list(class_names)
         self.num_classes = len(class_names) if self.conditional and len(class_names) > 1 else 0
+        if self.clusters is not None:
+            self.num_classes = 0  # a colour-cluster model (ImageGPT) is unconditional
         if self.conditional and len(class_names) <= 1:
             log.info("%s: %d class(es) found; training unconditionally", self.name, len(class_names))
         self.codec = ImagePatchCodec(
             height=self.height, width=self.width, channels=self.channels, levels=self.levels,
             patch_size=self.patch_size, num_classes=self.num_classes,
             class_names=self.class_names if self.num_classes else None,
-        )
+        ) if self.clusters is None else ColourClusterCodec(height=self.height, width=self.width, clusters=self.clusters)
         for split, (raw, idx) in parts.items():
             self.splits[split] = (self._quantize(raw.pixels[idx], raw.max_value), raw.labels[idx].clone())
         log.info(
@@ -206,8 +219,15 @@ class ImageDataModule(StreamDataModule):
         assert self.codec is not None
         out = torch.empty_like(pixels, dtype=torch.uint8)
         for s in range(0, len(pixels), chunk):  # chunked: int64 intermediates of CIFAR-10 would be 1.2 GB
-            out[s:s + chunk] = self.codec.quantize_uint(pixels[s:s + chunk], max_value).to(torch.uint8)
+            out[s:s + chunk] = self._levels_codec.quantize_uint(pixels[s:s + chunk], max_value).to(torch.uint8)
         return out
+
+    @property
+    def _levels_codec(self) -> ImagePatchCodec:
+        """The codec quantising pixels to the stored levels: with clusters 8-bit (tokens are made per batch)."""
+        if isinstance(self.codec, ImagePatchCodec):
+            return self.codec
+        return ImagePatchCodec(height=self.height, width=self.width, channels=self.channels, levels=self.levels)
 
     def _require_setup(self) -> ImagePatchCodec:
         super()._require_setup()
