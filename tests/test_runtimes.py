@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_hub import tiny_ckpt  # noqa: F401  (a module-scoped fixture: a 2-step tiny GPT run)
 
 import zoo
 from zoo.models.base import build_model
@@ -101,3 +102,18 @@ def test_llama_cpp_reads_the_file_tokenizes_like_the_codec_and_gives_the_logits(
         m.model.transformer.ln_f.weight.mul_(1.1)  # the PyTorch side moved: the logits check must fail
     with pytest.raises(ValueError, match="differ"):
         check_gguf(m, path)
+
+
+def test_zoo_export_format_onnx_and_gguf_write_checked_files_beside_the_safetensors(tiny_ckpt, tmp_path):  # noqa: F811
+    from test_export_cli import zoo_export
+
+    path = zoo_export(tiny_ckpt, tmp_path / "onnx", "format=onnx")
+    assert {"model.safetensors", "model.onnx", "config.json"} <= {p.name for p in path.iterdir()}
+    m = zoo.load(path, dtype="float32")
+    inputs = example_inputs(m.model, 2, 6)
+    assert torch.allclose(run_onnx(path / "model.onnx", inputs), m(inputs["idx"]), atol=TOLERANCE, rtol=0)
+    path = zoo_export(tiny_ckpt, tmp_path / "gguf", "format=gguf")
+    assert "model.gguf" in {p.name for p in path.iterdir()}
+    with pytest.raises(ValueError, match=r"format='tflite' is not accepted; choose one of \['safetensors', 'onnx'"):
+        zoo_export(tiny_ckpt, tmp_path / "bad", "format=tflite")
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

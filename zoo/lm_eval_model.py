@@ -21,6 +21,7 @@ zoo.load too. What each request type means here (docs/evaluation.md):
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -35,14 +36,21 @@ except ImportError as e:  # the harness is an optional extra
 from zoo.eval.likelihood import strided_nll
 from zoo.hub.loading import load
 
+log = logging.getLogger(__name__)
+
 
 @register_model("zoo")
 class ZooLM(LM):
     """A zoo text model (a member whose samples are text) behind lm-eval's three request types."""
 
-    def __init__(self, pretrained: str = "gpt-pydoc", device: str = "cpu", dtype: str | None = None,
+    def __init__(self, pretrained: str = "gpt-pydoc", device: str | None = None, dtype: str | None = None,
                  batch_size: int | str = 1, **_: Any) -> None:
         super().__init__()
+        if device is None or (device.startswith("cuda") and not torch.cuda.is_available()):
+            # lm-eval's command line asks for cuda:0 unless told (--device cpu); its own models fall back the same way
+            if device is not None:
+                log.warning("lm-eval asked for device=%s, which this machine lacks: running on the CPU", device)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.m = load(pretrained, device=device, dtype=dtype)
         if self.m.codec is None or self.m.member.name != "text":
             raise ValueError(f"pretrained={pretrained!r} is a model of the {self.m.member.name} member; lm-eval's "
