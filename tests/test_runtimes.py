@@ -76,9 +76,42 @@ def test_gguf_file_holds_the_weights_and_gpt2_metadata(tmp_path):
 
 def test_char_vocabulary_spells_bytes_as_gpt2_does():
     codec = zoo.load("gpt-pydoc").codec
-    kind, tokens, merges = vocabulary(codec, codec.vocab_size)
-    assert kind == "gpt2" and tokens[codec.encode(" ")[0]] == "Ġ" and tokens[codec.encode("\n")[0]] == "Ċ"
+    tokens, merges, _, _ = vocabulary(codec, codec.vocab_size)
+    assert tokens[codec.encode(" ")[0]] == "Ġ" and tokens[codec.encode("\n")[0]] == "Ċ"
     assert tokens[codec.encode("“")[0]] == "âĢľ" and {"â Ģ", "âĢ ľ"} <= set(merges)  # 3 UTF-8 bytes, 2 merges
+
+
+@llama_cpp
+def test_gpt2_from_hugging_face_runs_in_llama_cpp_with_pytorchs_logits(tmp_path):
+    """A tiny random GPT-2 (tanh GELU, as llama.cpp computes it): the logits agree to float32 rounding."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=32, vocab_size=64)).save_pretrained(
+        tmp_path / "hf")
+    m = zoo.load("gpt2", path=tmp_path / "hf")  # no vocab files: placeholder tokens, ids in, logits out
+    path = export_gguf(m, tmp_path / "gpt2.gguf")
+    assert check_gguf(m, path, tolerance=1e-4).startswith("llama.cpp logits within")
+
+
+@llama_cpp
+@pytest.mark.parametrize("kind", ["bpe", "byte"])
+def test_llama_cpp_tokenizes_bpe_and_byte_codecs_as_zoo_does(kind, tmp_path):
+    from llama_cpp import Llama
+
+    from zoo.codecs.text import BPECodec, ByteCodec
+    from zoo.hub.pretrained import Pretrained
+
+    codec = BPECodec.fit(["the cat sat on the mat. The hat: “quoted” …"] * 20, 300) if kind == "bpe" \
+        else ByteCodec(eos=True)
+    model = build_model("gpt", dict(vocab_size=codec.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    path = export_gguf(Pretrained(model.eval(), codec), tmp_path / "m.gguf")
+    llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    text = "the hat  sat on “the cat” … x\n\n y"
+    assert llm.tokenize(text.encode(), add_bos=False) == codec.encode(text)
+    assert llm.detokenize(codec.encode(text)).decode() == text
+    assert llm.token_eos() == codec.eos_id
+    llm.close()
 
 
 def test_gguf_refuses_a_model_llama_cpp_gpt2_cannot_run():

@@ -15,13 +15,17 @@ exact GELU (`activation: gelu`, gpt-pydoc) agrees to about 5e-3 in logits of mag
 
 The vocabulary: llama.cpp's `gpt2` tokenizer (byte-level BPE). A char codec's characters become tokens in
 GPT-2's byte-to-unicode spelling (" " is "Ġ"), and each character of more than one UTF-8 byte gets the merges
-that join its bytes, so llama.cpp tokenizes text into the same ids as the codec. A GPT-2 BPE codec's vocabulary
-and merges are written as they are. A model with no codec gets the `none` tokenizer (ids in, logits out).
+that join its bytes, so llama.cpp tokenizes text into the same ids as the codec. A byte codec's 256 bytes are
+GPT-2's byte alphabet; a byte-level BPE codec's (GPT-2's own, or one zoo trained) vocabulary and merges are written as
+they are, its special tokens as control tokens. A model with no codec (a GPT-2 folder without vocab files) gets
+placeholder tokens "<0>", "<1>", ...: token ids in, logits out (llama.cpp's `none` tokenizer would leave it no
+vocabulary size, and it refuses the embedding then).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +41,7 @@ GGUF_FILE = "model.gguf"
 TOLERANCE = 1e-2  # max |llama.cpp logits - PyTorch logits| check_gguf accepts; gpt-pydoc measured 5e-3 (GELU: tanh
 # approximation in llama.cpp, exact in gpt-pydoc; llama.cpp's own float32 sums)
 _INSTALL = "pip install 'zoo[gguf]'"
+INERT_MERGE = "ĠĠ ĠĠ"
 _GPT2_LAYOUT = {"norm": ("layernorm",), "layer_bias": (True,), "activation": ("gelu", "gelu_tanh"),
                 "position": ("learned",), "bias": ("none",), "qk_norm": (False,), "window": (None,),
                 "logit_softcap": (None,), "num_classes": (0,), "zero_init_proj": (False, True)}
@@ -66,11 +71,17 @@ def byte_chars() -> dict[int, str]:
     return {b: chr(b) if b in keep else chr(256 + i) for i, b in enumerate(extra)} | {b: chr(b) for b in keep}
 
 
-def vocabulary(codec: Any, vocab_size: int) -> tuple[str, list[str], list[str]]:
-    """(tokenizer model, tokens, merges) for llama.cpp."""
-    if codec is None:
-        return "none", [f"<{i}>" for i in range(vocab_size)], []
+def vocabulary(codec: Any, vocab_size: int) -> tuple[list[str], list[str], list[int], int | None]:
+    """(tokens, merges, token types, end-of-text id) for llama.cpp's gpt2 tokenizer."""
+    import gguf
+
+    normal, control = int(gguf.TokenType.NORMAL), int(gguf.TokenType.CONTROL)
+    if codec is None:  # ids only; llama.cpp's `none` tokenizer would leave it no vocabulary size (measured)
+        return [f"<{i}>" for i in range(vocab_size)], [], [normal] * vocab_size, None
     table = byte_chars()
+    if getattr(codec, "type_name", None) == "byte":  # one token per byte, then end-of-text
+        tokens = [table[b] for b in range(256)] + (["<|endoftext|>"] if codec.eos_id is not None else [])
+        return tokens, [], [normal] * 256 + [control] * (len(tokens) - 256), codec.eos_id
     chars = getattr(codec, "chars", None)
     if chars is not None:  # a char codec: one token per character
         tokens, merges = [], []
@@ -78,15 +89,17 @@ def vocabulary(codec: Any, vocab_size: int) -> tuple[str, list[str], list[str]]:
             pieces = [table[b] for b in ch.encode("utf-8")]
             tokens.append("".join(pieces))
             merges += [f"{''.join(pieces[:i])} {pieces[i]}" for i in range(1, len(pieces))]
-        return "gpt2", tokens, list(dict.fromkeys(merges))
-    tokenizer = getattr(codec, "tokenizer", None)  # a Hugging Face byte-level BPE (GPT-2's)
-    if tokenizer is None or not hasattr(tokenizer, "get_vocab"):
-        raise ValueError(f"format=gguf: no llama.cpp vocabulary for a {type(codec).__name__}; a char codec, "
-                         "GPT-2's BPE or no codec are accepted")
-    vocab = tokenizer.get_vocab()
+        return tokens, list(dict.fromkeys(merges)), [normal] * len(tokens), None
+    tokenizer = getattr(codec, "tokenizer", None)  # BPECodec: a Hugging Face `tokenizers` byte-level BPE
+    if tokenizer is None or not hasattr(tokenizer, "to_str"):
+        raise ValueError(f"format=gguf: no llama.cpp vocabulary for a {type(codec).__name__}; a char, byte or "
+                         "byte-level BPE codec, or none, is accepted")
+    state = json.loads(tokenizer.to_str())
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
     tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-    merges = [" ".join(pair) if isinstance(pair, tuple) else pair for pair in getattr(tokenizer, "bpe_ranks", {})]
-    return "gpt2", tokens, merges
+    special = {t["content"] for t in state.get("added_tokens", []) if t.get("special")}
+    merges = [m if isinstance(m, str) else " ".join(m) for m in state["model"]["merges"]]
+    return tokens, merges, [control if t in special else normal for t in tokens], getattr(codec, "eos_id", None)
 
 
 def export_gguf(m: Pretrained, path: str | Path) -> Path:
@@ -98,7 +111,7 @@ def export_gguf(m: Pretrained, path: str | Path) -> Path:
     model = check_gpt2_layout(m)
     c = model.config
     codec = m.codec if isinstance(m, Pretrained) else None
-    kind, tokens, merges = vocabulary(codec, c.vocab_size)
+    tokens, merges, types, eos = vocabulary(codec, c.vocab_size)
     if len(tokens) != c.vocab_size:
         raise ValueError(f"format=gguf: the codec has {len(tokens)} tokens, the model {c.vocab_size}")
     path = Path(path)
@@ -112,13 +125,17 @@ def export_gguf(m: Pretrained, path: str | Path) -> Path:
     w.add_head_count(c.n_head)
     w.add_layer_norm_eps(model.transformer.ln_f.eps)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_tokenizer_model(kind)
-    if kind == "gpt2":
-        w.add_tokenizer_pre("gpt-2")
-        w.add_token_list(tokens)
-        w.add_token_types([gguf.TokenType.NORMAL] * len(tokens))
-        w.add_token_merges(merges)
-        w.add_add_bos_token(False)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    # llama.cpp's gpt2 tokenizer will not load without merges and gguf writes no empty array: a vocabulary without
+    # merges gets INERT_MERGE, which never applies (no merge makes the two-character symbols it joins)
+    w.add_token_merges(merges or [INERT_MERGE])
+    w.add_add_bos_token(False)
+    if eos is not None:
+        w.add_eos_token_id(eos)
+        w.add_bos_token_id(eos)  # GPT-2's <|endoftext|> is both
     for name, tensor in gguf_tensors(model).items():
         w.add_tensor(name, tensor)
     w.write_header_to_file()
