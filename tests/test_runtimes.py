@@ -150,3 +150,15 @@ def test_zoo_export_format_onnx_and_gguf_write_checked_files_beside_the_safetens
     with pytest.raises(ValueError, match=r"format='tflite' is not accepted; choose one of \['safetensors', 'onnx'"):
         zoo_export(tiny_ckpt, tmp_path / "bad", "format=tflite")
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize(("fmt", "hidden", "extra"), [("onnx", "onnxscript", "onnx"), ("gguf", "gguf", "gguf")])
+def test_a_missing_package_stops_zoo_export_with_the_install_command(fmt, hidden, extra, monkeypatch, tmp_path):
+    import sys
+
+    from zoo.export import check_format
+
+    monkeypatch.setitem(sys.modules, hidden, None)  # importlib.util.find_spec then finds nothing
+    with pytest.raises(ImportError, match=rf"needs .*{hidden}.*: pip install 'zoo\[{extra}\]'"):
+        check_format(fmt)
+    assert check_format("safetensors") == "safetensors"

@@ -15,6 +15,7 @@ What the folder holds and how a sharded checkpoint is consolidated: `zoo.hub.exp
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from collections.abc import Mapping
@@ -68,9 +69,16 @@ FORMATS = ("safetensors", "onnx", "gguf")  # safetensors: the folder alone; onnx
 
 
 def check_format(fmt: Any) -> str:
+    """`format=`, with the packages it needs installed (ImportError naming the extra), before any export."""
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} is not accepted; choose one of {list(FORMATS)} (onnx and gguf write "
                          "model.onnx / model.gguf into the export folder, beside its safetensors)")
+    if fmt == "onnx":
+        from zoo.hub.onnx_export import require
+
+        require("onnx", "onnxscript", "onnxruntime")
+    elif fmt == "gguf" and importlib.util.find_spec("gguf") is None:
+        raise ImportError("format=gguf needs the gguf package: pip install 'zoo[gguf]'")
     return fmt
 
 
@@ -127,7 +135,7 @@ def main() -> None:
             return
         try:
             path, url = export_and_push(opts)
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, FileNotFoundError, ImportError) as e:
             raise SystemExit(f"zoo-export: {e}") from e
         card = json.loads((path / CONFIG_FILE).read_text())["card"]
         print(f"exported to {path}: " + ", ".join(sorted(p.name for p in path.iterdir())))
