@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, int]] = [
     ("zoo.cli", 6),
     ("zoo.bench", 6),
     ("zoo.prepare", 6),  # zoo-prepare: corpus -> token shards (zoo.data.streaming does the work)
+    ("zoo.lm_eval_model", 6),  # lm-evaluation-harness model `zoo` (imports lm_eval; an extra) over zoo.load
     ("zoo.serve", 6),  # zoo-serve: the HTTP app over zoo.load; zoo.serve.__main__ reads its Hydra config
     ("zoo", 6),  # zoo/__init__.py only: `zoo.load` is zoo.hub's, imported on first use
 ]

@@ -606,6 +606,13 @@ def check_doc_command(cmd: str, cwd: Path, monkeypatch: pytest.MonkeyPatch, exam
         for extra in ",".join(extras).split(",") if extras else []:
             assert extra in pyproject()["project"]["optional-dependencies"], f"{cmd}: no [{extra}] extra"
         return "setup"
+    if tokens[:3] == ["python", "-m", "zoo.lm_eval_model"]:  # lm-eval's own command line, `zoo` registered
+        pytest.importorskip("lm_eval", reason="needs the [eval] extra")
+        from lm_eval._cli import HarnessCLI
+
+        import zoo.lm_eval_model  # noqa: F401
+        assert HarnessCLI()._parser.parse_args(args[2:]).model == "zoo", f"{cmd}: --model zoo"
+        return "parsed"
     if tokens[:3] == ["python", "-m", "pytest"]:
         for path in (t for t in args if t.startswith("tests/")):
             assert "<" in path or (ROOT / path).is_file(), f"{cmd}: {path} does not exist"

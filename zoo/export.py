@@ -6,6 +6,8 @@
     zoo-export checkpoint=runs/NAME/checkpoints/last.ckpt out=NAME-full.ckpt   # sharded folder -> one file
     zoo-export checkpoint=... out=exports/my-gpt push_to=ORG/NAME +card.license=mit  # and upload it
     zoo-export checkpoint=... out=... card_file=stats_card.json   # card fields from a JSON file (sample_stats)
+    zoo-export checkpoint=... out=... format=onnx   # also DIR/model.onnx (ONNX Runtime), docs/runtimes.md
+    zoo-export checkpoint=... out=... format=gguf   # also DIR/model.gguf (llama.cpp; GPT-architecture models)
 
 What the folder holds and how a sharded checkpoint is consolidated: `zoo.hub.export`; the upload
 (token from HF_TOKEN or `hf auth login`): `zoo.hub.hf_hub.push`.
@@ -13,6 +15,7 @@ What the folder holds and how a sharded checkpoint is consolidated: `zoo.hub.exp
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from collections.abc import Mapping
@@ -62,9 +65,45 @@ def check_generation(generation: Any) -> dict[str, Any]:
     return dict(generation)
 
 
+FORMATS = ("safetensors", "onnx", "gguf")  # safetensors: the folder alone; onnx / gguf: that file too, in it
+
+
+def check_format(fmt: Any) -> str:
+    """`format=`, with the packages it needs installed (ImportError naming the extra), before any export."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt!r} is not accepted; choose one of {list(FORMATS)} (onnx and gguf write "
+                         "model.onnx / model.gguf into the export folder, beside its safetensors)")
+    if fmt == "onnx":
+        from zoo.hub.onnx_export import require
+
+        require("onnx", "onnxscript", "onnxruntime")
+    elif fmt == "gguf" and importlib.util.find_spec("gguf") is None:
+        raise ImportError("format=gguf needs the gguf package: pip install 'zoo[gguf]'")
+    return fmt
+
+
+def write_runtime_file(path: Path, fmt: str) -> str | None:
+    """Write the export folder's model.onnx or model.gguf from the folder itself, read back in float32, and
+    check it (zoo.hub.onnx_export, zoo.hub.gguf_export); a line saying how well the file agrees."""
+    if fmt == "safetensors":
+        return None
+    from zoo.hub.loading import load
+
+    m = load(path, dtype="float32")
+    if fmt == "onnx":
+        from zoo.hub.onnx_export import ONNX_FILE, check_onnx, export_onnx
+
+        diff = check_onnx(m, export_onnx(m, path / ONNX_FILE))
+        return f"{ONNX_FILE}: ONNX Runtime logits within {diff:.2g} of PyTorch's"
+    from zoo.hub.gguf_export import GGUF_FILE, check_gguf, export_gguf
+
+    return f"{GGUF_FILE}: {check_gguf(m, export_gguf(m, path / GGUF_FILE))}"
+
+
 def export_and_push(opts: dict[str, Any]) -> tuple[Path, str | None]:
     """The export folder and, with push_to=ORG/NAME, the URL of the commit that uploaded it."""
     generation = check_generation(opts.get("generation"))
+    fmt = check_format(opts.get("format", "safetensors"))
     card = read_card_file(opts["card_file"]) | dict(opts["card"] or {})
     if opts["push_to"]:
         check_repo_id(opts["push_to"])  # before the export and its measurement, not after
@@ -72,6 +111,9 @@ def export_and_push(opts: dict[str, Any]) -> tuple[Path, str | None]:
     path = export_checkpoint(opts["checkpoint"], opts["out"], dtype=opts["dtype"], name=opts["name"],
                              measure=opts["measure"], hardware=opts["hardware"], card=card,
                              adapters=opts["adapters"], generation=generation, data=dict(opts.get("data") or {}))
+    runtime = write_runtime_file(path, fmt)
+    if runtime:
+        print(runtime)
     if not opts["push_to"]:
         return path, None
     metric = json.loads((path / CONFIG_FILE).read_text())["card"].get("metric_value")
@@ -93,7 +135,7 @@ def main() -> None:
             return
         try:
             path, url = export_and_push(opts)
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, FileNotFoundError, ImportError) as e:
             raise SystemExit(f"zoo-export: {e}") from e
         card = json.loads((path / CONFIG_FILE).read_text())["card"]
         print(f"exported to {path}: " + ", ".join(sorted(p.name for p in path.iterdir())))

@@ -115,7 +115,8 @@ def check_class_ids(cond: Tensor | None, num_classes: int, batch: int, device: t
     if cond.shape != (batch,) or torch.is_floating_point(cond):
         raise ValueError(f"cond must be integer class ids of shape ({batch},), got {cond.dtype} "
                          f"{tuple(cond.shape)}")
-    if cond.numel() and (int(cond.min()) < 0 or int(cond.max()) > k):
+    # exporting (ONNX): a graph cannot branch on token values; its Gather refuses an out-of-range id itself
+    if cond.numel() and not torch.compiler.is_exporting() and (int(cond.min()) < 0 or int(cond.max()) > k):
         bad = sorted(set(cond[(cond < 0) | (cond > k)].tolist()))
         accepted = f"0..{k - 1}, or {k} for no condition" if k else "none (this model is unconditional)"
         raise ValueError(f"class id(s) {bad} out of range for num_classes={k}; accepted: {accepted}")

@@ -240,7 +240,8 @@ class ImageGPT(GenerativeModel):
         if idx.shape[1] > self.max_len:
             raise ValueError(f"{idx.shape[1]} tokens exceed the image's {self.max_len} "
                              f"({self.config.num_patches} patches of {self.config.patch_tokens})")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
+        if idx.numel() and not torch.compiler.is_exporting() and (
+                int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
             raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}), got range "
                              f"[{int(idx.min())}, {int(idx.max())}]")
 
@@ -259,7 +260,7 @@ class ImageGPT(GenerativeModel):
         if t == 0:
             raise ValueError("forward needs at least one token; prefill handles empty prompts")
         p, m = self.config.patch_tokens, self.prefix_len
-        n = -(-t // p)  # patches touched
+        n = (t + p - 1) // p  # patches touched (not -(-t // p): ONNX exports SymInt // as Div, which truncates)
         patches = F.pad(idx, (0, n * p - t)).view(b, n, p)  # (B, n, P); padding only feeds positions >= t
         x = torch.cat([self._prefix(cond, b, idx.device), self._embed_patches(patches[:, :-1])], dim=1)
         h = self._global(x)  # (B, m − 1 + n, C)
