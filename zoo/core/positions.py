@@ -279,6 +279,8 @@ def _kept_table(attn: nn.Module, dtype: torch.dtype, s: int) -> Tensor:
     pointer or version counter, as `zoo.core.layers.linear_weights_in_out`) or a longer one is needed (then
     twice as long: a growing cache rebuilds it O(log S) times)."""
     er = attn.er
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():  # traced: no data pointers, no Python cache
+        return _distance_table((er * er.shape[-1] ** -0.5).to(dtype), s)
     # inference_mode too: a table built there is an inference tensor, which autograd may not save later (LoRA on
     # a frozen er trains through the kept table)
     stamp = (er.data_ptr(), er._version, dtype, er.device, torch.is_inference_mode_enabled())
