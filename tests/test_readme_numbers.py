@@ -174,6 +174,8 @@ FIGURES: list[tuple[str, str, list[Src]]] = [
     (README, r"batch 1 / 8 \(256 tokens, same tokens\) \| \*\*([\d.]+)×\*\* / ([\d.]+)×",
      [ratio("decode batch 1", "zoo vs transformers dynamic cache"),
       ratio("decode batch 8", "zoo vs transformers dynamic cache")]),
+    (README, r"sampling\s+([\d.]+)× as fast as `transformers`' `generate` \(`benchmarks/imagegpt.md`\)",
+     [Src("benchmarks/imagegpt.json", ("transformers_over_zoo", "median"))]),
     (README, r"memory roofline \(`benchmarks/decode_roofline.md`\) \| \*\*([\d.]+)×\*\* / ([\d.]+)×; (\d+)%",
      [roof(f"zoo {q} vs zoo fp32") for q in ("int8", "int4")] + [roof("zoo fp32: achieved / roofline", 100.0)]),
     (README, r"T=1024: forward / forward\+backward \| ([\d.]+)× / ([\d.]+)×",
@@ -208,7 +210,7 @@ FIGURES: list[tuple[str, str, list[Src]]] = [
 # Figures with a source that is not a committed file: re-measured by the test named.
 REMEASURED = {"unigram baseline 3.24": "test_gpt_unigram_baseline_is_remeasured"}
 # Numbers in the covered table cells that are settings or the paper's, not measurements.
-NOT_FIGURES = [r"GPT-2-124M", r"batch \d+:",
+NOT_FIGURES = [r"GPT-2-124M", r"batch \d+:", r"\(1e-5\)",
                r"guidance \d", r"[\d,]+ steps", r"paper: [\d.]+", r"\d+ tokens", r"batch 1 / \d+", r"T=\d+( / \d+)?"]
 
 
