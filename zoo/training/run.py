@@ -89,7 +89,8 @@ def train(c: dict[str, Any], *, run_dir: str | Path, resume_command: str, source
     if c["trainer"].get("enable_progress_bar", True) and os.environ.get("ZOO_PLAIN_PROGRESS") is None:
         callbacks.append(ProgressBar())
     logger = build_logger(c["logger"], run_dir=run_dir, name=c["name"], config=c)
-    trainer = builders.build_trainer(c["trainer"], c["strategy"], run_dir=run_dir, callbacks=callbacks, logger=logger)
+    trainer = builders.build_trainer(c["trainer"], c["strategy"], run_dir=run_dir, callbacks=callbacks, logger=logger,
+                                     on_save_error=c["checkpoint"].get("on_error", "stop"))
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     summary = {"run_dir": str(run_dir), "checkpoint": str(ckpt_dir / "last.ckpt"), "command": resume_command}
