@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,8 @@ def build_strategy(cfg: dict[str, Any], *, devices: Any = 1, num_nodes: int = 1)
     name = cfg.pop("name", "auto")
     if name == "auto":
         return "auto"
+    if "timeout" in cfg:  # seconds, in the config; Lightning takes a timedelta for init_process_group
+        cfg["timeout"] = timedelta(seconds=float(cfg["timeout"]))
     if name == "ddp":
         return DDPStrategy(**cfg)
     if name == "fsdp":
