@@ -194,3 +194,34 @@ def test_peer_failures_are_told_from_other_errors():
     assert is_peer_failure(RuntimeError("Application timeout caused pair closure"))
     assert not is_peer_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert not is_peer_failure(ValueError("Connection reset by peer"))  # only what a collective raises
+
+
+# ---- corrupt streaming chunks -------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", ["truncated", "altered"])
+def test_a_corrupt_streaming_chunk_is_an_error_naming_it_never_a_wrong_batch(tmp_path, damage):
+    pytest.importorskip("litdata")
+    from test_streaming import prepare, write_corpus
+
+    from zoo.data.streaming import StreamingTextDataModule
+    from zoo.data.streaming.verify import CorruptChunkError
+
+    folder = prepare(tmp_path, "prepared", write_corpus(tmp_path / "corpus", n_files=2, size=8_000))
+    chunks = sorted((folder / "train").glob("*.bin"))
+    assert len(chunks) >= 2, chunks  # one damaged, the others fine
+    dm = StreamingTextDataModule(str(folder), block_size=16, batch_size=4, shuffle=False)
+    dm.setup("fit")
+    clean = [b["idx"] for b in dm.train_dataloader()]  # every chunk reads as prepared
+
+    victim = chunks[-1]
+    data = bytearray(victim.read_bytes())
+    if damage == "truncated":
+        victim.write_bytes(data[: len(data) - 100])
+    else:
+        data[len(data) // 2] ^= 0x01  # one bit inside the token data: the batch would silently change
+        victim.write_bytes(data)
+    dm = StreamingTextDataModule(str(folder), block_size=16, batch_size=4, shuffle=False)
+    dm.setup("fit")
+    with pytest.raises(CorruptChunkError, match=rf"streaming chunk {victim} (is truncated|was altered).*zoo-prepare"):
+        for i, batch in enumerate(dm.train_dataloader()):
+            assert torch.equal(batch["idx"], clean[i])  # batches before the damaged chunk are the same
