@@ -8,19 +8,21 @@ default is 30 minutes for gloo). Under NCCL the watchdog aborts the process at t
 raising, so only the line is lost there, not the checkpoint already on disk.
 
 What can be saved. Under DDP every rank holds the whole model and optimizer state, so rank 0 saves without
-any collective (Lightning's `trainer.save_checkpoint` starts with a barrier, which would fail too): at each
-step boundary (`on_train_batch_end`, where ModelCheckpoint saves) `PeerWatch` keeps the checkpoint dict
-Lightning would write (`dump_checkpoint`: references to the weight and optimizer tensors, copies of the
-counters, data position and RNG states). The failure comes in the next step's gradient all-reduce, before
-the optimizer touches those tensors, so that dict is still step N exactly; it is written with the atomic
-writer as `last.ckpt`, marked `emergency`, and the rerun resumes as after a SIGTERM: at most the step in
-flight is lost. If the failure comes after the optimizer step began, the snapshot no longer matches the
-weights, and nothing is written. Under FSDP each rank holds only its shard: the dead rank's part of the
+any collective (Lightning's `trainer.save_checkpoint` starts with a barrier, which would fail too). The
+failure comes inside the next step (its loss or gradient all-reduce), before the optimizer changes the
+weights, optimizer state, schedule or step count: those are still step N's. What the step in flight has
+already moved on is small and copied at each step boundary (`on_train_batch_end`, where ModelCheckpoint
+saves): the loops' progress and data position, and the callbacks' state (the RNG states). The emergency
+checkpoint is Lightning's `dump_checkpoint` with those two parts put back, written with the atomic writer
+as `last.ckpt` and marked `emergency`; the rerun resumes as after a SIGTERM: at most the step in flight is
+lost. If the failure comes after the optimizer step began, the weights are no longer step N's, and nothing
+is written. Under FSDP each rank holds only its shard: the dead rank's part of the
 weights and optimizer state is gone, so no complete checkpoint can be made; the last periodic one is it.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -31,6 +33,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.trainer import call
 
 from zoo.checkpoints.files import atomic_torch_save
 
@@ -80,8 +83,8 @@ class PeerFailure(Exception):
 
 
 class PeerWatch(L.Callback):
-    """Keeps the step-boundary checkpoint dict under DDP and, when a collective fails because a peer is gone,
-    writes it (rank 0) to `last_path`; `failure` is then the exception, `saved` the path written."""
+    """Under DDP, copies the small step-boundary state each step and, when a collective fails because a peer is
+    gone, writes step N's checkpoint (rank 0) to `last_path`; `failure` is then the exception, `saved` the path."""
 
     def __init__(self, last_path: str | Path) -> None:
         self.last_path = Path(last_path)
@@ -89,8 +92,8 @@ class PeerWatch(L.Callback):
         self.failure: BaseException | None = None
         self.saved: str | None = None
         self.step = 0
-        self._snapshot: dict[str, Any] | None = None
-        self._snapshot_step = 0
+        self._boundary: dict[str, Any] | None = None  # what the step in flight moves on: loops, callbacks
+        self._boundary_step = 0
         self._stepping = False  # the optimizer has begun changing the tensors the snapshot references
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -102,24 +105,28 @@ class PeerWatch(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self._stepping = False
-        if self.enabled and trainer.is_global_zero:  # no collective inside: references and small copies
-            self._snapshot = trainer._checkpoint_connector.dump_checkpoint()
-            self._snapshot_step = trainer.global_step
+        if self.enabled and trainer.is_global_zero:  # small: counters, data position, RNG states (no collective)
+            self._boundary = copy.deepcopy({"loops": trainer._checkpoint_connector._get_loops_state_dict(),
+                                            "callbacks": call._call_callbacks_state_dict(trainer)})
+            self._boundary_step = trainer.global_step
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if trainer.world_size < 2 or not is_peer_failure(exception):
             return
         self.failure, self.step = exception, trainer.global_step
-        if not (self.enabled and trainer.is_global_zero and self._snapshot is not None) or self._stepping:
+        if not (self.enabled and trainer.is_global_zero and self._boundary is not None) or self._stepping:
             return
-        snapshot = {**self._snapshot, "emergency": {"reason": short_cause(exception), "time": time.time(),
-                                                     "step": self._snapshot_step}}
-        try:
-            atomic_torch_save(snapshot, self.last_path)
-        except OSError as e:
-            log.error("%s", e)
+        if trainer.global_step != self._boundary_step:  # the optimizer stepped since: not step N's weights
             return
-        self.saved, self.step = str(self.last_path), self._snapshot_step
+        try:  # step N's tensors (not stepped since) with step N's counters, data position and RNG put back
+            checkpoint = {**trainer._checkpoint_connector.dump_checkpoint(), **self._boundary,
+                          "emergency": {"reason": short_cause(exception), "time": time.time(),
+                                        "step": self._boundary_step}}
+            atomic_torch_save(checkpoint, self.last_path)
+        except Exception as e:  # e.g. a full disk, or weights found non-finite: the previous file stays
+            log.error("emergency save failed: %s", e)
+            return
+        self.saved, self.step = str(self.last_path), self._boundary_step
 
 
 def stop_launched_ranks(trainer: L.Trainer) -> None:

@@ -27,6 +27,10 @@ CodecKind = TextCodecKind  # zoo.codecs.text.TEXT_CODECS's names
 Batch = dict[str, torch.Tensor]
 
 
+class CorruptChunkError(ValueError):
+    """A prepared chunk does not match the size or sha256 `zoo-prepare` recorded (zoo.data.streaming.verify)."""
+
+
 def litdata() -> Any:
     """The `litdata` package, or MissingExtra naming the extra that installs it."""
     return need("litdata", "streaming", "zoo-prepare / data=streaming")

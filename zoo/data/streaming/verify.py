@@ -14,11 +14,7 @@ from typing import Any
 
 from litdata import TokensLoader
 
-from zoo.data.streaming.common import file_sha256
-
-
-class CorruptChunkError(ValueError):
-    """A prepared chunk does not match the size or sha256 `zoo-prepare` recorded."""
+from zoo.data.streaming.common import CorruptChunkError, file_sha256
 
 
 def check_chunk(path: str, expected: dict[str, Any] | None) -> None:
