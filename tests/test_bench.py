@@ -254,6 +254,7 @@ WRITERS: dict[str, tuple[list[str], str, list[list[str]]]] = {
                             ["--lengths", "512"], ["--chunk", "64"], ["--naive-max-gib", "0.5"]]),
     "serve_load": (["--requests", "200", "--concurrency", "16", "--max-new-tokens", "8"], "serve_load",
                    [["--requests", "50"], ["--concurrency", "4"], ["--max-new-tokens", "32"]]),
+    "serve_soak": ([], "serve_soak", [["--seconds", "60"], ["--concurrency", "8"], ["--big-mb", "100"]]),
     "shipped_checkpoints": ([], "shipped_checkpoints", [["--before", "HEAD~3"], ["--names", "image-gpt-digits"]]),
     "speculative": ([], "speculative", [["--rounds", "3"], ["--ks", "4"], ["--tokens", "50"],
                                         ["--music-tokens", "99"]]),

@@ -21,9 +21,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from zoo import cli
 from zoo.config import ConfigError
 from zoo.data.download import MissingExtra
+from zoo.data.streaming.common import CorruptChunkError
 from zoo.training import init_from, resilience
 from zoo.training.checkpoint_io import CheckpointError, CheckpointSaveError, InsufficientDiskSpace
 from zoo.training.module import NonFiniteLossError
+from zoo.training.peers import PeerFailure
 from zoo.training.resilience import Interrupted
 from zoo.training.run import train
 from zoo.training.summary import interrupted_screen, summary_screen
@@ -93,7 +95,7 @@ def _main(cfg: DictConfig) -> float | None:
     except ConfigError as e:
         raise SystemExit(f"zoo-train: invalid config: {e}") from None
     except (PermissionError, InsufficientDiskSpace, CheckpointSaveError, NonFiniteLossError, CheckpointError,
-            MissingExtra) as e:
+            MissingExtra, PeerFailure, CorruptChunkError) as e:
         raise SystemExit(f"zoo-train: {e}") from None  # the message says what to do; no traceback
     return summary["metrics"].get("val/loss")  # the value a sweeper would optimise
 

@@ -20,6 +20,7 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -94,12 +95,35 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         hint = " The disk is full: free space or choose another run_dir." if e.errno == errno.ENOSPC else ""
-        raise CheckpointSaveError(e.errno, f"could not save checkpoint {path}: {e.strerror or e}; the previous "
-                                  f"checkpoint at that path (if any) is intact.{hint}") from e
+        raise CheckpointSaveError(e.errno, f"could not save checkpoint {path}: {e.strerror or e} (folder "
+                                  f"{path.parent}: about {_mib(tensor_bytes(obj))} needed, {_free(path.parent)} "
+                                  f"free); the previous checkpoint at that path (if any) is intact.{hint}") from e
     except BaseException:
         tmp.unlink(missing_ok=True)  # e.g. KeyboardInterrupt mid-write: no debris, old file intact
         raise
     fsync_dir(path.parent)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) checkpoint dict: about what its file takes on disk."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _free(directory: Path) -> str:
+    try:
+        return _mib(shutil.disk_usage(directory).free)
+    except OSError:
+        return "unknown"
 
 
 def clean_stale_temp_files(directory: Path) -> list[Path]:

@@ -41,6 +41,16 @@ class Limits:
     max_prompt_chars: int = 4000
     max_stop: int = 8
     max_primer_bytes: int = 1_000_000
+    max_body_bytes: int | None = None  # the HTTP body; None: `body_bytes()` sizes it from the caps above
+
+    def body_bytes(self) -> int:
+        """The largest request body zoo-serve reads (a 413 past it): `max_body_bytes`, or room for the largest
+        inputs the other caps allow: a primer in base64, a prompt and each stop string written wholly in JSON
+        escapes (12 bytes a character at worst, a surrogate pair), and 64 KiB for every other field."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        base64_primer = 4 * math.ceil(self.max_primer_bytes / 3)
+        return base64_primer + 12 * self.max_prompt_chars * (1 + self.max_stop) + 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,7 +9,9 @@
     GET  /healthz          {"status": "ok", "models": [...], "queued": {...}, "served": {name: {requests, batches}}}
 
 Every error is `{"error": {"status", "message", "field", "accepted", "received"}}` with a 4xx status
-(503 for a request cancelled at its time limit or refused by a full queue); never a traceback.
+(503 for a request cancelled at its time limit or refused by a full queue; 413 for a body past
+`limits.max_body_bytes`, refused before it is read; 408 for a body not complete within `timeout_s`);
+never a traceback.
 The OpenAI-compatible routes (/v1/completions, /v1/chat/completions, /v1/images/generations) and their
 errors in OpenAI's shape are zoo.serve.openai_api's. docs/serving.md is the user's guide.
 """
@@ -29,12 +31,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from zoo.members.serving import Limits
+from zoo.serve.body_limit import BodyLimit
 from zoo.serve.errors import RequestError, bad_field
 from zoo.serve.openai_api import OpenAIError, add_routes, from_zoo, is_openai
 from zoo.serve.options import Adapter, adapter_for
@@ -113,7 +117,11 @@ def envelope(rid: str, name: str, adapter: Adapter, job: Job, started: float, re
 
 
 def _error(e: RequestError, request: Request | None = None) -> JSONResponse:
-    if request is not None and is_openai(request.url.path):  # an OpenAI client reads OpenAI's error shape
+    return error_at(request.url.path if request is not None else "", e)
+
+
+def error_at(path: str, e: RequestError) -> JSONResponse:
+    if is_openai(path):  # an OpenAI client reads OpenAI's error shape
         return from_zoo(e).response()
     return JSONResponse(e.body(), status_code=e.status)
 
@@ -193,6 +201,8 @@ def create_app(models: Mapping[str, Any], settings: ServeSettings | None = None)
     app = FastAPIOffline(title="zoo-serve", version="1", lifespan=lifespan, redoc_url=None,  # ReDoc fetches fonts
                          description="Every zoo member behind one HTTP API. Guide: docs/serving.md.")
     app.state.server = server
+    app.add_middleware(BodyLimit, max_bytes=server.settings.limits.body_bytes(), timeout_s=server.settings.timeout_s,
+                       render=error_at)  # a 413 before an oversized body is read (zoo/serve/body_limit.py)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.exception_handler(RequestError)
@@ -212,6 +222,11 @@ def create_app(models: Mapping[str, Any], settings: ServeSettings | None = None)
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
         return _error(RequestError(e.status_code, str(e.detail)), request)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, e: ClientDisconnect) -> Response:
+        log.debug("client left %s before sending the whole body", request.url.path)  # not the server's error
+        return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception) -> JSONResponse:

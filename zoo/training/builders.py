@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,8 @@ def build_strategy(cfg: dict[str, Any], *, devices: Any = 1, num_nodes: int = 1)
     name = cfg.pop("name", "auto")
     if name == "auto":
         return "auto"
+    if "timeout" in cfg:  # seconds, in the config; Lightning takes a timedelta for init_process_group
+        cfg["timeout"] = timedelta(seconds=float(cfg["timeout"]))
     if name == "ddp":
         return DDPStrategy(**cfg)
     if name == "fsdp":
@@ -108,12 +111,13 @@ def build_checkpoint_callback(ckpt_dir: Path, every_n_steps: int) -> ModelCheckp
 
 
 def build_trainer(trainer_cfg: dict[str, Any], strategy_cfg: dict[str, Any], *, run_dir: Path,
-                  callbacks: list[L.Callback], logger: Any) -> L.Trainer:
-    """Lightning's Trainer from the `trainer` and `strategy` sections, with atomic checkpoint writes."""
+                  callbacks: list[L.Callback], logger: Any, on_save_error: str = "stop") -> L.Trainer:
+    """Lightning's Trainer from the `trainer` and `strategy` sections, with atomic checkpoint writes
+    (`on_save_error`: `checkpoint.on_error`)."""
     strategy = build_strategy(strategy_cfg, devices=trainer_cfg["devices"], num_nodes=trainer_cfg["num_nodes"])
     return L.Trainer(**trainer_cfg, strategy=strategy, logger=logger or False, callbacks=callbacks,
                      default_root_dir=str(run_dir),
-                     plugins=[checkpoint_io.AtomicCheckpointIO(), *resilience.slurm_plugins()])
+                     plugins=[checkpoint_io.AtomicCheckpointIO(on_save_error), *resilience.slurm_plugins()])
 
 
 def check_writable(directory: Path) -> None:

@@ -49,7 +49,16 @@ class InsufficientDiskSpace(OSError):
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning CheckpointIO whose local saves are atomic (see `atomic_torch_save`); remote URLs
     (`s3://...`) fall back to Lightning's own writer. Loading (resume) is always weights-only: local
-    files through `safe_load`, remote ones through Lightning with `weights_only=True`."""
+    files through `safe_load`, remote ones through Lightning with `weights_only=True`.
+
+    `on_error`: a local save that fails (`CheckpointSaveError`: full disk, read-only folder) stops the run
+    (`stop`, the error propagates) or is logged as one warning and training goes on (`warn`); the previous
+    file stays whole either way (`checkpoint.on_error`)."""
+
+    def __init__(self, on_error: str = "stop") -> None:
+        super().__init__()
+        self.on_error = on_error
+        self.failed_saves = 0
 
     def load_checkpoint(self, path: Any, map_location: Any | None = None,
                         weights_only: bool | None = None) -> dict[str, Any]:
@@ -65,7 +74,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options=storage_options)
-        atomic_torch_save(checkpoint, path)
+        try:
+            atomic_torch_save(checkpoint, path)
+        except CheckpointSaveError as e:
+            if self.on_error != "warn":
+                raise CheckpointSaveError(e.errno, f"{e.strerror} To train on when a save fails, set "
+                                          "checkpoint.on_error=warn.") from e
+            self.failed_saves += 1
+            log.warning("%s Training goes on (checkpoint.on_error=warn).", e.strerror)
 
 # ---- sharded (folder) checkpoints -------------------------------------------------------------
 

@@ -102,6 +102,9 @@ def optim_config(values: Mapping[str, Any] | None) -> AdamWConfig | MuonConfig:
 @dataclass(kw_only=True)
 class CheckpointConfig:
     every_n_steps: int = 200  # also saved at the end of training and on interruption; 0 = only then
+    # a save that fails (full disk, read-only folder): the previous file is kept either way; stop the run
+    # (stop), or log one warning and train on (warn: a long run outlives a disk filled for a while)
+    on_error: Literal["stop", "warn"] = "stop"
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -17,7 +17,18 @@ from typing import Any, Literal
 
 import lightning as L
 
-from zoo.config import ConfigError, Param, build, check_keys, check_value, check_values, conforms, name_keys, parameters
+from zoo.config import (
+    ConfigError,
+    Param,
+    bad_value,
+    build,
+    check_keys,
+    check_value,
+    check_values,
+    conforms,
+    name_keys,
+    parameters,
+)
 from zoo.models.base import MODELS, refuse_old_spellings
 from zoo.sampling import SamplingConfig
 from zoo.training.builders import STRATEGIES, import_target
@@ -57,6 +68,11 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
         _check_samples(cfg["samples"])
     if isinstance(cfg.get("strategy"), Mapping):
         check_value("strategy", "name", cfg["strategy"].get("name", "auto"), Literal[STRATEGIES])
+        timeout = cfg["strategy"].get("timeout")
+        if timeout is not None:
+            check_value("strategy", "timeout", timeout, float)
+            if not timeout > 0:
+                raise bad_value("strategy", "timeout", timeout, "must be > 0 seconds")
 
 
 def _check_model(model: Mapping[str, Any]) -> Any:

@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from zoo.training import builders, checkpoint_io, init_from, lora, resilience
+from zoo.training import builders, checkpoint_io, init_from, lora, peers, resilience
 from zoo.training.builders import build_data, build_module
 from zoo.training.callbacks import SampleCallback, monitoring_callbacks
 from zoo.training.checkpoint_io import CheckpointError
@@ -84,12 +84,14 @@ def train(c: dict[str, Any], *, run_dir: str | Path, resume_command: str, source
     sample_cb = SampleCallback(run_dir / "samples", **c["samples"])
     checkpoint_cb = builders.build_checkpoint_callback(ckpt_dir, c["checkpoint"]["every_n_steps"])
     guard = resilience.InterruptGuard(ckpt_dir / "last.ckpt")
-    callbacks = [checkpoint_cb, resilience.RNGState(), guard, sample_cb, *monitoring_callbacks(c["logger"]),
+    watch = peers.PeerWatch(ckpt_dir / "last.ckpt")  # a DDP/FSDP peer that dies or hangs (zoo/training/peers.py)
+    callbacks = [checkpoint_cb, resilience.RNGState(), guard, watch, sample_cb, *monitoring_callbacks(c["logger"]),
                  *resilience.env_test_callbacks(), *(extra_callbacks or [])]
     if c["trainer"].get("enable_progress_bar", True) and os.environ.get("ZOO_PLAIN_PROGRESS") is None:
         callbacks.append(ProgressBar())
     logger = build_logger(c["logger"], run_dir=run_dir, name=c["name"], config=c)
-    trainer = builders.build_trainer(c["trainer"], c["strategy"], run_dir=run_dir, callbacks=callbacks, logger=logger)
+    trainer = builders.build_trainer(c["trainer"], c["strategy"], run_dir=run_dir, callbacks=callbacks, logger=logger,
+                                     on_save_error=c["checkpoint"].get("on_error", "stop"))
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     summary = {"run_dir": str(run_dir), "checkpoint": str(ckpt_dir / "last.ckpt"), "command": resume_command}
@@ -106,6 +108,15 @@ def train(c: dict[str, Any], *, run_dir: str | Path, resume_command: str, source
         if trainer.is_global_zero and on_interrupted is not None:
             on_interrupted(summary, guard)
         raise resilience.Interrupted(guard.signum or signal.SIGTERM, guard.step, guard.saved) from None
+    except Exception:
+        if watch.failure is None:
+            raise
+        peers.stop_launched_ranks(trainer)  # a hung rank this process started must not outlive the run
+        last = ckpt_dir / "last.ckpt"
+        raise peers.PeerFailure(rank=trainer.global_rank, world_size=trainer.world_size, step=watch.step,
+                                cause=peers.short_cause(watch.failure), saved=watch.saved,
+                                last_checkpoint=str(last) if last.exists() else None, resume_command=resume_command,
+                                sharded=c["strategy"].get("name") == "fsdp") from None
 
     summary.update(results(trainer, checkpoint_cb), samples=sample_cb.last, samples_dir=str(sample_cb.out_dir),
                    baseline=getattr(dm, "unigram_nll", lambda: None)())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -24,6 +25,10 @@ DEFAULT_PATTERNS = ("*.txt", "*.md", "*.rst", "*.py")
 URL_SCHEMES = ("s3://", "gs://", "r2://")
 CodecKind = TextCodecKind  # zoo.codecs.text.TEXT_CODECS's names
 Batch = dict[str, torch.Tensor]
+
+
+class CorruptChunkError(ValueError):
+    """A prepared chunk does not match the size or sha256 `zoo-prepare` recorded (zoo.data.streaming.verify)."""
 
 
 def litdata() -> Any:
@@ -89,3 +94,17 @@ def load_manifest(path: str, storage_options: dict | None = None) -> tuple[dict[
     assert isinstance(codec, TextCodec)
     return manifest, codec
 
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def chunk_sums(folder: str) -> dict[str, dict[str, Any]]:
+    """{chunk file name: {"bytes", "sha256"}} of a local split folder written by litdata.optimize."""
+    index = json.loads(Path(folder, "index.json").read_text())
+    return {c["filename"]: {"bytes": os.path.getsize(Path(folder, c["filename"])),
+                            "sha256": file_sha256(Path(folder, c["filename"]))} for c in index["chunks"]}

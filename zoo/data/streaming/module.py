@@ -101,9 +101,15 @@ class StreamingTextDataModule(L.LightningDataModule):
 
     def _dataset(self, folder: str, *, shuffle: bool) -> Any:
         ld = litdata()
+        from zoo.data.streaming.verify import VerifiedTokensLoader  # imports litdata: only once it is known there
+
         cache = None if self.cache_dir is None or not is_url(folder) else os.path.join(
             self.cache_dir, hashlib.sha256(folder.encode()).hexdigest()[:16])
-        return ld.StreamingDataset(folder, cache_dir=cache, item_loader=ld.TokensLoader(block_size=self.block_size + 1),
+        corpus, split = folder.rsplit("/", 1)
+        sums = self.manifests[self.paths.index(corpus)].get("chunks", {}).get(split)
+        loader = ld.TokensLoader(block_size=self.block_size + 1) if is_url(folder) or sums is None else \
+            VerifiedTokensLoader(self.block_size + 1, sums)  # a corrupt chunk is an error naming it, not a bad batch
+        return ld.StreamingDataset(folder, cache_dir=cache, item_loader=loader,
                                 shuffle=shuffle, seed=self.seed, drop_last=True,
                                 storage_options=self.storage_options)
 

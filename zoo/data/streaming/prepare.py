@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -22,6 +21,8 @@ from zoo.data.streaming.common import (
     MANIFEST,
     CodecKind,
     _token_count,
+    chunk_sums,
+    file_sha256,
     is_url,
     litdata,
     load_manifest,
@@ -200,14 +201,6 @@ def build_codec(kind: CodecKind, pieces: Sequence[Piece], *, vocab_size: int | N
     return build_text_codec(kind, sample(), vocab_size)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _optimize(pieces: list[Piece], fn: _Tokenize, out: str, *, chunk_tokens: int, num_workers: int) -> None:
     ld = litdata()
     ld.optimize(fn=fn, inputs=pieces, output_dir=out, chunk_size=chunk_tokens, item_loader=ld.TokensLoader(),
@@ -272,8 +265,10 @@ def prepare_corpus(
     _optimize(train, fn, f"{out}/train", chunk_tokens=chunk_tokens, num_workers=num_workers)
     if val:
         _optimize(val, fn, f"{out}/val", chunk_tokens=chunk_tokens, num_workers=num_workers)
-    sources = [{"path": str(f), "bytes": f.stat().st_size, **({"sha256": _sha256(f)} if hash_inputs else {})}
+    sources = [{"path": str(f), "bytes": f.stat().st_size, **({"sha256": file_sha256(f)} if hash_inputs else {})}
                for f in files]
+    chunks = {} if is_url(out) else {  # checked as training reads them (zoo.data.streaming.verify)
+        split: chunk_sums(f"{out}/{split}") for split in ("train", *(["val"] if val else []))}
     manifest = {
         "format": FORMAT,
         "codec": text_codec.to_dict(),
@@ -286,6 +281,7 @@ def prepare_corpus(
         "n_files": len(files),
         "n_bytes": sum(s["bytes"] for s in sources),
         "sources": sources,
+        "chunks": chunks,
     }
     write_json(f"{out}/{MANIFEST}", manifest)
     return manifest
