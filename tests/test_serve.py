@@ -352,6 +352,37 @@ def test_a_failing_generation_is_a_json_500_and_the_server_answers_the_next_requ
     assert "secret internals" in caplog.text and "Traceback" in caplog.text  # ... the log has the details
 
 
+def held_after_first_text(app, name: str) -> tuple[list, list[str], list[str], threading.Event]:
+    """Instrument served model `name`: (jobs submitted, texts streamed, how each generation ended: "finished" or
+    the exception's name, an Event). A streamed generation holds after its first text until the Event is set,
+    so a test can hang up mid-stream with no race against the model's speed."""
+    adapter, worker = app.state.server.adapters[name], app.state.server.workers[name]
+    real_run, real_submit = adapter.run, worker.submit
+    jobs, tokens, ended, hung_up = [], [], [], threading.Event()
+
+    def submit(job):
+        jobs.append(job)
+        return real_submit(job)
+
+    def run(batch, on_text=None):
+        def counted(text: str) -> None:
+            tokens.append(text)
+            on_text(text)
+            if len(tokens) == 1:
+                assert hung_up.wait(30)
+
+        try:
+            out = real_run(batch, on_text=counted if on_text else None)
+        except Exception as e:
+            ended.append(type(e).__name__)
+            raise
+        ended.append("finished")
+        return out
+
+    worker.submit, adapter.run = submit, run
+    return jobs, tokens, ended, hung_up
+
+
 @contextmanager
 def live_app(app):
     """`app` behind a real uvicorn on a loopback port, in a thread (a real socket: a client can hang up)."""
@@ -373,31 +404,8 @@ def test_a_stream_the_client_abandons_is_cancelled_and_the_worker_moves_on(model
     """A client reads the first token of a long stream and hangs up: the server marks the job abandoned, the
     worker's next decoding step cancels the generation (no more tokens), and the next request is served."""
     app = create_app(models, ServeSettings(timeout_s=60))
-    adapter, worker = app.state.server.adapters["gpt-pydoc"], app.state.server.workers["gpt-pydoc"]
-    real_run, real_submit = adapter.run, worker.submit
-    jobs, tokens, ended = [], [], []
-    hung_up = threading.Event()
-
-    def submit(job):
-        jobs.append(job)
-        return real_submit(job)
-
-    def run(batch, on_text=None):
-        def counted(text: str) -> None:
-            tokens.append(text)
-            on_text(text)
-            if len(tokens) == 1:  # hold the generation until the client is gone: no race with its speed
-                assert hung_up.wait(30)
-
-        try:
-            out = real_run(batch, on_text=counted if on_text else None)
-        except Exception as e:
-            ended.append(type(e).__name__)
-            raise
-        ended.append("finished")
-        return out
-
-    worker.submit, adapter.run = submit, run
+    worker = app.state.server.workers["gpt-pydoc"]
+    jobs, tokens, ended, hung_up = held_after_first_text(app, "gpt-pydoc")
     with live_app(app) as url:
         body = {"model": "gpt-pydoc", "prompt": "The with", "max_new_tokens": 512, "seed": 0, "stream": True}
         with httpx.Client(base_url=url, timeout=30) as c, c.stream("POST", "/v1/generate", json=body) as r:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import threading
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ openai = pytest.importorskip("openai", reason="needs the official openai client 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
-from test_serve import NAMES, live_app, live_server, wait_until  # noqa: E402, F401 - live zoo-serve fixtures
+from test_serve import NAMES, held_after_first_text, live_app, live_server, wait_until  # noqa: E402, F401 - live zoo-serve fixtures
 
 import zoo  # noqa: E402
 from zoo.serve import ServeSettings, create_app, load_models  # noqa: E402
@@ -191,27 +190,7 @@ def test_an_abandoned_stream_is_cancelled_and_a_late_one_ends_with_an_openai_err
     raises: mid-stream, or as a 503."""
     models = load_models(["gpt-pydoc"])
     app = create_app(models, ServeSettings(timeout_s=60))
-    adapter, worker = app.state.server.adapters["gpt-pydoc"], app.state.server.workers["gpt-pydoc"]
-    real_run, real_submit, jobs, ended, hung_up = adapter.run, worker.submit, [], [], threading.Event()
-
-    def submit(job):
-        jobs.append(job)
-        return real_submit(job)
-
-    def run(batch, on_text=None):
-        def first_then_wait(text: str) -> None:
-            on_text(text)
-            assert hung_up.wait(30)  # hold the generation until the client is gone: no race with its speed
-
-        try:
-            out = real_run(batch, on_text=first_then_wait)
-        except Exception as e:
-            ended.append(type(e).__name__)
-            raise
-        ended.append("finished")
-        return out
-
-    worker.submit, adapter.run = submit, run
+    jobs, _, ended, hung_up = held_after_first_text(app, "gpt-pydoc")
     with live_app(app) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
         stream = client.completions.create(model="gpt-pydoc", prompt="The with", max_tokens=512, stream=True)
