@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from zoo.core.attention import KVCache
-from zoo.core.layers import linear_weights_in_out
+from zoo.core.layers import lay_out_for_decoding, linear_weights_in_out, prefers_in_out
+from zoo.core.quant import quantize_
 from zoo.models.base import GenerativeModel
 from zoo.models.gpt import GPT, GPTConfig
 from zoo.sampling import SamplingConfig, apply_repetition_penalty, filter_logits, generate
@@ -292,13 +293,45 @@ def test_linear_weights_in_out_same_outputs_then_restored() -> None:
         want = model(idx)
         with linear_weights_in_out(model):
             linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-            assert linears and all("forward" in m.__dict__ for m in linears)
+            preferred = [m for m in linears if prefers_in_out(m.weight)]
+            assert preferred and len(preferred) < len(linears)  # the MLP's down-projection (in > out) stays
+            assert all(("forward" in m.__dict__) == prefers_in_out(m.weight) for m in linears)
             got = model(idx)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert all("forward" not in m.__dict__ for m in model.modules())
     assert model.state_dict().keys() == state.keys()
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert model.lm_head.weight is model.transformer.wte.weight  # still tied
+
+
+def test_lay_out_for_decoding_changes_strides_only() -> None:
+    """An inference model's weights re-laid out in place: same parameters (identity, tying, values, keys), same
+    outputs, (in, out) storage where prefers_in_out; generate() does it for an eval model, not a training one."""
+    model = tiny_gpt().eval()
+    idx = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(0))
+    params = dict(model.named_parameters())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        want = model(idx)
+        assert lay_out_for_decoding(lay_out_for_decoding(model)) is model  # idempotent
+        got = model(idx)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert dict(model.named_parameters()) == params and model.lm_head.weight is model.transformer.wte.weight
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    linears = [m for m in model.modules() if type(m) is nn.Linear]
+    assert all(m.weight.t().is_contiguous() == prefers_in_out(m.weight) for m in linears)
+    assert any(not prefers_in_out(m.weight) and m.weight.is_contiguous() for m in linears)
+    with torch.no_grad():  # quantising re-laid-out weights gives what quantising the originals gives
+        torch.testing.assert_close(quantize_(model, "int8")(idx), quantize_(tiny_gpt().eval(), "int8")(idx),
+                                   rtol=0, atol=1e-5)
+
+    training = tiny_gpt().train()
+    generate(training, [[1, 2]], max_new_tokens=3, temperature=0)
+    assert training.training and all(p.is_contiguous() for p in training.parameters())  # copies for the call only
+    fresh = tiny_gpt().eval()
+    plain = generate(fresh, [[1, 2]], max_new_tokens=6, temperature=0)
+    assert fresh.lm_head.weight.t().is_contiguous()
+    assert generate(fresh, [[1, 2]], max_new_tokens=6, temperature=0) == plain
 
 
 # --- classifier-free guidance -------------------------------------------------------------------------

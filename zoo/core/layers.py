@@ -23,7 +23,8 @@ from zoo.core.norms import NormKind, RMSNorm, make_norm
 from zoo.core.positions import PositionBias, RotaryEmbedding
 
 # RotaryEmbedding lives in zoo.core.positions, RMSNorm and make_norm in zoo.core.norms; older imports find them here.
-__all__ = ["MLP", "Block", "NormKind", "RMSNorm", "RotaryEmbedding", "linear_weights_in_out", "make_norm", "softcap"]
+__all__ = ["MLP", "Block", "NormKind", "RMSNorm", "RotaryEmbedding", "lay_out_for_decoding", "linear_weights_in_out",
+           "make_norm", "softcap"]
 
 Activation = Literal["gelu", "gelu_tanh", "quick_gelu", "relu2", "swiglu"]
 
@@ -83,31 +84,66 @@ def _linear_in_out(weight_in_out: Tensor, bias: Tensor | None, x: Tensor) -> Ten
     return y.view(*x.shape[:-1], weight_in_out.shape[1])
 
 
+def prefers_in_out(weight: Tensor) -> bool:
+    """Whether one-row products (decoding) over this (out, in) weight run faster on CPU with it stored (in, out).
+
+    Measured at GPT-2-124M's shapes, one thread, AMD EPYC Zen 4 (benchmarks/decode_roofline.md, layout table):
+    x @ W over an (in, out) matrix streams the weight at up to ~1.2x (qkv, MLP up-projection) and ~1.7x (the
+    50257-row head) the rate of nn.Linear's x @ Wᵀ when out >= in; when in > out (the MLP down-projection) the
+    (out, in) layout is the faster one. At the shipped checkpoints' sizes (weights in cache) the two are within
+    noise. Hugging Face's GPT-2 Conv1D stores every matrix (in, out)."""
+    return weight.dim() == 2 and weight.shape[0] >= weight.shape[1]
+
+
+def _is_compiled(model: nn.Module) -> bool:
+    return any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())
+
+
+def lay_out_for_decoding(model: nn.Module) -> nn.Module:
+    """Store, in place, the weight of every plain `nn.Linear` that `prefers_in_out` as a contiguous (in, out)
+    matrix, seen through its transpose: the parameter keeps its shape (out, in), its values, its identity
+    (optimizers and tied weights see the same object) and its state-dict key; only its strides change, so
+    `F.linear`'s x @ Wᵀ reads the weight in (in, out) order. No copy is kept: the layout costs one transpose per
+    matrix, once, and no memory. Idempotent; returns `model`.
+
+    For inference models (generate() calls it on a model in eval mode on CPU). Everything still works on the
+    re-laid-out parameters (training, saving: zoo-export writes contiguous tensors); only their strides differ.
+    Skips a model compiled in place, subclasses of nn.Linear (quantised, adapters) and distributed tensors."""
+    if _is_compiled(model):
+        return model
+    for m in model.modules():
+        if type(m) is not nn.Linear or "forward" in m.__dict__:
+            continue
+        w = m.weight
+        if type(w.data) is torch.Tensor and prefers_in_out(w) and w.is_contiguous() and w.shape[1] > 1:
+            with torch.no_grad():
+                w.data = w.data.t().contiguous().t()
+    return model
+
+
 @contextlib.contextmanager
 def linear_weights_in_out(model: nn.Module, *, keep: bool = False) -> Iterator[None]:
-    """Inside the block, every plain `nn.Linear` of `model` multiplies by a contiguous (in, out) copy of its weight.
+    """Inside the block, every plain `nn.Linear` of `model` whose weight `prefers_in_out` multiplies by a contiguous
+    (in, out) copy of it, leaving the parameters untouched: decoding from a model that is training (the samples
+    logged during training) or compiled (`lay_out_for_decoding` re-lays the parameters out instead, for
+    inference models). Tied weights are copied once. Results equal nn.Linear's up to floating-point rounding
+    (the same `addmm` as Conv1D). Nothing here carries a gradient to the parameters. Does nothing for a model
+    compiled in place (patching its modules would invalidate its compiled graphs) and leaves subclasses of
+    nn.Linear (quantised, adapters) alone.
 
-    Why: in token-by-token decoding every product has one row per sequence, and on CPU (MKL) x @ W over
-    W stored (in, out) ran about twice as fast as nn.Linear's x @ Wᵀ over its (out, in) parameter
-    (benchmarks/gpt_cpu.md; Hugging Face's GPT-2 Conv1D stores (in, out) for the same reason). Parameters,
-    state dict and hooks are untouched; tied weights are copied once. Results equal nn.Linear's up to
-    floating-point rounding (the same `addmm` as Conv1D). Inference only: nothing here carries a gradient
-    to the parameters. Does nothing for a model compiled in place (patching its modules would invalidate
-    its compiled graphs) and leaves subclasses of nn.Linear (quantised, adapters) alone.
-
-    keep=False drops the copies made here on exit (one more set of Linear weights in memory meanwhile); keep=True
+    keep=False drops the copies made here on exit (one more set of those weights in memory meanwhile); keep=True
     keeps them on the modules for the next block, refreshed only when a weight changes (its data pointer
     or version counter): a compiled step traced through these forwards then finds the same objects
     every call and does not recompile (zoo.sampling's compile=True); the memory stays allocated.
     """
-    if any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules()):
+    if _is_compiled(model):
         yield
         return
     patched: list[nn.Linear] = []
     copies: dict[int, Tensor] = {}
     try:
         for m in model.modules():
-            if type(m) is not nn.Linear or "forward" in m.__dict__:
+            if type(m) is not nn.Linear or "forward" in m.__dict__ or not prefers_in_out(m.weight):
                 continue
             w = m.weight
             stamp = (w.data_ptr(), w._version, None if m.bias is None else (m.bias.data_ptr(), m.bias._version))

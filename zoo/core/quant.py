@@ -86,7 +86,7 @@ class Int8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        w = linear.weight.detach().float()  # (out, in)
+        w = linear.weight.detach().float().contiguous()  # (out, in), whatever its layout (lay_out_for_decoding)
         scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.register_buffer("q", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
@@ -124,7 +124,7 @@ class Int4Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear, group: int) -> None:
         super().__init__()
-        w = linear.weight.detach().float()  # (out, in)
+        w = linear.weight.detach().float().contiguous()  # (out, in), whatever its layout (lay_out_for_decoding)
         out, k = w.shape
         padded = -(-out // 16) * 16
         w = F.pad(w, (0, 0, 0, padded - out))  # (padded, in)

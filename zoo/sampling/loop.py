@@ -11,7 +11,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from zoo.core.layers import linear_weights_in_out
+from zoo.core.layers import lay_out_for_decoding, linear_weights_in_out
 from zoo.models.base import GenerativeModel
 from zoo.sampling.config import SamplingConfig
 
@@ -114,10 +114,10 @@ def generate(
         return [[] for _ in range(b)]
     was_training = model.training
     model.eval()
-    # On CPU the one-row products of decoding run faster over (in, out) weight copies (see
-    # linear_weights_in_out); the compiled step keeps its copies between calls (new ones would recompile).
-    cpu = next(model.parameters()).device.type == "cpu"
-    layout = linear_weights_in_out(model, keep=cfg.compile) if cpu else contextlib.nullcontext()
+    # On CPU the one-row products of decoding run faster over most weights stored (in, out) (prefers_in_out): an
+    # inference model is re-laid out in place, once (lay_out_for_decoding: no copy, no memory); a model that is
+    # training gets copies for this call only, and a compiled step keeps its copies (new ones would recompile).
+    layout = _cpu_layout(model, was_training=was_training, compile=cfg.compile)
     try:
         with layout:
             if cfg.draft is not None:
@@ -129,6 +129,17 @@ def generate(
             return _decode(model, rows, cfg, cond, guided, on_token, should_stop)
     finally:
         model.train(was_training)
+
+
+def _cpu_layout(model: GenerativeModel, *, was_training: bool,
+                compile: bool) -> contextlib.AbstractContextManager[None]:
+    """The decoding weight layout for `model` (see generate): nothing to do off CPU."""
+    if next(model.parameters()).device.type != "cpu":
+        return contextlib.nullcontext()
+    if was_training or compile:
+        return linear_weights_in_out(model, keep=compile)
+    lay_out_for_decoding(model)
+    return contextlib.nullcontext()
 
 
 def _decode(model: GenerativeModel, rows: list[list[int]], cfg: SamplingConfig, cond: Tensor | None, guided: bool,

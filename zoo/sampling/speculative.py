@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from zoo.core.cache import KVCache
-from zoo.core.layers import linear_weights_in_out
+from zoo.core.layers import lay_out_for_decoding, linear_weights_in_out
 from zoo.models.base import GenerativeModel
 from zoo.sampling.config import SamplingConfig
 from zoo.sampling.loop import apply_repetition_penalty, filter_logits
@@ -196,8 +196,9 @@ def generate_speculative(model: GenerativeModel, rows: list[list[int]], cfg: Sam
     model.eval()
     with contextlib.ExitStack() as layout:
         if device.type == "cpu":  # one-row products run faster over (in, out) weights (as `generate`'s)
-            for net in (model, draft) if draft is not None else (model,):
-                layout.enter_context(linear_weights_in_out(net))
+            layout.enter_context(linear_weights_in_out(model))  # no copies where generate re-laid it out
+            if draft is not None:
+                lay_out_for_decoding(draft)  # an inference model: re-laid out in place, once
         for r, prompt in enumerate(rows):
             emit = None
             if on_token is not None:
