@@ -12,7 +12,10 @@ validation), whose token ids are written here in nanoGPT's format (train.bin / v
            evaluation (0 and 2,000) counted at the median iteration time; its final checkpoint (2,000 updates)
            is scored with nanoGPT's own GPT class.
   today    zoo-train's run() with zoo's shipped recipe: AdamW, cosine, GELU, nanoGPT's lr / warmup / betas.
-  fast     zoo-train's run() with `experiment=gpt_pydoc_fast` at the same size and batch, 600 steps.
+  fast     zoo-train's run() with `experiment=gpt_pydoc_fast` at the same size, batch 16 (Muon's step costs the
+           same whatever the batch, so a larger one spreads it over more tokens) and warmup 20; its schedule
+           (warmup, stable, decay) ends where it is meant to reach the loss it is timed to: 400 steps beside
+           nanoGPT (to nanoGPT's final loss), 500 beside `today` (to today's lower final loss).
 
 Every loss is nats per character on one FIXED validation set: all disjoint 64-character windows of the
 validation split (zoo's `data.max_val_windows=null`), the same windows for every run. zoo runs evaluate it
@@ -49,8 +52,10 @@ SIZE = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64}
 BATCH = 12
 LR, WARMUP, MIN_LR, BETA2 = 1e-3, 100, 1e-4, 0.99
 SEED = 1337
-FAST_BATCH = 12  # sequences of 64 characters, as nanoGPT's (--fast-batch 16: probe M below)
-FAST_STEPS = 600  # the fast recipe's schedule at this size: warmup, stable, decay to its end (probes below)
+FAST_BATCH = 16  # sequences of 64 characters (nanoGPT's 12: probes M, O, R below)
+FAST_STEPS = 400  # the fast run beside nanoGPT: its schedule (warmup, stable, decay) ends at nanoGPT's loss
+FAST_STEPS_TODAY = 500  # the fast run beside today: today's final loss is lower, so its schedule is longer
+FAST_WARMUP = 20  # gpt_pydoc_fast's 50 warmup steps are an eighth of a 400-step run (probes P-S below)
 
 
 PROBES = """
@@ -77,14 +82,24 @@ beside a test suite, so their times were not used. Start: optim=muon (Newton-Sch
 | N: K at batch 24 | 300 | 1.552 at 250, 1.453 at 300 | too short |
 | O: K at batch 16 | 400 | 1.517 at 350, 1.452 at 400 | too short |
 
-Chosen (`experiment=gpt_pydoc_fast`): Muon lr 0.02 on the hidden matrices, AdamW at 6e-3 on the rest, wsd with the
-last 40 % decaying, no architecture switches; at this size 600 steps at nanoGPT's batch 12 (K's settings with room
-to reach today's final loss). Probe M suggests batch 16 for 450 steps is faster to nanoGPT's loss: it ran beside
-this benchmark's `today` run at 110.6 ms per step, 49.8 s to step 450, where the batch-12 runs took 53.7-54.8 s to
-step 550 (Muon's optimizer step costs the same whatever the batch, so a larger batch spreads it over more tokens).
-Its full run, `--fast-batch 16 --fast-steps 450` (benchmarks/time_to_loss_fast-steps-450_fast-batch-16.md; a first
-attempt, spoiled by a second test suite starting on the machine, was discarded), measured 0.38x nanoGPT's time to
-nanoGPT's loss and 0.38x today's to today's. The default stays at nanoGPT's batch 12, the comparison at equal batch.
+| P: J with warmup 20 (session 8) | 500 | 1.421 | warmup 20: on the target at 500 |
+| Q: P with AdamW side 1e-2 | 500 | 1.424 | 6e-3 kept |
+| R: P at batch 16 | 400 | 1.452 at 350 ... 1.423 at 400 | **chosen** beside nanoGPT: 400 steps |
+| S: P at batch 16 | 500 | 1.410 at 450, 1.356 at 500 | **chosen** beside today (final loss 1.4004): 500 steps |
+| T: K at 600 steps (session 7's default) | 600 | 1.476 / 1.414 / 1.374 | the base of U and V |
+| U: T, 3 Newton-Schulz steps, one fitted quintic each (a) | 600 | 1.552 / 1.477 / 1.426 | no gain, not kept (a) |
+| V: T with compile=true | 600 | 1.469 / 1.411 / 1.365 | off: 100 ms per step after compiling, T 89 ms |
+
+(a) Fitted so that 3 steps map singular values in [0.01, 1] into [0.68, 1.2]. U reached 1.4307 at step 600 in
+48.0 s of CPU, T at step 550 in 49.1 s, one after the other on the same core: 3 steps cost 3/5 of the iteration's
+matmuls and lost as much in loss per step.
+
+Chosen (`experiment=gpt_pydoc_fast` at this size): Muon lr 0.02 on the hidden matrices, AdamW at 6e-3 on the rest,
+wsd with the last 40 % decaying, no architecture switches, warmup 20, batch 16, and a schedule that ends where the
+run is timed: 400 steps to nanoGPT's final loss, 500 to today's. Session 7 measured this benchmark at nanoGPT's
+batch 12 with 600 steps and warmup 50 (0.39x nanoGPT's time, 0.41x today's) and at batch 16 with 450 steps (0.38x,
+0.38x; both files are in git history): a larger batch spreads Muon's optimizer step, which costs the same
+whatever the batch, over more tokens, and a shorter warmup leaves more of a short run at the full rate.
 
 The switches cost time as well as loss here: on one thread, beside the test suite (so only as ratios), a
 forward+backward took 143 ms with them and 137 ms without, and the optimizer step 6 ms with AdamW, 51 ms with Muon
@@ -182,7 +197,7 @@ def zoo_overrides(recipe: str, steps: int | None, eval_every: int, run_dir: Path
         return ["data=pydoc", *common, f"module.lr={LR}", f"module.warmup_steps={WARMUP}",
                 f"module.min_lr_ratio={MIN_LR / LR}", f"module.betas=[0.9,{BETA2}]"]
     if recipe == "fast":
-        return ["experiment=gpt_pydoc_fast", *common]
+        return ["experiment=gpt_pydoc_fast", *common, f"module.warmup_steps={FAST_WARMUP}"]
     raise ValueError(f"unknown recipe {recipe!r}; accepted: 'today', 'fast'")
 
 
@@ -250,7 +265,10 @@ def first_reach(curve: list[dict], target: float) -> dict | None:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=2000, help="nanoGPT's and today's iterations")
-    ap.add_argument("--fast-steps", type=int, default=FAST_STEPS, help="the fast recipe's steps (its schedule's end)")
+    ap.add_argument("--fast-steps", type=int, default=FAST_STEPS,
+                    help="the fast run beside nanoGPT: its steps (its schedule's end)")
+    ap.add_argument("--fast-steps-today", type=int, default=FAST_STEPS_TODAY,
+                    help="the fast run beside today: its steps")
     ap.add_argument("--fast-batch", type=int, default=FAST_BATCH, help="the fast recipe's batch (sequences)")
     ap.add_argument("--eval-every", type=int, default=50, help="zoo runs: steps between fixed-set evaluations")
     ap.add_argument("--nanogpt", type=Path, default=NANOGPT_REPO, help="nanoGPT: a bare git directory or a folder")
@@ -272,9 +290,9 @@ def launch(cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
 
-def zoo_cmd(args: argparse.Namespace, recipe: str, out: Path) -> list[str]:
-    """This script as a subprocess running one zoo run (`--worker`)."""
-    steps, batch = (args.fast_steps, args.fast_batch) if recipe == "fast" else (args.steps, BATCH)
+def zoo_cmd(args: argparse.Namespace, recipe: str, out: Path, fast_steps: int | None = None) -> list[str]:
+    """This script as a subprocess running one zoo run (`--worker`); `fast_steps`: the fast run's (--fast-steps)."""
+    steps, batch = (fast_steps or args.fast_steps, args.fast_batch) if recipe == "fast" else (args.steps, BATCH)
     return [sys.executable, str(Path(__file__).resolve()), "--worker", recipe, "--worker-out", str(out),
             "--eval-every", str(args.eval_every), "--steps", str(steps), "--fast-batch", str(batch)]
 
@@ -303,11 +321,12 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt = repo / "out" / "ckpt.pt"
     ckpt.unlink(missing_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    # pair 1: nanoGPT beside fast; pair 2: today beside fast (a second, identical fast run)
+    # pair 1: nanoGPT beside fast; pair 2: today beside fast (a second fast run, its schedule --fast-steps-today)
     p1 = pair({"nanogpt": launch([sys.executable, "train.py", *nanogpt_args(args.steps)], repo, work / "nanogpt.log"),
                "fast": launch(zoo_cmd(args, "fast", work / "fast_1.json"), ROOT, work / "fast_1.log")})
     p2 = pair({"today": launch(zoo_cmd(args, "today", work / "today.json"), ROOT, work / "today.log"),
-               "fast": launch(zoo_cmd(args, "fast", work / "fast_2.json"), ROOT, work / "fast_2.log")})
+               "fast": launch(zoo_cmd(args, "fast", work / "fast_2.json", args.fast_steps_today), ROOT,
+                              work / "fast_2.log")})
     ng_log = (work / "nanogpt.log").read_text()
     ng = {**nanogpt_iteration_times(ng_log, args.steps), "val_loss": nanogpt_val_loss(repo, ckpt),
           "command": "python train.py " + " ".join(nanogpt_args(args.steps)),

@@ -48,9 +48,10 @@ GOAL = 0.5
 PROBES = """
 Probes (seed 1337, one thread, run beside each other and beside test suites, so only their losses were used; the
 losses are deterministic). Every `*_fast` recipe starts from its shipped experiment and changes only the optimizer
-(optim=muon: Muon 0.02 on the blocks' matrices, AdamW at the shipped module.lr on the rest), the schedule (wsd, the
-last 40 % decaying) and the steps. The architecture switches stay off: at gpt_pydoc's nanoGPT-size probes
-(time_to_loss.md) they cost loss and time.
+(optim=muon: Muon 0.02 on the blocks' matrices, AdamW on the rest at the shipped module.lr, or twice it for image and
+music), the schedule (wsd, the last 40 % decaying; a shorter warmup for image and music) and the steps. Session 8's
+probes (image, music) ran one at a time on one core beside a long training run on the other. The architecture
+switches stay off: at gpt_pydoc's nanoGPT-size probes (time_to_loss.md) they cost loss and time.
 
 | member | probe | val loss at the end (shipped recipe's final in brackets) | what it decided |
 |---|---|---|---|
@@ -62,12 +63,21 @@ last 40 % decaying) and the steps. The architecture switches stay off: at gpt_py
 | image | 800 steps, AdamW side 4e-3 | 1.1535 | 2e-3 kept |
 | image | 800 steps, Muon 0.04 | 1.1604 | 0.02 kept |
 | image | 450 steps | 1.1529 (1.1572 at 400) | |
-| image | 350 steps | 1.1681 | **chosen**: below 1.1810 in 350 steps |
+| image | 350 steps | 1.1681 | session 7's choice: below 1.1810 in 350 steps (0.51x, just over the goal) |
+| image | 300 steps, warmup 30 | 1.1751 (target here 1.1710) | session 8: a shorter warmup for a short run |
+| image | 300 steps, warmup 100 | 1.1790 | |
+| image | 300 steps, warmup 30, decay_fraction 0.5 | 1.1783 | 0.4 kept |
+| image | 300 steps, warmup 30, Muon 0.03 | 1.1943 | 0.02 kept |
+| image | 300 steps, warmup 30, AdamW side 3e-3 | 1.1689 | |
+| image | 300 steps, warmup 30, AdamW side 4e-3 | 1.1655 | **chosen** (at 300 steps 4e-3 helps; at 800 it did not) |
+| image | 250 steps, warmup 30, AdamW side 3e-3 | 1.1822 | too short |
 | text2image | 1,500 steps | 0.8768 (0.8961) | the shipped checkpoint's recipe |
 | text2image | 650 steps | 0.8828 (0.8871 at 600) | **chosen** |
 | music (JSB) | 600 steps | 0.4751 (0.5873) | Muon + WSD: far lower loss at equal steps |
-| music (JSB) | 300 steps | 0.5807 | **chosen** |
+| music (JSB) | 300 steps | 0.5807 | session 7's choice (0.55x) |
 | music (JSB) | 250 steps | 0.6355 | too short |
+| music (JSB) | 250 steps, warmup 20 | 0.6211 | session 8 |
+| music (JSB) | 250 steps, warmup 20, AdamW side 4e-3 | 0.5817 | **chosen** |
 
 The probes evaluated every 100 (image) or 250 (text2image) steps, the measurement above every 50; the shipped
 recipe's image run ended at 1.1810 in its probe and at 1.1710 here: a validation pass draws a DataLoader seed from

@@ -131,9 +131,9 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
         model_type="image_gpt",
         location="image-gpt-digits",
         files={
-            "README.md": "9527956e719d9188944221739b6b580d6507daade3a135bcde166c55956d4684",
+            "README.md": "f6441de497b359d9831e19e76e5c63d82ffa0e6509fb26790d785769b8da706e",
             "codec.json": "8dbbbedcafd4335014b875d987c412a345e5efaac72b54d305b2a0d2d282ddea",
-            "config.json": "8968bbba5edbed1eb4c5568404b3ff84f2be24883fe4c2ad3e88f90f0029e686",
+            "config.json": "8e9649e43894b36bffc2350086e477cd2d2c7176ef47d244ba6b9240f2e022e0",
             "generation_config.json": "9cfe5c6d563008b0fb682edd514b35e35f35c3579b9f9a717f58748328ad2fc4",
             "model.safetensors": "1d0acb1505e02a04ff0157f20fd12c26744cba6f541828ff710259fc21aa1d66",
             "samples.png": "a49161056f2e7d6d3707dd758ef2216fa8a9f448417c694c2820e2442687e79a",
@@ -143,8 +143,8 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in (
             "data_license": "CC BY 4.0 (UCI ML hand-written digits, as shipped by scikit-learn)",
             "steps": 800,
             "hardware": "CPU, 1 thread of a shared 2-core x86_64 VM (AMD EPYC Zen 4), 122 s of training",
-            "train_command": "zoo-train experiment=image_gpt_digits_fast trainer.max_steps=800 "
-                             "trainer.val_check_interval=100 samples.every_n_steps=0 threads=1",
+            "train_command": "zoo-train experiment=image_gpt_digits_fast module.lr=2e-3 module.warmup_steps=100 "
+                             "trainer.max_steps=800 trainer.val_check_interval=100 samples.every_n_steps=0 threads=1",
             "metric": "val loss (nats/token, validation split of the training data)",
             "metric_value": 1.1416,
         },
