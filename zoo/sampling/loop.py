@@ -115,8 +115,9 @@ def generate(
     was_training = model.training
     model.eval()
     # On CPU the one-row products of decoding run faster over most weights stored (in, out) (prefers_in_out): an
-    # inference model is re-laid out in place, once (lay_out_for_decoding: no copy, no memory); a model that is
-    # training gets copies for this call only, and a compiled step keeps its copies (new ones would recompile).
+    # inference model is re-laid out in place, once (lay_out_for_decoding: no copy, no memory; a compiled step
+    # then sees the same parameters every call); a model that is training gets copies for this call only (kept
+    # under compile=True: new ones would recompile).
     layout = _cpu_layout(model, was_training=was_training, compile=cfg.compile)
     try:
         with layout:
@@ -136,7 +137,7 @@ def _cpu_layout(model: GenerativeModel, *, was_training: bool,
     """The decoding weight layout for `model` (see generate): nothing to do off CPU."""
     if next(model.parameters()).device.type != "cpu":
         return contextlib.nullcontext()
-    if was_training or compile:
+    if was_training:
         return linear_weights_in_out(model, keep=compile)
     lay_out_for_decoding(model)
     return contextlib.nullcontext()
