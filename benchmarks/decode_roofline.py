@@ -36,6 +36,7 @@ from torch import nn
 from zoo.bench import roofline
 from zoo.bench.common import Sizes, changed_options, cpu_name, interleaved, median, output_stem
 from zoo.bench.report import table
+from zoo.core.layers import lay_out_for_decoding
 from zoo.core.quant import Int4Linear, Int8Linear, int4_group
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,13 +51,17 @@ def kernels(rounds: int) -> dict[str, float]:
     lins = [nn.Linear(i, o) for i, o in GPT2_SHAPES]
     x = {i: torch.randn(1, i) for i in (768, 3072)}
     xb = {i: v.bfloat16() for i, v in x.items()}
-    fp32 = [(lin.weight.detach().t().contiguous(), lin.bias.detach()) for lin in lins]
+    fp32 = [(lin.weight.detach().t().contiguous(), lin.bias.detach()) for lin in lins]  # every matrix (in, out)
+    zoo_fp32 = lay_out_for_decoding(nn.Sequential(*copy.deepcopy(lins)))  # (in, out) where out >= in
     bf16 = [(lin.weight.detach().bfloat16(), lin.bias.detach().bfloat16()) for lin in lins]
     int8 = [Int8Linear(lin) for lin in lins]
     packed = [(m.q, m.scale, m.bias) for m in int8]
     int4 = [Int4Linear(lin, int4_group(lin.in_features)) for lin in lins]
     fns = {
-        "fp32 x @ W (in, out) copies (zoo's fp32 decoding)":
+        "fp32 F.linear, (in, out) storage where out >= in (zoo's fp32 decoding: lay_out_for_decoding)":
+            lambda: [m(x[m.in_features]) for m in zoo_fp32],
+        "fp32 F.linear, (out, in) storage (nn.Linear's own)": lambda: [m(x[m.in_features]) for m in lins],
+        "fp32 x @ W, (in, out) storage for every matrix (Conv1D's, zoo before session 8)":
             lambda: [torch.addmm(b, x[w.shape[0]], w) for w, b in fp32],
         "bf16 F.linear": lambda: [F.linear(xb[w.shape[1]], w, b) for w, b in bf16],
         "int8 torch _weight_int8pack_mm, fp32 activations":

@@ -6,8 +6,8 @@ product reads the small weights directly instead of first writing a float copy.
 
 Which kernels, and why. Measured before choosing, and again in benchmarks/decode_roofline.md (kernel table):
 the products one decoded token needs at GPT-2-124M's shapes (49 Linears, batch 1, one thread, AMD EPYC Zen 4
-with native bf16, torch 2.14, torchao 0.18), against zoo's fp32 decoding (x @ W over (in, out) copies,
-zoo.sampling) at 74 ms:
+with native bf16, torch 2.14, torchao 0.18), against zoo's fp32 decoding of that time (x @ W over (in, out)
+copies, zoo.sampling; now the same layout in place, zoo.core.layers.lay_out_for_decoding) at 74 ms:
 - torchao `Int8WeightOnlyConfig`: 228 ms on fp32 activations, 99 ms on bf16: slower than fp32 on this CPU;
   its int4 CPU layout ('opaque') was refused by 0.18's Int4WeightOnlyConfig. So zoo does not depend on torchao.
 - torch's own `_weight_int8pack_mm`: 260 ms on fp32 activations (no fast path), 45 ms on bf16 (1.7x, but the
