@@ -304,7 +304,7 @@ def test_linear_weights_in_out_same_outputs_then_restored() -> None:
     assert model.lm_head.weight is model.transformer.wte.weight  # still tied
 
 
-def test_lay_out_for_decoding_changes_strides_only() -> None:
+def test_lay_out_for_decoding_changes_strides_only(tmp_path) -> None:
     """An inference model's weights re-laid out in place: same parameters (identity, tying, values, keys), same
     outputs, (in, out) storage where prefers_in_out; generate() does it for an eval model, not a training one."""
     model = tiny_gpt().eval()
@@ -321,6 +321,11 @@ def test_lay_out_for_decoding_changes_strides_only() -> None:
     linears = [m for m in model.modules() if type(m) is nn.Linear]
     assert all(m.weight.t().is_contiguous() == prefers_in_out(m.weight) for m in linears)
     assert any(not prefers_in_out(m.weight) and m.weight.is_contiguous() for m in linears)
+    from zoo.hub.export import save_weights  # an export after decoding writes the same bytes
+
+    for name, net in (("laid_out", model), ("fresh", tiny_gpt().eval())):
+        save_weights(net, tmp_path / f"{name}.safetensors", torch.float32)
+    assert (tmp_path / "laid_out.safetensors").read_bytes() == (tmp_path / "fresh.safetensors").read_bytes()
     with torch.no_grad():  # quantising re-laid-out weights gives what quantising the originals gives
         torch.testing.assert_close(quantize_(model, "int8")(idx), quantize_(tiny_gpt().eval(), "int8")(idx),
                                    rtol=0, atol=1e-5)
