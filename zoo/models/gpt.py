@@ -330,8 +330,9 @@ def _compiled_static_step() -> Callable[[GPT, Tensor, KVCache, Tensor | None], T
     if not _COMPILED_STEP:
         # dynamic=False: every step has the same shapes by construction; a new batch size or cache length
         # compiles a new specialised graph rather than a slower shape-generic one. The graphs are also
-        # specialised to the model's (in, out) weight copies (zoo.core.layers.linear_weights_in_out), so each
-        # model compiles once; past torch._dynamo's recompile_limit (8 per process) the step runs uncompiled
-        # with a warning (fullgraph=True would make that a hard error).
+        # specialised to the model's weights (laid out in place by zoo.core.layers.lay_out_for_decoding, or the
+        # (in, out) copies linear_weights_in_out keeps for a training model), so each model compiles once; past
+        # torch._dynamo's recompile_limit (8 per process) the step runs uncompiled with a warning (fullgraph=True
+        # would make that a hard error).
         _COMPILED_STEP.append(torch.compile(_static_step, dynamic=False))
     return _COMPILED_STEP[0]

@@ -1,7 +1,7 @@
 """One worker thread per loaded model: a queue, batching of compatible requests, and time limits.
 
-Why a thread per model and not a pool: sampling swaps a model's Linear weights for (in, out) copies while
-it decodes on CPU (zoo.core.layers.linear_weights_in_out) and keeps a KV cache per call, so one model must
+Why a thread per model and not a pool: the first generation on CPU re-lays the model's Linear weights out in
+place (zoo.core.layers.lay_out_for_decoding) and every call keeps a KV cache of its own, so one model must
 not run two generations at once. Each model therefore has one thread that takes requests in arrival
 order; requests queued meanwhile whose options let them share a batch (`Member.batch_key`: text with the
 same sampling options) run as one batched `generate` call. Different models run side by side.
