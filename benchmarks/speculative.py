@@ -28,7 +28,7 @@ import torch
 
 import zoo
 from zoo.bench.common import changed_options, cpu_name, load_average, median, output_stem, ratio_stats
-from zoo.core.layers import linear_weights_in_out
+from zoo.core.layers import lay_out_for_decoding
 from zoo.sampling import SamplingConfig, generate
 from zoo.sampling.speculative import SpeculativeStats, generate_speculative
 
@@ -105,7 +105,8 @@ def pass_cost(target: torch.nn.Module, draft: torch.nn.Module, context: int, ts:
     each T in `ts`, the draft for T = 1), all interleaved; relative to the target's T = 1."""
     ids = torch.randint(0, target.config.vocab_size, (1, context + max(ts)), generator=torch.Generator().manual_seed(0))
     fns = {}
-    with torch.no_grad(), linear_weights_in_out(target), linear_weights_in_out(draft):  # decoding's CPU layout
+    lay_out_for_decoding(target), lay_out_for_decoding(draft)  # decoding's CPU layout
+    with torch.no_grad():
         for name, model, t in [*((f"target T={t}", target, t) for t in ts), ("draft T=1", draft, 1)]:
             cache = model.new_cache(1, context + max(ts))
             model.prefill(ids[:, :context], cache=cache)

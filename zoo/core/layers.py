@@ -23,8 +23,8 @@ from zoo.core.norms import NormKind, RMSNorm, make_norm
 from zoo.core.positions import PositionBias, RotaryEmbedding
 
 # RotaryEmbedding lives in zoo.core.positions, RMSNorm and make_norm in zoo.core.norms; older imports find them here.
-__all__ = ["MLP", "Block", "NormKind", "RMSNorm", "RotaryEmbedding", "lay_out_for_decoding", "linear_weights_in_out",
-           "make_norm", "softcap"]
+__all__ = ["MLP", "Block", "NormKind", "RMSNorm", "RotaryEmbedding", "decoding_layout", "lay_out_for_decoding",
+           "linear_weights_in_out", "make_norm", "softcap"]
 
 Activation = Literal["gelu", "gelu_tanh", "quick_gelu", "relu2", "swiglu"]
 
@@ -119,6 +119,19 @@ def lay_out_for_decoding(model: nn.Module) -> nn.Module:
             with torch.no_grad():
                 w.data = w.data.t().contiguous().t()
     return model
+
+
+def decoding_layout(model: nn.Module, *, training: bool,
+                    compile: bool = False) -> contextlib.AbstractContextManager[None]:
+    """The weight layout decoding uses on CPU, as a context for the decoding (nothing to do off CPU): an inference
+    model is re-laid out in place, once (`lay_out_for_decoding`); a model that is `training` gets (in, out) copies
+    for the block only (`linear_weights_in_out`, kept between calls under `compile`: new ones would recompile)."""
+    if next(model.parameters()).device.type != "cpu":
+        return contextlib.nullcontext()
+    if training:
+        return linear_weights_in_out(model, keep=compile)
+    lay_out_for_decoding(model)
+    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager

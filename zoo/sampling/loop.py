@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -11,7 +10,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from zoo.core.layers import lay_out_for_decoding, linear_weights_in_out
+from zoo.core.layers import decoding_layout
 from zoo.models.base import GenerativeModel
 from zoo.sampling.config import SamplingConfig
 
@@ -118,7 +117,7 @@ def generate(
     # inference model is re-laid out in place, once (lay_out_for_decoding: no copy, no memory; a compiled step
     # then sees the same parameters every call); a model that is training gets copies for this call only (kept
     # under compile=True: new ones would recompile).
-    layout = _cpu_layout(model, was_training=was_training, compile=cfg.compile)
+    layout = decoding_layout(model, training=was_training, compile=cfg.compile)
     try:
         with layout:
             if cfg.draft is not None:
@@ -130,17 +129,6 @@ def generate(
             return _decode(model, rows, cfg, cond, guided, on_token, should_stop)
     finally:
         model.train(was_training)
-
-
-def _cpu_layout(model: GenerativeModel, *, was_training: bool,
-                compile: bool) -> contextlib.AbstractContextManager[None]:
-    """The decoding weight layout for `model` (see generate): nothing to do off CPU."""
-    if next(model.parameters()).device.type != "cpu":
-        return contextlib.nullcontext()
-    if was_training:
-        return linear_weights_in_out(model, keep=compile)
-    lay_out_for_decoding(model)
-    return contextlib.nullcontext()
 
 
 def _decode(model: GenerativeModel, rows: list[list[int]], cfg: SamplingConfig, cond: Tensor | None, guided: bool,

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from zoo.core.cache import KVCache
-from zoo.core.layers import lay_out_for_decoding, linear_weights_in_out
+from zoo.core.layers import decoding_layout
 from zoo.models.base import GenerativeModel
 from zoo.sampling.config import SamplingConfig
 from zoo.sampling.loop import apply_repetition_penalty, filter_logits
@@ -193,12 +193,12 @@ def generate_speculative(model: GenerativeModel, rows: list[list[int]], cfg: Sam
     generator = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.seed is not None else None
     n0 = min(len(r) for r in rows)
     out = []
+    training = model.training
     model.eval()
-    with contextlib.ExitStack() as layout:
-        if device.type == "cpu":  # one-row products run faster over (in, out) weights (as `generate`'s)
-            layout.enter_context(linear_weights_in_out(model))  # no copies where generate re-laid it out
-            if draft is not None:
-                lay_out_for_decoding(draft)  # an inference model: re-laid out in place, once
+    with contextlib.ExitStack() as layout:  # generate's CPU layout (a no-op where generate has already applied it)
+        layout.enter_context(decoding_layout(model, training=training))
+        if draft is not None:
+            layout.enter_context(decoding_layout(draft, training=False))  # a draft is an inference model
         for r, prompt in enumerate(rows):
             emit = None
             if on_token is not None:
