@@ -130,6 +130,7 @@ def _stops_with_one_line(proc: subprocess.Popen, run_dir: Path, within: float) -
     return lines[0], step
 
 
+@pytest.mark.slow  # two DDP processes, about 14 s: the full suite (CI) runs it, `-m "not slow"` stays under 4 min
 def test_a_killed_ddp_rank_stops_rank_0_at_once_with_an_emergency_save(tmp_path):
     run_dir, trace = tmp_path / "run", tmp_path / "trace"
     proc, rank1 = _rank1_after_step([*DDP, f"run_dir={run_dir}"], trace, tmp_path)
