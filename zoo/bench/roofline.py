@@ -17,13 +17,17 @@ weights with its static cache + torch.compile (compilation in the untimed first 
 The shipped checkpoints (at most 2 M parameters) fit in the CPU's caches: their limit is per-token
 overhead, not bandwidth. For them: time per token of `generate` at batch 1 against the time of the
 matrix products one token needs (every Linear call recorded during the same decoding, replayed alone on
-the same shapes: fp32 as x @ W over (in, out) copies, int8 through `Int8Linear`), per round.
+the same shapes: fp32 as x @ W over (in, out) copies, int8 through `Int8Linear`), per round. Where the preset
+compiles zoo's decoding (`zoo_compile_batches` holds 1: the full run), the same fp32 model also decodes with
+`compile=True` (one fixed-shape compiled step: the GPT family and the image models), against the same products:
+how much of the overhead compilation removes, and what its first call costs.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -266,12 +270,27 @@ def overhead(s: Sizes, device: torch.device) -> tuple[list[Row], dict[str, Any]]
             fns[f"{label} decode"], fns[f"{label} products"] = run_one, _products(rec.calls, device)
             per_token[label] = new
             context[f"{name} {label}"] = {"products_per_token": len(rec.calls) / new, "new_tokens": new}
-        times = interleaved(fns, s.rounds, device, warmup=1)
+            if scheme is None and 1 in s.zoo_compile_batches and hasattr(m, "decode_step_static"):
+                compiled = (lambda m=m, new=new: generate(m, [[0]], temperature=0, max_new_tokens=new, compile=True))
+                start = time.perf_counter()
+                with torch._dynamo.config.patch(recompile_limit=64):  # a graph per checkpoint: past 8, eager
+                    compiled()
+                context[f"{name} fp32 compiled"] = {"first_call_s": time.perf_counter() - start}
+                fns["fp32 compiled decode"] = compiled
+        with torch._dynamo.config.patch(recompile_limit=64):
+            times = interleaved(fns, s.rounds, device, warmup=1)
         for label, new in per_token.items():
             dec, prod = times[f"{label} decode"], times[f"{label} products"]
             rows.append(Row(section, f"{name} {label}: time per token / its products' time", "overhead ratio",
                             ratio_stats(dec, prod),
                             {"ms/token": median(dec) / new * 1e3, "products ms/token": median(prod) / new * 1e3}))
+            if label == "fp32" and "fp32 compiled decode" in times:
+                comp = times["fp32 compiled decode"]
+                rows.append(Row(section, f"{name} fp32 compiled (compile=True): time per token / its products' time",
+                                "overhead ratio", ratio_stats(comp, prod),
+                                {"ms/token": median(comp) / new * 1e3, "products ms/token": median(prod) / new * 1e3,
+                                 "vs eager": median(dec) / median(comp),
+                                 "first call s": context[f"{name} fp32 compiled"]["first_call_s"]}))
         print(f"  {section} {name}: " + ", ".join(f"{n} {median(t) / per_token[n.split()[0]] * 1e3:.2f} ms/token"
                                                   for n, t in times.items()), flush=True)
     return rows, context
