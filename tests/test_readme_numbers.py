@@ -121,6 +121,12 @@ FIGURES: list[tuple[str, str, list[Src]]] = [
     *[(README, rf"\| {style} \| \[MIDI\].*\| ([\d.]+) \|$", [Src(STY, ("guidance", "4.0", "per_style", i))])
       for i, style in enumerate(("bach", "palestrina", "monteverdi", "quartets", "folk", "irish"))],
     # --- prose ---
+    (README, r"`music-transformer-styles` \(val ([\d.]+) → ([\d.]+); Bach named in ([\d.]+) of guided samples, "
+             r"was ([\d.]+):",
+     [Src("benchmarks/music_styles.md", r"Previous checkpoint \(session 7: AdamW \+ cosine, two legs, "
+                                        r"validation loss ([\d.]+)\)"),
+      card("music-transformer-styles", "metric_value"), Src(STY, ("guidance", "4.0", "per_style", 0)),
+      Src("benchmarks/music_styles.md", r"\| 4 \| \*\*0.80\*\* \| ([\d.]+) \|")]),
     (README, r"text ([\d.]+) vs\s+([\d.]+), music ([\d.]+) vs ([\d.]+) nats/token\) and LoRA rank 8 reaches "
              r"(\d+)–(\d+) % of full fine-tuning's gain with\s+(\d+)–(\d+) % of the parameters",
      [Src(FT, ("text", "results", "full", "val_loss")), Src(FT, ("text", "results", "scratch", "val_loss")),
