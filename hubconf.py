@@ -57,8 +57,8 @@ def music_transformer_bach(device: str = "cpu", dtype: Any = None) -> Any:
 
 
 def music_transformer_jsb(device: str = "cpu", dtype: Any = None) -> Any:
-    """Music Transformer (relative attention, 0.93 M params) trained 8,000 steps (Muon, wsd) on JSB Chorales, four
-    voices on a 16th-note grid (val 0.347 nats/token scored as the paper's table, benchmarks/jsb.md).
+    """Music Transformer (relative attention, 0.93 M params) trained 10,000 steps (Muon, wsd) on JSB Chorales, four
+    voices on a 16th-note grid (val 0.343 nats/token scored as the paper's table, benchmarks/jsb.md).
     `m.generate(max_new_tokens=512, out="chorale.mid")` writes 128 sixteenth steps of four-voice chorale."""
     return _load("music-transformer-jsb", device, dtype)
 
