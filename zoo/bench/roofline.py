@@ -252,45 +252,54 @@ def overhead(s: Sizes, device: torch.device) -> tuple[list[Row], dict[str, Any]]
     names = [n for n in names if not n.startswith("gpt2")]
     rows: list[Row] = []
     context: dict[str, Any] = {}
-    for name in names:
-        section = "overhead batch 1"
-        fns: dict[str, Callable[[], Any]] = {}
-        per_token: dict[str, int] = {}
-        for scheme in (None, "int8") if device.type == "cpu" else (None,):
-            m = zoo.load(name, device=device, quantize=scheme).model
-            new = min(s.roofline_new, m.max_len - 1)
-            run_one = (lambda m=m, new=new: generate(m, [[0]], temperature=0, max_new_tokens=new))
-            run_one()  # warm-up (and the fused int8 kernel's compilation)
-            rec = _Recorder(m)
-            try:
-                run_one()
-            finally:
-                rec.close()
-            label = scheme or "fp32"
-            fns[f"{label} decode"], fns[f"{label} products"] = run_one, _products(rec.calls, device)
-            per_token[label] = new
-            context[f"{name} {label}"] = {"products_per_token": len(rec.calls) / new, "new_tokens": new}
-            if scheme is None and 1 in s.zoo_compile_batches and hasattr(m, "decode_step_static"):
-                compiled = (lambda m=m, new=new: generate(m, [[0]], temperature=0, max_new_tokens=new, compile=True))
-                start = time.perf_counter()
-                with torch._dynamo.config.patch(recompile_limit=64):  # a graph per checkpoint: past 8, eager
-                    compiled()
-                context[f"{name} fp32 compiled"] = {"first_call_s": time.perf_counter() - start}
-                fns["fp32 compiled decode"] = compiled
-        with torch._dynamo.config.patch(recompile_limit=64):
-            times = interleaved(fns, s.rounds, device, warmup=1)
-        for label, new in per_token.items():
-            dec, prod = times[f"{label} decode"], times[f"{label} products"]
-            rows.append(Row(section, f"{name} {label}: time per token / its products' time", "overhead ratio",
-                            ratio_stats(dec, prod),
-                            {"ms/token": median(dec) / new * 1e3, "products ms/token": median(prod) / new * 1e3}))
-            if label == "fp32" and "fp32 compiled decode" in times:
-                comp = times["fp32 compiled decode"]
-                rows.append(Row(section, f"{name} fp32 compiled (compile=True): time per token / its products' time",
-                                "overhead ratio", ratio_stats(comp, prod),
-                                {"ms/token": median(comp) / new * 1e3, "products ms/token": median(prod) / new * 1e3,
-                                 "vs eager": median(dec) / median(comp),
-                                 "first call s": context[f"{name} fp32 compiled"]["first_call_s"]}))
-        print(f"  {section} {name}: " + ", ".join(f"{n} {median(t) / per_token[n.split()[0]] * 1e3:.2f} ms/token"
-                                                  for n, t in times.items()), flush=True)
+    # compile=True below compiles one graph per checkpoint: past torch._dynamo's 8 it would quietly run eager
+    with torch._dynamo.config.patch(recompile_limit=64):
+        for name in names:
+            rows += _overhead_rows(name, s, device, context)
     return rows, context
+
+
+def _overhead_rows(name: str, s: Sizes, device: torch.device, context: dict[str, Any]) -> list[Row]:
+    """One checkpoint's overhead rows (see `overhead`); its context entries go into `context`."""
+    import zoo
+
+    rows: list[Row] = []
+    section = "overhead batch 1"
+    fns: dict[str, Callable[[], Any]] = {}
+    per_token: dict[str, int] = {}
+    for scheme in (None, "int8") if device.type == "cpu" else (None,):
+        m = zoo.load(name, device=device, quantize=scheme).model
+        new = min(s.roofline_new, m.max_len - 1)
+        run_one = (lambda m=m, new=new: generate(m, [[0]], temperature=0, max_new_tokens=new))
+        run_one()  # warm-up (and the fused int8 kernel's compilation)
+        rec = _Recorder(m)
+        try:
+            run_one()
+        finally:
+            rec.close()
+        label = scheme or "fp32"
+        fns[f"{label} decode"], fns[f"{label} products"] = run_one, _products(rec.calls, device)
+        per_token[label] = new
+        context[f"{name} {label}"] = {"products_per_token": len(rec.calls) / new, "new_tokens": new}
+        if scheme is None and 1 in s.zoo_compile_batches and hasattr(m, "decode_step_static"):
+            compiled = (lambda m=m, new=new: generate(m, [[0]], temperature=0, max_new_tokens=new, compile=True))
+            start = time.perf_counter()
+            compiled()
+            context[f"{name} fp32 compiled"] = {"first_call_s": time.perf_counter() - start}
+            fns["fp32 compiled decode"] = compiled
+    times = interleaved(fns, s.rounds, device, warmup=1)
+    for label, new in per_token.items():
+        dec, prod = times[f"{label} decode"], times[f"{label} products"]
+        rows.append(Row(section, f"{name} {label}: time per token / its products' time", "overhead ratio",
+                        ratio_stats(dec, prod),
+                        {"ms/token": median(dec) / new * 1e3, "products ms/token": median(prod) / new * 1e3}))
+        if label == "fp32" and "fp32 compiled decode" in times:
+            comp = times["fp32 compiled decode"]
+            rows.append(Row(section, f"{name} fp32 compiled (compile=True): time per token / its products' time",
+                            "overhead ratio", ratio_stats(comp, prod),
+                            {"ms/token": median(comp) / new * 1e3, "products ms/token": median(prod) / new * 1e3,
+                             "vs eager": median(dec) / median(comp),
+                             "first call s": context[f"{name} fp32 compiled"]["first_call_s"]}))
+    print(f"  {section} {name}: " + ", ".join(f"{n} {median(t) / per_token[n.split()[0]] * 1e3:.2f} ms/token"
+                                              for n, t in times.items()), flush=True)
+    return rows
